@@ -1,0 +1,45 @@
+# StreamSense: `make demo` sets everything up and runs the demo; `make test` runs every test tier.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-unit lint schemas clean down
+
+# Idempotent: the venv is rebuilt only when pyproject.toml changes; the Kafka jars and Triton's
+# runtime are provisioned once into .streamsense/ (their stamps make later runs instant).
+setup: $(STAMP)
+	@deploy/local/system-deps.sh
+	@$(VENV)/bin/streamsense setup
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	@# The Triton server binary only: pytriton's own Python API pins numpy<2, which we do not use.
+	$(PIP) install -q --no-deps 'nvidia-pytriton==0.7.0'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/streamsense demo
+
+test: setup
+	$(VENV)/bin/ruff check streams models tests
+	$(VENV)/bin/pytest
+
+test-unit: setup
+	$(VENV)/bin/pytest tests/unit streams models
+
+lint: setup
+	$(VENV)/bin/ruff check streams models tests
+
+schemas: setup
+	$(VENV)/bin/streamsense schemas
+
+down:
+	@test -x $(VENV)/bin/streamsense && $(VENV)/bin/streamsense down || true
+
+clean: down
+	rm -rf .streamsense $(VENV)

@@ -1,0 +1,1 @@
+"""StreamSense ML, importable without Kafka or Triton: BERT, River models, sequential tests."""

@@ -1,0 +1,236 @@
+"""The ``streamsense`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from streams.local.process import ServiceError
+from streams.settings import Settings
+from streams.topics import INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="StreamSense: real-time review, click and news intelligence on Kafka.")
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        console.print(f"[red]invalid STREAMSENSE_* settings:[/red]\n{exc}")
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
+
+
+@app.command()
+def setup() -> None:
+    """Fetch the Kafka broker's jars and prepare Triton's runtime (idempotent)."""
+    from streams.local.stack import LocalStack
+
+    stack = LocalStack(_settings())
+    try:
+        with console.status("provisioning Kafka jars and Triton runtime"):
+            stack.provision()
+    except ServiceError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"ready: Kafka jars in {stack.kafka_libs}, Triton runtime in {stack.triton_runtime}")
+
+
+@app.command()
+def up(
+    kafka: Annotated[bool, typer.Option(help="start the local Kafka broker")] = True,
+    triton: Annotated[bool, typer.Option(help="start the local Triton server")] = True,
+) -> None:
+    """Start the local Kafka broker and Triton server; returns when both are healthy."""
+    from streams.adapters.kafka_admin import ensure_topics
+    from streams.local.stack import LocalStack
+
+    settings = _settings()
+    stack = LocalStack(settings)
+    try:
+        with console.status("provisioning"):
+            stack.provision()
+        with console.status("starting services and waiting for health"):
+            pids = stack.up(with_kafka=kafka, with_triton=triton)
+        if kafka:
+            created = asyncio.run(ensure_topics(settings, TopicNames(prefix=settings.topic_prefix).all()))
+            if created:
+                console.print(f"created topics: {', '.join(created)}")
+    except ServiceError as exc:
+        raise _fail(str(exc)) from None
+    for name, pid in pids.items():
+        console.print(f"[green]{name}[/green] running (pid {pid})")
+    console.print(f"Kafka {settings.kafka_bootstrap} · Triton gRPC {settings.triton_url}, "
+                  f"HTTP {settings.triton_http_url} · logs in {settings.home / 'run'}")
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `streamsense up` and `streamsense worker` started from this directory."""
+    from streams.local.stack import LocalStack
+
+    stopped = LocalStack(_settings()).down()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def status() -> None:
+    """What is running, where, topics and consumer lag."""
+    from streams.adapters.kafka_admin import consumer_lag, list_topics
+    from streams.local.stack import LocalStack
+
+    settings = _settings()
+    table = Table("service", "pid", "healthy", "address", title="services")
+    rows = LocalStack(settings).status()
+    for row in rows:
+        table.add_row(row.name, str(row.pid or "-"), "yes" if row.healthy else "[red]no[/red]",
+                      row.address)
+    out = Console()
+    out.print(table)
+    if not rows[0].healthy:
+        return
+    topics = asyncio.run(list_topics(settings))
+    t = Table("topic", "partitions", title="topics")
+    for name, parts in topics.items():
+        t.add_row(name, str(parts))
+    out.print(t)
+    lag = asyncio.run(consumer_lag(settings))
+    t = Table("group", "topic", "committed", "end", "lag", title="consumer lag")
+    for g in lag:
+        t.add_row(g.group, g.topic, str(g.committed), str(g.end), str(g.lag))
+    out.print(t)
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with (sys.stdin.buffer if str(path) == "-" else path.open("rb")) as fh:
+        for line in fh:
+            line = line.rstrip(b"\r\n")
+            if line.strip():
+                yield line
+
+
+@app.command()
+def produce(
+    topic: Annotated[str, typer.Argument(help=f"one of {', '.join(INPUT_TOPICS)}")],
+    file: Annotated[Path | None, typer.Option("--file", "-f",
+                                              help="JSON-lines file ('-' for stdin)")] = None,
+    synthetic: Annotated[int | None, typer.Option(help="send N generated events instead")] = None,
+    rate: Annotated[float | None, typer.Option(help="events per second (default: unlimited)")] = None,
+    seed: Annotated[int, typer.Option(help="seed for --synthetic")] = 0,
+) -> None:
+    """Produce events to an input topic, keyed by their natural key. Lines are sent as they are:
+    malformed ones reach the worker, which dead-letters them with the reason."""
+    from streams.adapters.kafka_io import produce_lines
+    from streams.testing import synthetic_events
+
+    if topic not in INPUT_TOPICS:
+        raise _fail(f"unknown input topic {topic!r}; choose one of {', '.join(INPUT_TOPICS)}")
+    if (file is None) == (synthetic is None):
+        raise _fail("give exactly one of --file F or --synthetic N")
+    if file is not None and str(file) != "-" and not file.exists():
+        raise _fail(f"no such file: {file}")
+    settings = _settings()
+    values = (_lines(file) if file is not None else
+              (json.dumps(e).encode() for e in synthetic_events(topic, synthetic or 0, seed=seed)))
+    full = TopicNames(prefix=settings.topic_prefix).name(topic)
+    try:
+        sent = asyncio.run(produce_lines(settings, full, topic, values, rate=rate))
+    except Exception as exc:
+        raise _fail(f"producing to {full} at {settings.kafka_bootstrap} failed: {exc!r}") from None
+    console.print(f"sent {sent} records to {full}")
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="a topic, e.g. reviews.enriched or alerts")],
+    from_beginning: Annotated[bool, typer.Option(help="start at the oldest record")] = True,
+    follow: Annotated[bool, typer.Option("--follow", "-F", help="keep waiting for records")] = False,
+    max_records: Annotated[int | None, typer.Option("--max", help="stop after N records")] = None,
+    idle_timeout: Annotated[float, typer.Option(help="stop after S seconds without records")] = 5.0,
+) -> None:
+    """Print the records of a topic, one JSON value per line."""
+    from streams.adapters.kafka_io import read_topic
+
+    settings = _settings()
+    names = TopicNames(prefix=settings.topic_prefix)
+    full = names.name(topic) if topic in INPUT_TOPICS + OUTPUT_TOPICS else topic
+
+    async def run() -> int:
+        n = 0
+        async for rec in read_topic(settings, full, from_beginning=from_beginning,
+                                    idle_timeout_s=None if follow else idle_timeout,
+                                    max_records=max_records):
+            value = (rec.value or b"").decode("utf-8", "replace")
+            sys.stdout.write(value + "\n")
+            sys.stdout.flush()
+            n += 1
+        return n
+
+    try:
+        n = asyncio.run(run())
+    except KeyboardInterrupt:
+        return
+    console.print(f"{n} records from {full}")
+
+
+@app.command()
+def schemas(
+    out: Annotated[Path, typer.Option(help="directory for <topic>.schema.json files")] =
+        Path(__file__).parent / "schemas",
+) -> None:
+    """Write the JSON Schema of every topic's values (for producers in other languages)."""
+    from streams.records import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    for topic, schema in json_schemas().items():
+        (out / f"{topic}.schema.json").write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+    console.print(f"wrote {len(json_schemas())} schemas to {out}")
+
+
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(help="events to replay over all input topics")] = 3000,
+    rate: Annotated[float, typer.Option(help="events per second over all topics")] = 500.0,
+    keep_running: Annotated[bool, typer.Option(help="leave the stack up afterwards")] = False,
+    kafka: Annotated[str | None, typer.Option(help="use this Kafka bootstrap, not a local one")] = None,
+    triton: Annotated[str | None, typer.Option(help="use this Triton gRPC URL, not a local one")] = None,
+) -> None:
+    """Start the local stack, replay a mixed stream with a live view, summarise, stop."""
+    from streams.demo import DemoOptions, run_demo
+
+    settings = _settings()
+    overrides = {k: v for k, v in {"kafka_bootstrap": kafka, "triton_url": triton}.items() if v}
+    settings = settings.model_copy(update=overrides)
+    options = DemoOptions(events=events, rate=rate, keep_running=keep_running,
+                          start_stack=not overrides)
+    try:
+        run_demo(settings, options, console)
+    except ServiceError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print("interrupted; the stack was stopped")
+        raise typer.Exit(130) from None
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

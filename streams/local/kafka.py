@@ -1,0 +1,150 @@
+"""The local Apache Kafka broker: jars from Maven Central, KRaft single node, bound to 127.0.0.1.
+
+No Kafka server ships on PyPI, npm or Debian, so ``provision`` runs Maven on
+``deploy/local/kafka/pom.xml`` (``dependency:copy-dependencies``) once and caches the jars;
+``broker_service`` runs ``kafka.Kafka`` with ``java`` in combined broker+controller mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+import uuid
+from pathlib import Path
+
+from streams.local.paths import repo_root
+from streams.local.process import Service, ServiceError, port_in_use, run_step
+
+__all__ = ["KAFKA_VERSION", "broker_service", "kafka_answers", "provision"]
+
+# Newest Kafka that faust-streaming + aiokafka work with here; see README "Kafka version".
+KAFKA_VERSION = "4.3.1"
+
+_LOG4J2 = """\
+rootLogger.level=INFO
+rootLogger.appenderRef.stdout.ref=STDOUT
+appender.stdout.type=Console
+appender.stdout.name=STDOUT
+appender.stdout.layout.type=PatternLayout
+appender.stdout.layout.pattern=[%d] %p %m (%c)%n
+logger.kafka.name=kafka
+logger.kafka.level=WARN
+logger.apache.name=org.apache.kafka
+logger.apache.level=WARN
+logger.started.name=kafka.server.KafkaRaftServer
+logger.started.level=INFO
+"""
+
+
+def pom_path() -> Path:
+    return repo_root() / "deploy" / "local" / "kafka" / "pom.xml"
+
+
+def provision(libs_dir: Path, *, quiet: bool = True) -> Path:
+    """Copy the broker's jars into ``libs_dir`` with Maven unless they are already there."""
+    stamp = libs_dir / f".complete-{KAFKA_VERSION}"
+    if stamp.exists():
+        return libs_dir
+    for tool in ("mvn", "java"):
+        if shutil.which(tool) is None:
+            raise ServiceError(f"`{tool}` not found: the local Kafka broker needs Java 17+ and Maven")
+    if libs_dir.exists():
+        shutil.rmtree(libs_dir)
+    libs_dir.mkdir(parents=True)
+    run_step(["mvn", "-B", *(["-q"] if quiet else []), "-f", str(pom_path()),
+              "dependency:copy-dependencies", f"-Dkafka.version={KAFKA_VERSION}",
+              f"-DoutputDirectory={libs_dir.resolve()}", "-DincludeScope=runtime"],
+             what=f"fetching Kafka {KAFKA_VERSION} with Maven", quiet=quiet)
+    stamp.write_text(KAFKA_VERSION)
+    return libs_dir
+
+
+def _server_properties(*, host: str, port: int, controller_port: int, data_dir: Path) -> str:
+    return "\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@{host}:{controller_port}",
+        f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        f"advertised.listeners=PLAINTEXT://{host}:{port}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"log.dirs={data_dir.resolve()}",
+        "num.partitions=4",
+        # One node: internal topics (offsets, transactions) cannot have more replicas.
+        "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=8",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "transaction.state.log.num.partitions=8",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "group.initial.rebalance.delay.ms=0",
+        "auto.create.topics.enable=true",
+        "log.retention.hours=168",
+        "",
+    ])
+
+
+def broker_service(*, home: Path, libs_dir: Path, bootstrap: str, controller_port: int,
+                   heap: str = "512m") -> Service:
+    """The broker as a :class:`Service`; formats its storage on first use."""
+    host, port_text = bootstrap.rsplit(":", 1)
+    if "," in bootstrap or host not in ("127.0.0.1", "localhost"):
+        raise ServiceError(
+            f"the local broker binds 127.0.0.1 only; STREAMSENSE_KAFKA_BOOTSTRAP={bootstrap!r} "
+            "points elsewhere (an existing cluster needs no `streamsense up --kafka`)"
+        )
+    host, port = "127.0.0.1", int(port_text)
+    kafka_dir = home / "kafka"
+    data_dir = kafka_dir / "data"
+    kafka_dir.mkdir(parents=True, exist_ok=True)
+    props = kafka_dir / "server.properties"
+    props.write_text(_server_properties(host=host, port=port, controller_port=controller_port,
+                                        data_dir=data_dir))
+    log4j = kafka_dir / "log4j2.properties"
+    log4j.write_text(_LOG4J2)
+    java = ["java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j.resolve()}",
+            "-cp", f"{libs_dir.resolve()}/*"]
+    if not (data_dir / "meta.properties").exists():
+        _format_storage(java, props)
+    return Service(
+        name="kafka",
+        argv=[*java, "kafka.Kafka", str(props.resolve())],
+        run_dir=home / "run",
+        ports=[(host, port), (host, controller_port)],
+        health=lambda: kafka_answers(f"{host}:{port}"),
+    )
+
+
+def _format_storage(java: list[str], props: Path) -> None:
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    run_step([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props.resolve())],
+             what="formatting Kafka storage")
+
+
+def kafka_answers(bootstrap: str, *, timeout_s: float = 3.0, **client_kwargs: object) -> bool:
+    """Whether the cluster answers a metadata request."""
+    from aiokafka.client import AIOKafkaClient
+
+    first = bootstrap.split(",")[0].strip()
+    host, port = first.rsplit(":", 1)
+    # A closed port answers at once; skip aiokafka there, it logs every refused connection.
+    if not port_in_use(host, int(port)):
+        return False
+
+    async def probe() -> bool:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap,
+                                request_timeout_ms=int(timeout_s * 1000), **client_kwargs)
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout_s)
+            return bool(client.cluster.brokers())
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(probe())
+    except Exception:
+        return False

@@ -1,0 +1,114 @@
+"""The local stack from Settings: provision, start, stop and describe Kafka and Triton."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.local import kafka, triton
+from streams.local.process import Service
+from streams.settings import Settings
+
+__all__ = ["LocalStack", "ServiceStatus"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    name: str
+    pid: int | None
+    healthy: bool
+    address: str
+    log: str
+
+
+class LocalStack:
+    """Kafka and Triton for one machine, with data, logs and PID files under ``settings.home``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def kafka_libs(self):
+        return self.settings.cache_dir / "kafka" / "libs"
+
+    @property
+    def triton_runtime(self):
+        return self.settings.cache_dir / "triton"
+
+    def provision(self, *, quiet: bool = True) -> None:
+        """Fetch the Kafka jars and prepare Triton's runtime (fast when already cached)."""
+        kafka.provision(self.kafka_libs, quiet=quiet)
+        triton.provision(self.triton_runtime, quiet=quiet)
+
+    def kafka(self) -> Service:
+        s = self.settings
+        return kafka.broker_service(home=s.home, libs_dir=self.kafka_libs,
+                                    bootstrap=s.kafka_bootstrap,
+                                    controller_port=s.kafka_controller_port, heap=s.kafka_heap)
+
+    def triton(self) -> Service:
+        s = self.settings
+        return triton.triton_service(home=s.home, triton_dir=self.triton_runtime,
+                                     model_repository=s.triton_model_repository,
+                                     http_port=s.triton_http_port, grpc_port=s.triton_grpc_port,
+                                     metrics_port=s.triton_metrics_port)
+
+    def services(self, *, with_kafka: bool = True, with_triton: bool = True) -> list[Service]:
+        return ([self.kafka()] if with_kafka else []) + ([self.triton()] if with_triton else [])
+
+    def up(self, *, with_kafka: bool = True, with_triton: bool = True) -> dict[str, int]:
+        """Start what is not running; returns ``{name: pid}`` once all are healthy.
+
+        If one service fails, the ones this call started are stopped again.
+        """
+        started: list[Service] = []
+        pids: dict[str, int] = {}
+        try:
+            for service in self.services(with_kafka=with_kafka, with_triton=with_triton):
+                was_running = service.pid() is not None
+                pids[service.name] = service.start(timeout_s=self.settings.startup_timeout_s)
+                if not was_running:
+                    started.append(service)
+        except BaseException:
+            for service in reversed(started):
+                service.stop()
+            raise
+        return pids
+
+    def down(self) -> list[str]:
+        """Stop every service that runs from this home (workers first); returns their names."""
+        stopped = []
+        run_dir = self.settings.home / "run"
+        workers = sorted(run_dir.glob("worker-*.pid")) if run_dir.exists() else []
+        for pid_file in workers:
+            worker = Service(name=pid_file.stem, argv=[], run_dir=run_dir, health=lambda: True)
+            if worker.stop():
+                stopped.append(worker.name)
+        for service in (self._stoppable("triton"), self._stoppable("kafka")):
+            if service.stop():
+                stopped.append(service.name)
+        return stopped
+
+    def _stoppable(self, name: str) -> Service:
+        # Stopping needs only the PID file, not a provisioned runtime.
+        return Service(name=name, argv=[], run_dir=self.settings.home / "run", health=lambda: True)
+
+    def status(self) -> list[ServiceStatus]:
+        s = self.settings
+        out = []
+        kafka_pid = self._stoppable("kafka").pid()
+        out.append(ServiceStatus(
+            "kafka", kafka_pid,
+            kafka.kafka_answers(s.kafka_bootstrap, **_security(s)), s.kafka_bootstrap,
+            str(s.home / "run" / "kafka.log")))
+        triton_pid = self._stoppable("triton").pid()
+        out.append(ServiceStatus(
+            "triton", triton_pid, triton.triton_ready(s.triton_http_url),
+            f"grpc {s.triton_url}, http {s.triton_http_url}, metrics :{s.triton_metrics_port}",
+            str(s.home / "run" / "triton.log")))
+        return out
+
+
+def _security(settings: Settings) -> dict[str, object]:
+    kwargs = settings.kafka_client_kwargs()
+    kwargs.pop("bootstrap_servers")
+    return kwargs

@@ -1,0 +1,317 @@
+"""Wire schemas for every topic (shared/INTERFACE.md), and the decoder for input records.
+
+Inputs keep unknown extra fields. Decoding never raises: it returns the record or one clear,
+human-readable reason, which is what goes to the dead-letter topic.
+
+>>> decode_input("reviews", b'{"review_id": "r1", "product_id": "p42", "text": "Great", "ts": 0}')
+Review(review_id='r1', product_id='p42', text='Great', user_id=None, rating=None, ts=datetime.datetime(1970, 1, 1, 0, 0, tzinfo=datetime.timezone.utc))
+>>> decode_input("reviews", b'{"review_id": "r1", "product_id": "p42"}')
+DecodeError(reason='text: field required')
+>>> decode_input("clicks", b'{"event_id": "c1", "user_id": "u7", "item_id": "p1", "action": "buy"}').reason
+"action: must be one of 'impression', 'click', 'add_to_cart', 'purchase' (got 'buy')"
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    ValidationError,
+)
+
+__all__ = [
+    "INPUT_MODELS",
+    "OUTPUT_MODELS",
+    "SCHEMA_VERSION",
+    "Alert",
+    "Click",
+    "DeadLetter",
+    "DecodeError",
+    "EnrichedNews",
+    "EnrichedReview",
+    "Entity",
+    "News",
+    "Recommendation",
+    "Review",
+    "Sentiment",
+    "dead_letter",
+    "decode_input",
+    "encode",
+    "json_schemas",
+]
+
+SCHEMA_VERSION = 1
+# Dead-letter records carry the raw bytes; beyond this they are cut so that the dead-letter
+# record itself stays under Kafka's default 1 MB message limit.
+DEADLETTER_RAW_LIMIT = 256 * 1024
+# A JSON value nested deeper than this is rejected before it reaches a model.
+MAX_JSON_DEPTH = 32
+
+
+def _to_utc(value: Any) -> Any:
+    """RFC 3339 strings or epoch milliseconds -> aware UTC datetime."""
+    if isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 string or epoch milliseconds, not a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > 253402300799999:  # year 9999
+            raise ValueError("epoch milliseconds out of range")
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"timestamp has no UTC offset: {value[:40]!r}")
+        return parsed.astimezone(UTC)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    raise ValueError("must be an RFC 3339 string or epoch milliseconds")
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_to_utc),
+    PlainSerializer(_rfc3339, return_type=str, when_used="json"),
+]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, strict=False, coerce_numbers_to_str=False)
+
+
+class Review(_Input):
+    review_id: Id
+    product_id: Id
+    text: str
+    user_id: Id | None = None
+    rating: float | None = Field(default=None, ge=0, le=10)
+    ts: Timestamp | None = None
+
+
+class Click(_Input):
+    event_id: Id
+    user_id: Id
+    item_id: Id
+    action: Literal["impression", "click", "add_to_cart", "purchase"]
+    session_id: Id | None = None
+    ts: Timestamp | None = None
+
+
+class News(_Input):
+    article_id: Id
+    source: Id
+    title: str
+    body: str | None = None
+    ts: Timestamp | None = None
+
+
+INPUT_MODELS: dict[str, type[_Input]] = {"reviews": Review, "clicks": Click, "news": News}
+KEY_FIELDS = {"reviews": "product_id", "clicks": "user_id", "news": "source"}
+ID_FIELDS = {"reviews": "review_id", "clicks": "event_id", "news": "article_id"}
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sentiment(_Output):
+    label: Literal["negative", "neutral", "positive"]
+    score: float = Field(ge=0, le=1)
+    probs: dict[Literal["negative", "neutral", "positive"], float]
+
+
+class Entity(_Output):
+    text: str
+    type: str
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    score: float = Field(ge=0, le=1)
+
+
+class _Enrichment(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    sentiment: Sentiment
+    entities: list[Entity]
+    model: dict[str, str]
+    processed_at: Timestamp
+
+
+class EnrichedReview(_Enrichment, Review):
+    pass
+
+
+class EnrichedNews(_Enrichment, News):
+    pass
+
+
+class Subject(_Output):
+    type: Literal["product", "entity", "source", "model", "stream", "user", "item"]
+    id: str
+
+
+class Alert(_Output):
+    alert_id: Id
+    kind: str
+    subject: Subject
+    detected_at: Timestamp
+    severity: Literal["info", "warning", "critical"]
+    detector: dict[str, Any]
+    baseline: dict[str, Any] = Field(default_factory=dict)
+    current: dict[str, Any] = Field(default_factory=dict)
+    statistic: float
+    threshold: float
+    evidence: list[dict[str, Any]] = Field(default_factory=list)
+    message: str
+
+
+class RecommendedItem(_Output):
+    item_id: Id
+    score: float
+
+
+class Recommendation(_Output):
+    user_id: Id
+    trigger_event_id: Id
+    items: list[RecommendedItem]
+    model: str
+    ts: Timestamp
+
+
+class DeadLetter(_Output):
+    source_topic: str
+    partition: int | None
+    offset: int | None
+    error: str
+    raw: str
+    raw_encoding: Literal["utf-8", "base64"] = "utf-8"
+    raw_size: int = Field(ge=0)
+    raw_truncated: bool = False
+    ts: Timestamp
+
+
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {
+    "reviews.enriched": EnrichedReview,
+    "news.enriched": EnrichedNews,
+    "alerts": Alert,
+    "recommendations": Recommendation,
+    "deadletter": DeadLetter,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeError:
+    """Why a record could not be decoded; the text becomes ``DeadLetter.error``."""
+
+    reason: str
+
+
+def decode_input(topic: str, raw: bytes | None) -> _Input | DecodeError:
+    """Decode one input record of ``topic`` (its contract name, e.g. ``"reviews"``)."""
+    model = INPUT_MODELS[topic]
+    if raw is None:
+        return DecodeError("empty record (null value)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return DecodeError(f"value is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})")
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        return DecodeError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    except ValueError as exc:
+        return DecodeError(f"invalid JSON: {exc}")
+    if not isinstance(value, dict):
+        return DecodeError(f"expected a JSON object, got {type(value).__name__}")
+    if _depth(value) > MAX_JSON_DEPTH:
+        return DecodeError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        return DecodeError(_explain(exc))
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any, limit: int = MAX_JSON_DEPTH + 1) -> int:
+    """Nesting depth of a decoded JSON value, counted up to ``limit``."""
+    depth, level = 0, [value]
+    while level and depth < limit:
+        depth += 1
+        level = [child for v in level if isinstance(v, dict | list)
+                 for child in (v.values() if isinstance(v, dict) else v)]
+        level = [v for v in level if isinstance(v, dict | list)]
+    return depth
+
+
+def _explain(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``'field: what is wrong'`` joined by ``'; '``."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "record"
+        kind = err["type"]
+        if kind == "missing":
+            msg = "field required"
+        elif kind == "literal_error":
+            allowed = err.get("ctx", {}).get("expected", "")
+            msg = f"must be one of {allowed.replace(' or ', ', ')} (got {err['input']!r})"
+        elif kind in ("string_type", "int_type", "float_type"):
+            msg = f"{err['msg'].lower()} (got {type(err['input']).__name__})"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def dead_letter(*, source_topic: str, partition: int | None, offset: int | None,
+                raw: bytes | None, error: str, now: datetime) -> DeadLetter:
+    """Build the dead-letter record for ``raw``: UTF-8 text where possible, else base64.
+
+    >>> dl = dead_letter(source_topic="reviews", partition=0, offset=7, raw=b"\\xff",
+    ...                  error="bad", now=datetime(2026, 1, 1, tzinfo=UTC))
+    >>> dl.raw, dl.raw_encoding
+    ('/w==', 'base64')
+    """
+    raw = raw or b""
+    cut = raw[:DEADLETTER_RAW_LIMIT]
+    try:
+        text, encoding = cut.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(cut).decode("ascii"), "base64"
+    return DeadLetter(source_topic=source_topic, partition=partition, offset=offset, error=error,
+                      raw=text, raw_encoding=encoding, raw_size=len(raw),
+                      raw_truncated=len(raw) > len(cut), ts=now)
+
+
+def encode(record: BaseModel) -> bytes:
+    """A record as compact UTF-8 JSON, timestamps as RFC 3339 UTC."""
+    return record.model_dump_json(exclude_none=False).encode("utf-8")
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema (draft 2020-12) of every topic's values, for producers in other languages."""
+    schemas = {}
+    for topic, model in {**INPUT_MODELS, **OUTPUT_MODELS}.items():
+        schema = model.model_json_schema(mode="serialization" if topic in OUTPUT_MODELS else "validation")
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"streamsense/{topic}/v{SCHEMA_VERSION}"
+        schemas[topic] = schema
+    return schemas

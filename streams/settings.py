@@ -1,0 +1,126 @@
+"""One frozen settings object for every process: CLI, workers, local services.
+
+Every field can be set from the environment with the ``STREAMSENSE_`` prefix, e.g.
+``STREAMSENSE_KAFKA_BOOTSTRAP=broker-1:9093,broker-2:9093``.
+
+>>> s = Settings(kafka_bootstrap="k1:9092,k2:9092", topic_prefix="prod.")
+>>> s.kafka_bootstrap_servers
+['k1:9092', 'k2:9092']
+>>> s.topic_prefix
+'prod.'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMSENSE_", frozen=True, extra="ignore")
+
+    # Where the local stack keeps its data, logs and PID files (git-ignored) ...
+    home: Path = Path(".streamsense")
+    # ... and where `make setup` caches the Kafka jars and Triton's runtime (shared by homes).
+    cache_dir: Path = Path(".streamsense")
+    triton_model_repository: Path = Path("triton_repo")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # The local broker's KRaft controller listener; only used by `streamsense up`.
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    # The local broker's JVM heap: it shares two cores and 24 GB with Triton and the workers.
+    kafka_heap: str = "512m"
+
+    # gRPC endpoint used by workers; HTTP and metrics ports of the same server.
+    triton_url: str = "127.0.0.1:8001"
+    triton_http_url: str = "127.0.0.1:8000"
+    triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
+    triton_request_timeout_s: float = Field(default=30.0, gt=0)
+
+    topic_prefix: str = ""
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+
+    batch_max: int = Field(default=64, ge=1)
+    batch_within_s: float = Field(default=0.05, gt=0)
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+
+    # The first worker's ports; worker N adds N to each.
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9100, ge=1, le=65535)
+
+    # How long `streamsense up` waits for each service to report healthy.
+    startup_timeout_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL")
+        if sasl and not (self.kafka_sasl_mechanism and self.kafka_sasl_username
+                         and self.kafka_sasl_password):
+            raise ValueError(
+                f"kafka_security_protocol={self.kafka_security_protocol} needs "
+                "STREAMSENSE_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD"
+            )
+        return self
+
+    @property
+    def kafka_bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+    def kafka_client_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for aiokafka clients (producer, consumer, admin)."""
+        kwargs: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers,
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None,
+                certfile=str(self.kafka_ssl_certfile) if self.kafka_ssl_certfile else None,
+                keyfile=str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+                password=(self.kafka_ssl_key_password.get_secret_value()
+                          if self.kafka_ssl_key_password else None),
+            )
+        if self.kafka_security_protocol.startswith("SASL"):
+            assert self.kafka_sasl_password is not None  # checked by _check_security
+            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism
+            kwargs["sasl_plain_username"] = self.kafka_sasl_username
+            kwargs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        return kwargs
+
+    @property
+    def triton_http_port(self) -> int:
+        return _port_of(self.triton_http_url)
+
+    @property
+    def triton_grpc_port(self) -> int:
+        return _port_of(self.triton_url)
+
+
+def _port_of(address: str) -> int:
+    """``'127.0.0.1:8001'`` or ``'http://host:8000'`` -> the port.
+
+    >>> _port_of("http://127.0.0.1:8000")
+    8000
+    """
+    return int(address.rstrip("/").rsplit(":", 1)[1])

@@ -1,0 +1,102 @@
+"""Session fixtures: one real Kafka broker and one real Triton server on free ports.
+
+Each starts once per test session under a temporary home and is stopped by PID at the end.
+The jars and Triton's runtime come from the repository's cache (``make setup`` fills it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.local.process import free_port
+from streams.local.stack import LocalStack
+from streams.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".streamsense"
+
+
+def stack_env(home: Path) -> dict[str, str]:
+    """STREAMSENSE_* variables for a private stack on free ports under ``home``."""
+    return {
+        "STREAMSENSE_HOME": str(home),
+        "STREAMSENSE_CACHE_DIR": str(CACHE),
+        "STREAMSENSE_TRITON_MODEL_REPOSITORY": str(REPO / "triton_repo"),
+        "STREAMSENSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "STREAMSENSE_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "STREAMSENSE_TRITON_URL": f"127.0.0.1:{free_port()}",
+        "STREAMSENSE_TRITON_HTTP_URL": f"127.0.0.1:{free_port()}",
+        "STREAMSENSE_TRITON_METRICS_PORT": str(free_port()),
+        "STREAMSENSE_METRICS_PORT": str(free_port()),
+        "STREAMSENSE_WEB_PORT": str(free_port()),
+    }
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return settings_from(stack_env(tmp_path_factory.mktemp("stack")))
+
+
+def _running(settings: Settings, name: str) -> Iterator[Settings]:
+    stack = LocalStack(settings)
+    stack.provision()
+    service = getattr(stack, name)()
+    service.start(timeout_s=settings.startup_timeout_s)
+    try:
+        yield settings
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(stack_settings: Settings) -> Iterator[Settings]:
+    """A real Apache Kafka broker (KRaft); yields the Settings that point at it."""
+    yield from _running(stack_settings, "kafka")
+
+
+@pytest.fixture(scope="session")
+def triton(stack_settings: Settings) -> Iterator[Settings]:
+    """A real Triton server serving ``triton_repo/``; yields the Settings that point at it."""
+    yield from _running(stack_settings, "triton")
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses of the sockets listening on ``port``, read from /proc/net/tcp{,6}."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # /proc prints each 32-bit word little-endian
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, width // 2, 4))
+                found.add(str(ipaddress.ip_address(words)))
+    return found
+
+
+def assert_loopback_only(port: int) -> None:
+    addresses = listening_addresses(port)
+    assert addresses, f"nothing listens on {port}"
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        ip = getattr(ip, "ipv4_mapped", None) or ip
+        assert ip.is_loopback, f"port {port} listens on {address}"

@@ -1,0 +1,94 @@
+"""The real Apache Kafka broker: produce, consume in a group, commit, resume; kcat sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.adapters.kafka_admin import consumer_lag, ensure_topics, list_topics
+from streams.adapters.kafka_io import produce_lines, read_topic
+from streams.settings import Settings
+from streams.topics import TopicNames
+from tests.conftest import assert_loopback_only
+
+pytestmark = pytest.mark.integration
+
+
+def test_consumer_group_commit_and_resume(kafka: Settings):
+    topic, group = "it-resume", "it-resume-group"
+
+    async def scenario() -> tuple[list[int], list[int], int]:
+        await ensure_topics(kafka, [topic], partitions=3)
+        values = [json.dumps({"i": i}).encode() for i in range(300)]
+        await produce_lines(kafka, topic, "none", values)
+
+        first: list[int] = []
+        consumer = AIOKafkaConsumer(topic, **kafka.kafka_client_kwargs(), group_id=group,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            while len(first) < 120:
+                for records in (await consumer.getmany(timeout_ms=2000, max_records=40)).values():
+                    first += [json.loads(r.value)["i"] for r in records]
+            await consumer.commit()  # commits exactly what was returned so far
+        finally:
+            await consumer.stop()
+
+        lag = {g.topic: g.lag for g in await consumer_lag(kafka) if g.group == group}
+        rest = [json.loads(r.value)["i"]
+                async for r in read_topic(kafka, topic, group_id=group, idle_timeout_s=3)]
+        return first, rest, lag[topic]
+
+    first, rest, lag = asyncio.run(scenario())
+    assert lag == 300 - len(first)
+    assert sorted(first + rest) == list(range(300)), "resume must neither skip nor repeat"
+
+
+def test_idempotent_transactional_producer(kafka: Settings):
+    """Transactions (needed for exactly-once) work on this broker: aborted data stays invisible."""
+    topic = "it-transactions"
+
+    async def scenario() -> list[bytes]:
+        await ensure_topics(kafka, [topic], partitions=1)
+        producer = AIOKafkaProducer(**kafka.kafka_client_kwargs(), transactional_id="it-tx")
+        await producer.start()
+        try:
+            async with producer.transaction():
+                await producer.send_and_wait(topic, b"committed")
+            await producer.begin_transaction()
+            await producer.send_and_wait(topic, b"aborted")
+            await producer.abort_transaction()
+        finally:
+            await producer.stop()
+        return [r.value async for r in read_topic(kafka, topic, idle_timeout_s=3)]
+
+    assert asyncio.run(scenario()) == [b"committed"]
+
+
+def test_contract_topics_are_created_once(kafka: Settings):
+    names = TopicNames(prefix="it.").all()
+    created = asyncio.run(ensure_topics(kafka, names))
+    assert sorted(created) == sorted(names)
+    assert asyncio.run(ensure_topics(kafka, names)) == []
+    topics = asyncio.run(list_topics(kafka))
+    assert all(topics[n] == kafka.topic_partitions for n in names)
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by `make setup`")
+def test_kcat_an_independent_client_sees_the_broker_and_topics(kafka: Settings):
+    asyncio.run(ensure_topics(kafka, TopicNames().all()))
+    out = subprocess.run(["kcat", "-b", kafka.kafka_bootstrap, "-L"], capture_output=True,
+                         text=True, timeout=30, check=True).stdout
+    assert f"broker 1 at {kafka.kafka_bootstrap}" in out
+    for name in TopicNames().all():
+        assert f'topic "{name}" with {kafka.topic_partitions} partitions' in out
+
+
+def test_broker_binds_loopback_only(kafka: Settings):
+    assert_loopback_only(int(kafka.kafka_bootstrap.rsplit(":", 1)[1]))
+    assert_loopback_only(kafka.kafka_controller_port)

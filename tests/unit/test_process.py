@@ -1,0 +1,61 @@
+import socket
+import sys
+import time
+
+import pytest
+
+from streams.local.process import Service, ServiceError, free_port, port_in_use
+
+
+def _http_service(tmp_path, port: int, *, extra: str = "") -> Service:
+    code = ("import http.server, sys\n" + extra +
+            f"http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)"
+            ".serve_forever()\n")
+    return Service(name="web", argv=[sys.executable, "-c", code], run_dir=tmp_path,
+                   ports=[("127.0.0.1", port)], health=lambda: port_in_use("127.0.0.1", port))
+
+
+def test_start_is_idempotent_and_stop_kills_by_pid(tmp_path):
+    port = free_port()
+    service = _http_service(tmp_path, port)
+    pid = service.start(timeout_s=20)
+    try:
+        assert service.pid_file.read_text().strip() == str(pid)
+        assert service.start(timeout_s=20) == pid  # already running: no second process
+    finally:
+        assert service.stop() is True
+    assert service.pid() is None and not port_in_use("127.0.0.1", port)
+    assert service.stop() is False
+
+
+def test_a_taken_port_is_a_clear_error_not_a_hang(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(ServiceError, match=rf"port 127.0.0.1:{port} already in use"):
+            _http_service(tmp_path, port).start(timeout_s=30)
+        assert time.monotonic() - started < 5
+
+
+def test_a_crashing_service_reports_its_log_tail(tmp_path):
+    service = _http_service(tmp_path, free_port(),
+                            extra="print('config is broken: missing key', flush=True); sys.exit(3)\n")
+    with pytest.raises(ServiceError, match=r"exited with code 3(.|\n)*config is broken: missing key"):
+        service.start(timeout_s=20)
+    assert service.pid() is None
+
+
+def test_an_unhealthy_service_times_out_and_is_stopped(tmp_path):
+    service = Service(name="sleeper", argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+                      run_dir=tmp_path, health=lambda: False)
+    with pytest.raises(ServiceError, match="not healthy after 1s"):
+        service.start(timeout_s=1)
+    assert service.pid() is None
+
+
+def test_stale_pid_file_is_ignored(tmp_path):
+    service = _http_service(tmp_path, free_port())
+    service.pid_file.write_text("999999\n")
+    assert service.pid() is None and not service.pid_file.exists()
