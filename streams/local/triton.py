@@ -15,6 +15,7 @@ It runs on CPU here. Three things make the wheel's server usable on its own:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import shutil
 import sys
 import sysconfig
@@ -28,13 +29,14 @@ __all__ = ["models_ready", "provision", "triton_ready", "triton_service"]
 
 
 def _pytriton_dir() -> Path:
-    try:
-        import pytriton
-    except ImportError:
+    # find_spec locates the wheel without importing it: pytriton's own Python API needs
+    # dependencies that `make setup` deliberately leaves out (it pins numpy<2).
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         raise ServiceError(
             "nvidia-pytriton is not installed: run `make setup` (it installs the Triton server)"
-        ) from None
-    return Path(pytriton.__file__).resolve().parent
+        )
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 def _requirements() -> Path:
