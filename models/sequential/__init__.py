@@ -1,0 +1,1 @@
+"""Sequential tests and drift detectors with stated false-alarm guarantees."""
