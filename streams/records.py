@@ -179,6 +179,10 @@ class Alert(_Output):
     threshold: float
     evidence: list[dict[str, Any]] = Field(default_factory=list)
     message: str
+    # Extensions to the contract: "open" for a new change, "escalated" when its severity rises,
+    # "recovered" when it ends; the latter two name the alert they update.
+    status: Literal["open", "escalated", "recovered"] = "open"
+    related_alert_id: str | None = None
 
 
 class RecommendedItem(_Output):

@@ -33,32 +33,31 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from river import base
+
 __all__ = ["BernoulliCUSUM", "PoissonCUSUM"]
 
 # Post-change rates tried, as multiples of the baseline: a bank covers small and large shifts.
 DEFAULT_RATIOS = (1.5, 2.0, 3.0, 5.0)
 
 
-class _CUSUMBank:
+class _CUSUMBank(base.Base):
     """Shared machinery: per-observation log-likelihood-ratio increments, one CUSUM per ratio."""
 
-    def __init__(self, *, arl0: float, ratios: Sequence[float]) -> None:
+    def _check(self, arl0: float, ratios: Sequence[float]) -> None:
         if arl0 <= 1:
             raise ValueError("arl0 must be > 1")
         if not ratios or min(ratios) <= 1:
             raise ValueError("ratios must be > 1 (this bank detects increases)")
-        self.arl0 = arl0
-        self.ratios = tuple(ratios)
-        self._reset()
 
     @property
     def threshold(self) -> float:
         """``log(m * arl0)``: the level one CUSUM of the bank must reach to alarm."""
-        return math.log(len(self.ratios) * self.arl0)
+        return math.log(self._m * self.arl0)
 
     def _reset(self) -> None:
-        self._stats = [0.0] * len(self.ratios)
-        self._run_lengths = [0] * len(self.ratios)
+        self._stats = [0.0] * self._m
+        self._run_lengths = [0] * self._m
         self._n = 0
         self.drift_detected = False
 
@@ -102,14 +101,16 @@ class BernoulliCUSUM(_CUSUMBank):
                  ratios: Sequence[float] = DEFAULT_RATIOS) -> None:
         if not 0 < p0 < 1:
             raise ValueError("p0 must be in (0, 1)")
+        self._check(arl0, ratios)
         self.p0 = p0
-        super().__init__(arl0=arl0, ratios=ratios)
-        rates = sorted({min(p0 * r, 0.99) for r in self.ratios if p0 * r > p0})
-        if not rates or p0 >= 0.99:
+        self.arl0 = arl0
+        self.ratios = tuple(ratios)
+        rates = sorted({min(p0 * r, 0.99) for r in self.ratios if min(p0 * r, 0.99) > p0})
+        if not rates:
             raise ValueError(f"p0={p0} leaves no room for an increase")
+        self._m = len(rates)
         self._up = [math.log(p1 / p0) for p1 in rates]
         self._down = [math.log((1 - p1) / (1 - p0)) for p1 in rates]
-        self.ratios = tuple(p1 / p0 for p1 in rates)
         self._reset()
 
     def update(self, x: bool | int) -> None:
@@ -126,8 +127,12 @@ class PoissonCUSUM(_CUSUMBank):
                  ratios: Sequence[float] = DEFAULT_RATIOS) -> None:
         if lam0 <= 0:
             raise ValueError("lam0 must be > 0")
+        self._check(arl0, ratios)
         self.lam0 = lam0
-        super().__init__(arl0=arl0, ratios=ratios)
+        self.arl0 = arl0
+        self.ratios = tuple(ratios)
+        self._m = len(self.ratios)
+        self._reset()
         self._log_ratio = [math.log(r) for r in self.ratios]
         self._offset = [lam0 * (r - 1) for r in self.ratios]
 

@@ -33,9 +33,10 @@ True
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Literal
+
+from river import base
 
 from models.sequential.confidence import bernoulli_confidence_sequence, beta_upper_quantile
 from models.sequential.cusum import DEFAULT_RATIOS, BernoulliCUSUM
@@ -58,7 +59,7 @@ class ShiftSummary:
     guarantee: str
 
 
-class SentimentShiftDetector:
+class SentimentShiftDetector(base.Base):
     """Detects a rise of one key's negative share; see the module docstring."""
 
     def __init__(self, *, arl0: float = 10_000, warmup: int = 50, prior_rate: float = 0.2,
@@ -93,12 +94,6 @@ class SentimentShiftDetector:
     def baseline_rate(self) -> float | None:
         return self._baseline
 
-    def clone(self) -> SentimentShiftDetector:
-        """A fresh detector with the same hyperparameters (River's contract)."""
-        return SentimentShiftDetector(
-            arl0=self.arl0, warmup=self.warmup, prior_rate=self.prior_rate,
-            prior_strength=self.prior_strength, baseline_level=self.baseline_level,
-            min_rate=self.min_rate, alpha=self.alpha, ratios=self.ratios)
 
     def update(self, x: bool | int) -> None:
         negative = bool(x)
@@ -113,8 +108,9 @@ class SentimentShiftDetector:
             assert self._monitor is not None
             self._monitor.update(negative)
             if self._monitor.drift_detected:
-                run = self._monitor.change_run_length
-                self._window = self._window[-run:] + [negative] if run else [negative]
+                # The run length counts this outcome too; the earlier ones are in the window.
+                earlier = self._monitor.change_run_length - 1
+                self._window = [*(self._window[-earlier:] if earlier > 0 else []), negative]
                 self._state = "shifted"
                 self.drift_detected = True
                 self._start_recovery_watch()
@@ -178,6 +174,3 @@ class SentimentShiftDetector:
             threshold=self._monitor.threshold if self._monitor else float("inf"),
             guarantee=self.guarantee,
         )
-
-    def __copy__(self) -> SentimentShiftDetector:
-        return copy.deepcopy(self)

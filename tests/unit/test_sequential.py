@@ -173,3 +173,51 @@ def test_invalid_parameters_are_rejected():
         PoissonCUSUM(lam0=1.0, arl0=1)
     with pytest.raises(ValueError):
         PoissonCUSUM(lam0=1.0).update(-1)
+
+
+def test_mention_surge_false_alarms_and_detection():
+    from models.sequential.surge import MentionSurgeDetector
+
+    alarms = 0
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        detector = MentionSurgeDetector(bucket_s=60, warmup=30, arl0=10_000)
+        for minute, count in enumerate(rng.poisson(3.0, size=1000)):
+            for k in range(count):
+                detector.update(minute * 60 + k * 0.1)
+                alarms += detector.drift_detected
+        detector.advance_to(1000 * 60)
+        alarms += detector.drift_detected
+    assert alarms <= 2  # 50,000 null buckets, ARL0 >= 10,000 buckets
+
+    rng = np.random.default_rng(99)
+    detector = MentionSurgeDetector(bucket_s=60, warmup=30, arl0=10_000)
+    counts = np.concatenate([rng.poisson(3.0, 200), rng.poisson(15.0, 20)])
+    alarm_minute = None
+    for minute, count in enumerate(counts):
+        detector.advance_to(minute * 60)
+        if detector.drift_detected and alarm_minute is None:
+            alarm_minute = minute
+        for k in range(count):
+            detector.update(minute * 60 + k * 0.1)
+    assert alarm_minute is not None and 200 < alarm_minute <= 204
+    assert "ARL0 >= 10000 buckets" in detector.guarantee
+
+
+def test_stream_drift_monitor_null_and_shift():
+    from models.sequential.drift import StreamDriftMonitor
+
+    false_alarms = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        monitor = StreamDriftMonitor(delta=1e-5)
+        for value in rng.normal(4.0, 1.0, size=5000):
+            false_alarms += monitor.update("text_length", value) is not None
+    assert false_alarms <= 1  # 100,000 null events at <= 1e-5 per event
+
+    rng = np.random.default_rng(7)
+    monitor = StreamDriftMonitor(delta=1e-5)
+    values = np.concatenate([rng.normal(4.0, 1.0, 3000), rng.normal(4.8, 1.0, 2000)])
+    events = [(i, e) for i, v in enumerate(values) if (e := monitor.update("text_length", v))]
+    assert events and 3000 < events[0][0] < 3400
+    assert events[0][1].after > events[0][1].before

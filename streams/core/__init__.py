@@ -1,0 +1,1 @@
+"""Pure pipeline logic: no faust, no I/O."""
