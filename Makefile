@@ -6,18 +6,20 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint schemas clean down
+.PHONY: setup demo test test-unit lint schemas eval clean down
 
 # Idempotent: the venv is rebuilt only when pyproject.toml changes; the Kafka jars and Triton's
 # runtime are provisioned once into .streamsense/ (their stamps make later runs instant).
 setup: $(STAMP)
 	@deploy/local/system-deps.sh
 	@$(VENV)/bin/streamsense setup
+	@# Trains the BERT models only when ~/.cache/streamsense lacks them (minutes, with progress).
+	@HF_HUB_OFFLINE=1 $(PY) -m models.bert.export triton_repo >/dev/null
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,train]'
 	@# The Triton server binary only: pytriton's own Python API pins numpy<2, which we do not use.
 	$(PIP) install -q --no-deps 'nvidia-pytriton==0.7.0'
 	@touch $@
@@ -34,6 +36,9 @@ test-unit: setup
 
 lint: setup
 	$(VENV)/bin/ruff check streams models tests
+
+eval: setup
+	HF_HUB_OFFLINE=1 $(PY) -m models.bert.evaluate
 
 schemas: setup
 	$(VENV)/bin/streamsense schemas

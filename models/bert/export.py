@@ -1,0 +1,107 @@
+"""Export the trained model to ONNX and install it into the Triton model repository.
+
+Triton serves ``triton_repo/text_analysis``: a Python-backend model (``1/model.py``, committed)
+that tokenises raw strings, runs the ONNX graph with onnxruntime and decodes sentiment and
+entity spans with ``pipeline.py``. The generated files (``model.onnx``, ``tokenizer.json``,
+``pipeline.py``, ``model_info.json``) are git-ignored and written by ``make setup``.
+
+ONNX for onnxruntime was chosen over TorchScript and HF-in-Python on measured CPU throughput
+(see BENCHMARKS.md); the same graph runs on GPU with onnxruntime's CUDA or TensorRT providers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from models.bert import train
+from models.bert.pipeline import encode
+
+__all__ = ["MODEL_NAME", "export_onnx", "install", "main"]
+
+MODEL_NAME = "text_analysis"
+_CHECK_TEXTS = ["Apple is opening a new store in Berlin, said Tim Cook.", "Terrible. Broke in a day.",
+                "ok", "Grüße aus Köln! Das Essen war ausgezeichnet."]
+
+
+def export_onnx(folder: Path) -> Path:
+    """``folder/model.onnx`` (probabilities out), checked against torch; cached."""
+    import torch
+    from tokenizers import Tokenizer
+
+    target = folder / "model.onnx"
+    if target.exists():
+        return target
+    model = train.load(folder)
+
+    class WithProbabilities(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_ids, attention_mask, casing):
+            sentiment, tags = self.inner(input_ids, attention_mask, casing)
+            return sentiment.softmax(-1), tags.softmax(-1)
+
+    wrapped = WithProbabilities().eval()
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    enc = encode(tokenizer, _CHECK_TEXTS, max_length=64)
+    inputs = tuple(torch.from_numpy(a) for a in (enc.input_ids, enc.attention_mask, enc.casing))
+    tmp = folder / "model.onnx.tmp"
+    torch.onnx.export(
+        wrapped, inputs, str(tmp), input_names=["input_ids", "attention_mask", "casing"],
+        output_names=["sentiment_probs", "tag_probs"], opset_version=17, dynamo=False,
+        dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                      "casing": {0: "batch", 1: "tokens"}, "sentiment_probs": {0: "batch"},
+                      "tag_probs": {0: "batch", 1: "tokens"}})
+    _check(tmp, wrapped, inputs)
+    tmp.rename(target)
+    return target
+
+
+def _check(onnx_path: Path, torch_model, inputs) -> None:
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, dict(zip(["input_ids", "attention_mask", "casing"],
+                                     [t.numpy() for t in inputs], strict=True)))
+    with torch.no_grad():
+        want = [t.numpy() for t in torch_model(*inputs)]
+    for g, w in zip(got, want, strict=True):
+        if not np.allclose(g, w, atol=1e-4):
+            raise RuntimeError(f"ONNX export differs from torch by {np.abs(g - w).max():.2e}")
+
+
+def install(folder: Path, repository: Path) -> Path:
+    """Copy the model's generated files into ``repository/text_analysis/1/``."""
+    version_dir = repository / MODEL_NAME / "1"
+    if not (version_dir / "model.py").exists():
+        raise FileNotFoundError(
+            f"{version_dir}/model.py is missing: is {repository} a StreamSense triton_repo?")
+    meta = json.loads((folder / "complete.json").read_text())
+    info = {"name": MODEL_NAME, "version": f"minilm-l6-multitask-{meta['key']}",
+            "sentiment_labels": meta["sentiment_labels"], "tags": meta["tags"],
+            "max_tokens": 256}
+    current = version_dir / "model_info.json"
+    if current.exists() and json.loads(current.read_text()) == info and (version_dir / "model.onnx").exists():
+        return version_dir
+    shutil.copy2(export_onnx(folder), version_dir / "model.onnx")
+    shutil.copy2(folder / "tokenizer.json", version_dir / "tokenizer.json")
+    shutil.copy2(Path(__file__).with_name("pipeline.py"), version_dir / "pipeline.py")
+    current.write_text(json.dumps(info, indent=2) + "\n")
+    return version_dir
+
+
+def main() -> None:
+    repository = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("triton_repo")
+    folder = train.ensure_trained(log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(install(folder, repository))
+
+
+if __name__ == "__main__":
+    main()

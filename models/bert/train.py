@@ -1,0 +1,241 @@
+"""Seeded multi-task fine-tuning: one MiniLM encoder, a sentiment head and an entity tagger.
+
+Every training text gets entity tags from the spaCy teacher (generated sentences carry their
+own spans), and tweets also carry a sentiment label, so one forward pass trains both heads and
+one forward pass at serving time answers both questions.
+
+The result is cached under ``<cache>/models/text-analysis-<key>/``, where the key hashes this
+package's code, the pinned data packages and the :class:`TrainConfig`: training runs only when
+that folder is missing (``python -m models.bert.train`` prints progress and the path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.bert import data
+from models.bert.corpus import Span, generated_sentences
+from models.bert.pipeline import CASING_CLASSES, SENTIMENT_LABELS, TAGS, encode
+
+__all__ = ["Example", "TrainConfig", "ensure_trained", "split_corpus", "teacher_spans"]
+
+_TEACHER_TYPES = {"PERSON": "PER", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC",
+                  "PRODUCT": "PRODUCT"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 13
+    train_tweets: int = 14_000
+    generated: int = 3_000
+    heldout_fraction: float = 0.1
+    max_length: int = 64
+    batch_size: int = 32
+    epochs: int = 2
+    learning_rate: float = 8e-5
+    head_learning_rate: float = 1e-3
+    warmup_fraction: float = 0.06
+    casing_dim: int = 16
+    tag_loss_weight: float = 1.0
+    # Entity tags are rare next to O; weighting them counters a tagger that predicts O everywhere.
+    entity_tag_weight: float = 2.5
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    sentiment: int | None  # index into SENTIMENT_LABELS
+    spans: tuple[Span, ...]
+
+
+def split_corpus(texts: list[data.LabelledText], *, heldout_fraction: float, seed: int
+                 ) -> tuple[list[data.LabelledText], list[data.LabelledText]]:
+    """Train/held-out split by group, so augmented copies of one tweet stay on one side."""
+    groups = sorted({t.group for t in texts})
+    rng = random.Random(seed)
+    rng.shuffle(groups)
+    heldout = set(groups[: int(len(groups) * heldout_fraction)])
+    return ([t for t in texts if t.group not in heldout], [t for t in texts if t.group in heldout])
+
+
+def teacher_spans(texts: list[str]) -> list[tuple[Span, ...]]:
+    """The spaCy teacher's entities of our types for each text."""
+    import spacy
+
+    nlp = spacy.load(data.teacher_dir(), exclude=["lemmatizer", "attribute_ruler", "tagger",
+                                                  "parser", "senter"])
+    out = []
+    for doc in nlp.pipe(texts, batch_size=256):
+        out.append(tuple(Span(e.start_char, e.end_char, _TEACHER_TYPES[e.label_], e.text)
+                         for e in doc.ents if e.label_ in _TEACHER_TYPES))
+    return out
+
+
+def tag_ids(offsets: list[tuple[int, int]], spans: tuple[Span, ...]) -> list[int]:
+    """BIO tag per token from character spans (-100 for special tokens and padding)."""
+    out = []
+    for s, e in offsets:
+        if e <= s:
+            out.append(-100)
+            continue
+        tag = "O"
+        for span in spans:
+            if span.start <= s < span.end:
+                tag = ("B-" if s == span.start else "I-") + span.type
+                break
+            if s < span.start < e:  # the span starts inside this token
+                tag = "B-" + span.type
+                break
+        out.append(TAGS.index(tag))
+    return out
+
+
+def cache_key(config: TrainConfig) -> str:
+    digest = hashlib.sha256()
+    for module in ("data.py", "corpus.py", "pipeline.py", "train.py"):
+        digest.update((Path(__file__).parent / module).read_bytes())
+    digest.update(json.dumps([data.PACKAGES, asdict(config)], sort_keys=True).encode())
+    return digest.hexdigest()[:12]
+
+
+def model_dir(config: TrainConfig = TrainConfig()) -> Path:
+    return data.cache_dir() / "models" / f"text-analysis-{cache_key(config)}"
+
+
+def ensure_trained(config: TrainConfig = TrainConfig(), *, log=print) -> Path:
+    """The trained model folder, training it first if the cache lacks it."""
+    out = model_dir(config)
+    if (out / "complete.json").exists():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _train(config, tmp, log=log)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def build_examples(config: TrainConfig, *, log=print) -> tuple[list[Example], dict[str, list]]:
+    """Training examples, and the held-out sets used by ``models.bert.evaluate``."""
+    train_tweets, heldout_tweets = split_corpus(
+        data.tweets(), heldout_fraction=config.heldout_fraction, seed=config.seed)
+    rng = random.Random(config.seed)
+    sample = rng.sample(train_tweets, min(config.train_tweets, len(train_tweets)))
+    log(f"teacher-tagging {len(sample)} tweets with spaCy")
+    spans = teacher_spans([t.text for t in sample])
+    examples = [Example(t.text, SENTIMENT_LABELS.index(t.label), s)
+                for t, s in zip(sample, spans, strict=True)]
+    examples += [Example(g.text, None, g.entities)
+                 for g in generated_sentences(config.generated, seed=config.seed)]
+    rng.shuffle(examples)
+    heldout = {"tweets": heldout_tweets}
+    return examples, heldout
+
+
+def _train(config: TrainConfig, out: Path, *, log=print) -> None:
+    import torch
+    import transformers
+    from tokenizers import Tokenizer
+    from transformers import BertModel
+
+    from models.bert.network import TextAnalyzer
+
+    transformers.logging.set_verbosity_error()  # the unused pooler's weights are expected
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    started = time.monotonic()
+    examples, _ = build_examples(config, log=log)
+    encoder_path = data.encoder_dir()
+    tokenizer = Tokenizer.from_file(str(encoder_path / "tokenizer.json"))
+    encoder = BertModel.from_pretrained(encoder_path, add_pooling_layer=False)
+    model = TextAnalyzer(encoder, n_sentiment=len(SENTIMENT_LABELS),
+                         n_tags=len(TAGS), casing_classes=CASING_CLASSES, casing_dim=config.casing_dim)
+    batches = _batches(examples, config, random.Random(config.seed))
+    total = len(batches) * config.epochs
+    head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    optimizer = torch.optim.AdamW([
+        {"params": model.encoder.parameters(), "lr": config.learning_rate},
+        {"params": head_params, "lr": config.head_learning_rate}], weight_decay=0.01)
+    warmup = max(1, int(total * config.warmup_fraction))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / (total - warmup))))
+    tag_weights = torch.tensor([1.0] + [config.entity_tag_weight] * (len(TAGS) - 1))
+    model.train()
+    step = 0
+    for epoch in range(config.epochs):
+        for batch in batches:
+            enc = encode(tokenizer, [e.text for e in batch], max_length=config.max_length)
+            tags = torch.tensor([tag_ids(o, e.spans) + [-100] * (enc.input_ids.shape[1] - len(o))
+                                 for o, e in zip(enc.offsets, batch, strict=True)])
+            sentiment = torch.tensor([-100 if e.sentiment is None else e.sentiment for e in batch])
+            sent_logits, tag_logits = model(torch.from_numpy(enc.input_ids),
+                                            torch.from_numpy(enc.attention_mask),
+                                            torch.from_numpy(enc.casing))
+            loss = torch.nn.functional.cross_entropy(sent_logits, sentiment, ignore_index=-100) \
+                if (sentiment >= 0).any() else sent_logits.sum() * 0
+            loss = loss + config.tag_loss_weight * torch.nn.functional.cross_entropy(
+                tag_logits.reshape(-1, len(TAGS)), tags.reshape(-1), weight=tag_weights, ignore_index=-100)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            if step % 25 == 0 or step == total:
+                elapsed = time.monotonic() - started
+                log(f"epoch {epoch + 1}/{config.epochs} step {step}/{total} loss {loss.item():.3f} "
+                    f"({elapsed:.0f}s, ~{elapsed / step * (total - step):.0f}s left)")
+    model.eval()
+    torch.save(model.state_dict(), out / "weights.pt")
+    shutil.copy2(encoder_path / "tokenizer.json", out / "tokenizer.json")
+    shutil.copy2(encoder_path / "config.json", out / "encoder_config.json")
+    (out / "complete.json").write_text(json.dumps({
+        "config": asdict(config), "key": cache_key(config), "tags": TAGS,
+        "sentiment_labels": SENTIMENT_LABELS, "train_examples": len(examples),
+        "seconds": round(time.monotonic() - started)}, indent=2))
+
+
+def _batches(examples: list[Example], config: TrainConfig, rng: random.Random) -> list[list[Example]]:
+    # Batches of similar length waste little compute on padding; their order is shuffled.
+    by_length = sorted(examples, key=lambda e: len(e.text))
+    batches = [by_length[i:i + config.batch_size] for i in range(0, len(by_length), config.batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def load(folder: Path):
+    """The trained torch model from a folder written by :func:`ensure_trained`."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from models.bert.network import TextAnalyzer
+
+    meta = json.loads((folder / "complete.json").read_text())
+    encoder = BertModel(BertConfig.from_json_file(folder / "encoder_config.json"),
+                        add_pooling_layer=False)
+    model = TextAnalyzer(encoder, n_sentiment=len(meta["sentiment_labels"]), n_tags=len(meta["tags"]),
+                         casing_classes=CASING_CLASSES, casing_dim=meta["config"]["casing_dim"])
+    model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    model.eval()
+    return model
+
+
+def main() -> None:
+    folder = ensure_trained(log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(folder)
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,86 @@
+"""The served BERT model (triton_repo/text_analysis) on the real Triton server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcclient
+
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def analyse(settings: Settings, texts: list[str]) -> list[dict]:
+    async def call() -> list[dict]:
+        client = grpcclient.InferenceServerClient(settings.triton_url)
+        try:
+            data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
+            inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+            inp.set_data_from_numpy(data)
+            result = await client.infer("text_analysis", [inp], timeout=120)
+            return [json.loads(v[0]) for v in result.as_numpy("ANALYSIS")]
+        finally:
+            await client.close()
+
+    return asyncio.run(call())
+
+
+POSITIVE = ["Absolutely love this blender, it works perfectly and was worth every penny.",
+            "Great quality, fast delivery, I would happily buy it again.",
+            "Best headphones I have ever owned, the sound is amazing."]
+NEGATIVE = ["Terrible product, it broke after two days and support ignored me.",
+            "Complete waste of money, the worst purchase I have made this year.",
+            "Awful. The screen cracked on the first day and the refund never came."]
+NEUTRAL = ["The package arrived on Tuesday.", "It comes in a blue box with a manual."]
+
+
+def test_clear_reviews_get_the_right_sentiment(triton: Settings):
+    results = analyse(triton, POSITIVE + NEGATIVE + NEUTRAL)
+    labels = [r["sentiment"]["label"] for r in results]
+    assert labels[:3] == ["positive"] * 3, results[:3]
+    assert labels[3:6] == ["negative"] * 3, results[3:6]
+    assert labels[6:] == ["neutral"] * 2, results[6:]
+    for r in results:
+        probs = r["sentiment"]["probs"]
+        assert set(probs) == {"negative", "neutral", "positive"}
+        assert abs(sum(probs.values()) - 1) < 1e-3 and r["sentiment"]["score"] == max(probs.values())
+        assert r["model"].startswith("minilm-l6-multitask-")
+
+
+def test_entities_come_back_as_typed_spans_with_offsets(triton: Settings):
+    text = "Apple is opening a new store in Berlin, said Tim Cook."
+    [result] = analyse(triton, [text])
+    found = {(e["text"], e["type"]) for e in result["entities"]}
+    assert {("Apple", "ORG"), ("Berlin", "LOC"), ("Tim Cook", "PER")} <= found, result["entities"]
+    for e in result["entities"]:
+        assert text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1
+
+
+def test_a_batch_of_64_returns_64_results_in_order(triton: Settings):
+    texts = [f"Review {i}: " + (POSITIVE + NEGATIVE)[i % 6] for i in range(64)]
+    results = analyse(triton, texts)
+    assert len(results) == 64
+    for i, r in enumerate(results):
+        assert r["sentiment"]["label"] == ("positive" if i % 6 < 3 else "negative")
+
+
+def test_empty_and_very_long_texts_have_defined_results(triton: Settings):
+    from tokenizers import Tokenizer
+
+    from models.bert.export import MODEL_NAME
+
+    sentence = "The battery lasts two days and the screen is bright in sunlight. "
+    long_text = sentence * 2000
+    # What the model keeps of a long text: its first 256 tokens (254 plus [CLS] and [SEP]).
+    tokenizer = Tokenizer.from_file(str(triton.triton_model_repository / MODEL_NAME / "1" / "tokenizer.json"))
+    tokenizer.no_truncation()
+    kept_end = tokenizer.encode(long_text).offsets[254][1]
+    empty, long, head = analyse(triton, ["", long_text, long_text[:kept_end]])
+    assert empty["entities"] == [] and empty["truncated"] is False
+    assert empty["sentiment"]["label"] in ("negative", "neutral", "positive")
+    assert long["truncated"] is True and long["max_tokens"] == 256 and head["truncated"] is False
+    assert long["sentiment"] == head["sentiment"]

@@ -1,0 +1,71 @@
+"""Pure parts of models/bert: tokenisation features, tag alignment, span decoding, metrics."""
+
+import numpy as np
+import pytest
+
+from models.bert.corpus import Span, generated_sentences
+from models.bert.data import LabelledText
+from models.bert.evaluate import entity_f1, parse_gold
+from models.bert.pipeline import TAGS, casing_class, decode_entities
+from models.bert.train import split_corpus, tag_ids
+
+
+def probs_for(tags: list[str]) -> np.ndarray:
+    out = np.full((len(tags), len(TAGS)), 0.01)
+    for i, tag in enumerate(tags):
+        out[i, TAGS.index(tag)] = 0.9
+    return out
+
+
+def test_decoding_merges_pieces_and_widens_to_words():
+    text = "Tim Cook visited Berlin."
+    offsets = [(0, 0), (0, 3), (4, 8), (9, 16), (17, 20), (20, 23), (23, 24), (0, 0)]
+    tags = ["O", "B-PER", "I-PER", "O", "B-LOC", "O", "O", "O"]
+    ents = decode_entities(text, probs_for(tags), offsets)
+    assert [(e["text"], e["type"], e["start"], e["end"]) for e in ents] == [
+        ("Tim Cook", "PER", 0, 8), ("Berlin", "LOC", 17, 23)]
+    assert all(0.8 < e["score"] <= 1 for e in ents)
+
+
+def test_decoding_starts_a_new_entity_on_a_type_change_or_a_new_b_tag():
+    text = "Apple Berlin"
+    offsets = [(0, 5), (6, 12)]
+    assert [e["type"] for e in decode_entities(text, probs_for(["B-ORG", "I-LOC"]), offsets)] == ["ORG", "LOC"]
+    assert len(decode_entities(text, probs_for(["B-ORG", "B-ORG"]), offsets)) == 2
+    assert decode_entities(text, probs_for(["O", "O"]), offsets) == []
+
+
+def test_tag_alignment_uses_character_spans():
+    offsets = [(0, 0), (0, 5), (6, 8), (9, 11), (11, 14), (0, 0)]  # "Apple is Be|rlin"
+    spans = (Span(0, 5, "ORG", "Apple"), Span(9, 14, "LOC", "Berlin"))
+    assert [TAGS[i] if i >= 0 else None for i in tag_ids(offsets, spans)] == [
+        None, "B-ORG", "O", "B-LOC", "I-LOC", None]
+
+
+def test_casing_classes():
+    assert [casing_class(w) for w in ("", "apple", "Apple", "NASA", "iPhone", "A", "42")] == [0, 1, 2, 3, 4, 2, 0]
+
+
+def test_split_keeps_augmented_copies_together():
+    texts = [LabelledText(f"g{i % 50}", f"text {i}", "neutral") for i in range(500)]
+    train, held = split_corpus(texts, heldout_fraction=0.2, seed=1)
+    assert {t.group for t in train}.isdisjoint({t.group for t in held})
+    assert len({t.group for t in held}) == 10
+
+
+def test_generated_sentences_have_exact_spans():
+    for s in generated_sentences(300, seed=5):
+        for e in s.entities:
+            assert s.text[e.start:e.end] == e.text and e.type in ("PER", "ORG", "LOC", "PRODUCT")
+            assert not e.text.startswith(("the ", "The "))
+
+
+def test_gold_set_parses_and_f1_counts_exact_matches():
+    gold = parse_gold()
+    assert len(gold) >= 30
+    text, spans = gold[0]
+    assert text == "Apple is opening a new store in Berlin, said Tim Cook."
+    assert [(text[s.start:s.end], s.type) for s in spans] == [("Apple", "ORG"), ("Berlin", "LOC"), ("Tim Cook", "PER")]
+    pred = [[{"start": 0, "end": 5, "type": "ORG"}, {"start": 32, "end": 38, "type": "PER"}]]
+    scores = entity_f1([spans], pred)
+    assert scores["precision"] == 0.5 and scores["recall"] == pytest.approx(1 / 3)

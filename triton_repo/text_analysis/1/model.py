@@ -1,0 +1,74 @@
+"""Triton Python-backend model: raw texts in, sentiment and entity spans out (JSON per text).
+
+Tokenisation happens here, server-side, with the encoder's own tokenizer; the network runs in
+onnxruntime; ``pipeline.py`` (copied from models/bert by ``make setup``) turns tensors back into
+labels and character-offset spans.
+"""
+
+import json
+import os
+import site
+import sys
+
+for _path in os.environ.get("STREAMSENSE_PYTHONPATH", "").split(os.pathsep):
+    if _path:
+        site.addsitedir(_path)
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import pipeline  # noqa: E402
+
+# Texts are run in length-sorted chunks so short texts do not pay for a long one's padding.
+CHUNK = 32
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.max_tokens = int(params.get("max_tokens", "256"))
+        with open(os.path.join(HERE, "model_info.json"), encoding="utf-8") as fh:
+            self.version = json.load(fh)["version"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        providers = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU":
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}))
+        self.session = ort.InferenceSession(os.path.join(HERE, "model.onnx"), options, providers=providers)
+        self.tokenizer = Tokenizer.from_file(os.path.join(HERE, "tokenizer.json"))
+
+    def execute(self, requests):
+        texts, sizes = [], []
+        for request in requests:
+            raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
+            batch = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in raw]
+            texts += batch
+            sizes.append(len(batch))
+        results = self._analyse(texts)
+        responses, at = [], 0
+        for size in sizes:
+            out = np.array(results[at:at + size], dtype=np.object_).reshape(-1, 1)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("ANALYSIS", out)]))
+            at += size
+        return responses
+
+    def _analyse(self, texts):
+        results = [None] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), CHUNK):
+            idx = order[start:start + CHUNK]
+            chunk = [texts[i] for i in idx]
+            enc = pipeline.encode(self.tokenizer, chunk, max_length=self.max_tokens)
+            sentiment, tags = self.session.run(None, {"input_ids": enc.input_ids,
+                                                      "attention_mask": enc.attention_mask,
+                                                      "casing": enc.casing})
+            for k, i in enumerate(idx):
+                results[i] = pipeline.analysis_json(
+                    chunk[k], sentiment[k], tags[k], enc.offsets[k], truncated=enc.truncated[k],
+                    max_tokens=self.max_tokens, model=self.version)
+        return results
