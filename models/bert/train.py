@@ -40,14 +40,14 @@ class TrainConfig:
     heldout_fraction: float = 0.1
     max_length: int = 64
     batch_size: int = 32
-    epochs: int = 2
+    epochs: int = 1
     learning_rate: float = 8e-5
     head_learning_rate: float = 1e-3
     warmup_fraction: float = 0.06
     casing_dim: int = 16
     tag_loss_weight: float = 1.0
     # Entity tags are rare next to O; weighting them counters a tagger that predicts O everywhere.
-    entity_tag_weight: float = 2.5
+    entity_tag_weight: float = 1.0
 
 
 @dataclass(frozen=True)
