@@ -117,6 +117,47 @@ def status() -> None:
     out.print(t)
 
 
+@app.command()
+def worker(
+    index: Annotated[int, typer.Option(help="worker number: its web and metrics ports are the "
+                                       "configured ones plus this")] = 0,
+    loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug")] = "warn",
+) -> None:
+    """Run one Faust worker in the foreground (start several, each with its own --index)."""
+    import os
+
+    import faust
+
+    from streams.adapters.kafka_admin import ensure_topics
+    from streams.adapters.metrics import Metrics
+    from streams.app import create_app
+
+    settings = _settings()
+    try:
+        asyncio.run(ensure_topics(settings, TopicNames(prefix=settings.topic_prefix).all()))
+    except Exception as exc:
+        raise _fail(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc!r}") from None
+    metrics = Metrics()
+    port = settings.metrics_port + index
+    try:
+        metrics.serve(host=settings.metrics_host, port=port)
+    except OSError as exc:
+        raise _fail(f"metrics port {settings.metrics_host}:{port} is not free ({exc}); "
+                    "use another --index or STREAMSENSE_METRICS_PORT") from None
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    faust_app = create_app(settings, worker_index=index, metrics=metrics)
+    run_dir = settings.home / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = run_dir / f"worker-{index}.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    console.print(f"worker {index}: metrics http://{settings.metrics_host}:{port}/metrics, "
+                  f"web http://{settings.web_host}:{settings.web_port + index}/")
+    try:
+        faust.Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    finally:
+        pid_file.unlink(missing_ok=True)
+
+
 def _lines(path: Path) -> Iterator[bytes]:
     with (sys.stdin.buffer if str(path) == "-" else path.open("rb")) as fh:
         for line in fh:
@@ -211,7 +252,7 @@ def demo(
     kafka: Annotated[str | None, typer.Option(help="use this Kafka bootstrap, not a local one")] = None,
     triton: Annotated[str | None, typer.Option(help="use this Triton gRPC URL, not a local one")] = None,
 ) -> None:
-    """Start the local stack, replay a mixed stream with a live view, summarise, stop."""
+    """Start the local stack and a worker, replay a mixed stream with a live view, summarise, stop."""
     from streams.demo import DemoOptions, run_demo
 
     settings = _settings()

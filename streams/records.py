@@ -143,6 +143,8 @@ class Entity(_Output):
     start: int = Field(ge=0)
     end: int = Field(ge=0)
     score: float = Field(ge=0, le=1)
+    # Which field the offsets index: "text" (reviews), "title" or "body" (news).
+    field: Literal["text", "title", "body"] = "text"
 
 
 class _Enrichment(BaseModel):
@@ -151,6 +153,8 @@ class _Enrichment(BaseModel):
     entities: list[Entity]
     model: dict[str, str]
     processed_at: Timestamp
+    # How the text was handled: "empty", "truncated", "control_characters" (see streams/core/text.py).
+    text_flags: list[str] = Field(default_factory=list)
 
 
 class EnrichedReview(_Enrichment, Review):

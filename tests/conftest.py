@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,8 +55,37 @@ def settings_from(env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return settings_from(stack_env(tmp_path_factory.mktemp("stack")))
+def stack_environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The STREAMSENSE_* variables of this session's stack (for CLI subprocesses)."""
+    return stack_env(tmp_path_factory.mktemp("stack"))
+
+
+@pytest.fixture(scope="session")
+def stack_settings(stack_environment: dict[str, str]) -> Settings:
+    return settings_from(stack_environment)
+
+
+class WorkerProcess:
+    """`streamsense worker` as a subprocess, as a user (or a process manager) runs it."""
+
+    def __init__(self, env: dict[str, str], *, index: int = 0, log_dir: Path) -> None:
+        self.log = log_dir / f"worker-{index}-{time.monotonic_ns()}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--index", str(index), "--loglevel", "warn"],
+            env={**os.environ, **env}, cwd=REPO, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=60)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
 
 
 def _running(settings: Settings, name: str) -> Iterator[Settings]:

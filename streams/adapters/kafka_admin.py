@@ -7,13 +7,13 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.settings import Settings
 
-__all__ = ["GroupLag", "consumer_lag", "ensure_topics", "list_topics"]
+__all__ = ["GroupLag", "consumer_lag", "end_offsets", "ensure_topics", "list_topics"]
 
 # Output topics that are tables of latest state would be compacted; every contract topic is an
 # event log, so all use time retention.
@@ -104,3 +104,23 @@ async def consumer_lag(settings: Settings) -> list[GroupLag]:
     finally:
         await asyncio.gather(admin.close(), consumer.stop())
 
+
+
+async def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+    """Records ever written to each topic (sum of its partitions' end offsets)."""
+    consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs())
+    await consumer.start()
+    try:
+        out = {}
+        for topic in topics:
+            partitions = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
+            tps = [TopicPartition(topic, p) for p in partitions]
+            out[topic] = sum((await consumer.end_offsets(tps)).values()) if tps else 0
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer.topics()  # refreshes the cluster metadata
+    return consumer.partitions_for_topic(topic) or set()

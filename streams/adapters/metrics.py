@@ -1,0 +1,42 @@
+"""Prometheus metrics of one worker: its own registry, served on the worker's metrics port.
+
+Labels are bounded: topics, error kinds and outcome names, never product or user ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("streamsense_events_in_total", "Input records consumed", ["topic"],
+                                 registry=r)
+        self.events_out = Counter("streamsense_events_out_total", "Records produced", ["topic"], registry=r)
+        self.deadlettered = Counter("streamsense_deadletter_total", "Input records sent to the dead-letter "
+                                    "topic", ["source_topic"], registry=r)
+        self.batch_size = Histogram("streamsense_batch_size", "Records per agent batch", ["topic"],
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.triton_request_seconds = Histogram(
+            "streamsense_triton_request_seconds", "Latency of one Triton request",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.triton_batch_size = Histogram("streamsense_triton_batch_size", "Texts per Triton request",
+                                           buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.triton_in_flight = Gauge("streamsense_triton_in_flight", "Triton requests in flight",
+                                      registry=r)
+        self.end_to_end_seconds = Histogram(
+            "streamsense_end_to_end_seconds", "Event timestamp (or Kafka timestamp) to output produced",
+            ["topic"], buckets=_E2E_BUCKETS, registry=r)
+        self.errors = Counter("streamsense_errors_total", "Errors by kind", ["kind"], registry=r)
+        self.consumer_lag = Gauge("streamsense_consumer_lag", "Records behind the end of the topic",
+                                  ["topic"], registry=r)
+
+    def serve(self, *, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)

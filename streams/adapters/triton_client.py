@@ -1,0 +1,121 @@
+"""Triton at the edge: batched ``text_analysis`` calls with bounded, adaptive concurrency.
+
+Every failure is retried (timeouts, refused connections, a server restarting, a full queue):
+Triton being slow or down delays processing and never drops events. The retry loop backs off
+with jitter and a circuit breaker, so callers block and the agent stops pulling from Kafka
+(backpressure) instead of buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from streams.core.flow import AdaptiveLimiter, CircuitBreaker, backoff_s
+from streams.core.text import Analysis
+
+__all__ = ["Inferencer", "TritonInferencer"]
+
+log = logging.getLogger(__name__)
+
+
+class Inferencer(Protocol):
+    async def analyse(self, texts: list[str]) -> list[Analysis]:
+        """One analysis per text, in order."""
+        ...
+
+
+class TritonInferencer:
+    def __init__(self, *, url: str, model: str = "text_analysis", timeout_s: float = 30.0,
+                 max_chunk: int = 64, max_in_flight: int = 8, metrics=None) -> None:
+        self.url = url
+        self.model = model
+        self.timeout_s = timeout_s
+        self.max_chunk = max_chunk
+        self.limiter = AdaptiveLimiter(initial=2, maximum=max_in_flight)
+        self.breaker = CircuitBreaker()
+        self.metrics = metrics
+        self._client: grpcclient.InferenceServerClient | None = None
+
+    def _get_client(self) -> grpcclient.InferenceServerClient:
+        if self._client is None:
+            self._client = grpcclient.InferenceServerClient(self.url)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def analyse(self, texts: list[str]) -> list[Analysis]:
+        if not texts:
+            return []
+        chunks = [texts[i:i + self.max_chunk] for i in range(0, len(texts), self.max_chunk)]
+        results = await asyncio.gather(*(self._call(chunk) for chunk in chunks))
+        return [a for chunk in results for a in chunk]
+
+    async def _call(self, texts: list[str]) -> list[Analysis]:
+        data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
+        attempt = 0
+        while True:
+            await self.breaker.wait_until_callable()
+            async with self.limiter.slot():
+                if self.metrics:
+                    self.metrics.triton_in_flight.set(self.limiter.in_flight)
+                started = time.monotonic()
+                try:
+                    inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+                    inp.set_data_from_numpy(data)
+                    result = await self._get_client().infer(self.model, [inp], client_timeout=self.timeout_s)
+                    out = result.as_numpy("ANALYSIS")
+                    if out is None or len(out) != len(texts):
+                        raise InferenceServerException(f"expected {len(texts)} results")
+                except (TimeoutError, InferenceServerException, OSError) as exc:
+                    kind = _kind(exc)
+                    self.breaker.failure()
+                    if self.metrics:
+                        self.metrics.errors.labels(kind=f"triton_{kind}").inc()
+                    if attempt == 0 or attempt % 10 == 0:
+                        log.warning("Triton %s failed (%s: %s); retrying with backoff (attempt %d)",
+                                    self.model, kind, str(exc)[:200], attempt + 1)
+                    if kind == "unavailable":
+                        await self._reset_client()
+                else:
+                    latency = time.monotonic() - started
+                    self.breaker.success()
+                    self.limiter.observe(latency)
+                    if self.metrics:
+                        self.metrics.triton_request_seconds.observe(latency)
+                        self.metrics.triton_batch_size.observe(len(texts))
+                    return [Analysis.from_json(v[0].decode("utf-8")) for v in out]
+            attempt += 1
+            await asyncio.sleep(backoff_s(attempt))
+
+    async def _reset_client(self) -> None:
+        # A restarted server needs a fresh channel; the old one can stay in a failed state.
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:
+                log.debug("closing the old Triton channel failed", exc_info=True)
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    status = getattr(exc, "status", lambda: None)()
+    text = f"{status} {exc}".lower()
+    if "deadline" in text or "timeout" in text:
+        return "timeout"
+    if "unavailable" in text or "connect" in text or isinstance(exc, OSError):
+        return "unavailable"
+    if "exhausted" in text or "queue" in text:
+        return "overloaded"
+    return "error"
