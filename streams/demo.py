@@ -1,23 +1,30 @@
-"""``streamsense demo``: bring up the local stack, replay a mixed stream with a live view, stop.
+"""``streamsense demo``: bring up the local stack and a worker, replay a mixed stream, summarise.
 
-The replay is rate-controlled per topic; the view shows progress and events/s per topic, then a
-summary of what the broker holds. The stack is stopped on exit, Ctrl-C included, unless
-``--keep-running`` (or ``--kafka`` / ``--triton`` point at services that are not ours).
+The replay is rate-controlled per topic; the live view shows events/s per input topic and the
+worker's progress (reviews and articles enriched or dead-lettered). The summary shows counts,
+throughput and a few enriched reviews. The stack and the worker are stopped on exit, Ctrl-C
+included, unless ``--keep-running`` (or ``--kafka`` / ``--triton`` point at services that are
+not ours; the worker is always ours).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.adapters.kafka_admin import consumer_lag, ensure_topics, list_topics
-from streams.adapters.kafka_io import produce_lines
+from streams.adapters.kafka_admin import end_offsets, ensure_topics
+from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.local.stack import LocalStack
 from streams.settings import Settings
 from streams.testing import synthetic_events
@@ -41,6 +48,7 @@ class DemoOptions:
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict[str, int]:
     stack = LocalStack(settings)
     started = False
+    worker: subprocess.Popen | None = None
     try:
         if options.start_stack:
             with console.status("setting up and starting Kafka and Triton"):
@@ -51,16 +59,59 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
                           f"Triton {settings.triton_url}")
         names = TopicNames(prefix=settings.topic_prefix)
         asyncio.run(ensure_topics(settings, names.all()))
+        outputs = [names.reviews_enriched, names.news_enriched, names.deadletter]
+        before = asyncio.run(end_offsets(settings, outputs))
+        worker = _start_worker(settings)
+        console.print(f"worker started (pid {worker.pid}, log {settings.home / 'run' / 'worker-demo.log'})")
+        t0 = time.monotonic()
         sent = asyncio.run(_replay(settings, names, options, console))
-        _summary(settings, names, sent, console)
+        expected = sent["reviews"] + sent["news"]
+        done = _wait_for_outputs(settings, outputs, before, expected, worker, console)
+        elapsed = time.monotonic() - t0
+        _summary(settings, names, sent, done, before, elapsed, console)
         return sent
     finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
         if started and not options.keep_running:
             with console.status("stopping the stack"):
                 stopped = stack.down()
             console.print(f"stopped: {', '.join(stopped)}")
         elif started:
             console.print("left running; stop with `streamsense down`")
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen:
+    log = settings.home / "run" / "worker-demo.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "STREAMSENSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "STREAMSENSE_TRITON_URL": settings.triton_url}
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _wait_for_outputs(settings: Settings, outputs: list[str], before: dict[str, int], expected: int,
+                      worker: subprocess.Popen, console: Console, timeout_s: float = 600.0) -> int:
+    """Wait until every replayed review and article is enriched or dead-lettered."""
+    progress = Progress(TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console)
+    deadline = time.monotonic() + timeout_s
+    done = 0
+    with progress:
+        task = progress.add_task("enriched", total=expected)
+        while done < expected and time.monotonic() < deadline and worker.poll() is None:
+            now = asyncio.run(end_offsets(settings, outputs))
+            done = sum(now[t] - before[t] for t in outputs)
+            progress.update(task, completed=min(done, expected))
+            time.sleep(1.0)
+    if worker.poll() is not None:
+        console.print(f"[red]the worker exited ({worker.returncode}); see "
+                      f"{settings.home / 'run' / 'worker-demo.log'}[/red]")
+    return done
 
 
 async def _replay(settings: Settings, names: TopicNames, options: DemoOptions,
@@ -89,13 +140,31 @@ async def _replay(settings: Settings, names: TopicNames, options: DemoOptions,
     return dict(zip(counts, results, strict=True))
 
 
-def _summary(settings: Settings, names: TopicNames, sent: dict[str, int], console: Console) -> None:
-    topics = asyncio.run(list_topics(settings))
-    lag = {(g.group, g.topic): g.lag for g in asyncio.run(consumer_lag(settings))}
-    table = Table("topic", "partitions", "sent by the demo", title="summary")
+def _summary(settings: Settings, names: TopicNames, sent: dict[str, int], done: int,
+             before: dict[str, int], elapsed: float, console: Console) -> None:
+    after = asyncio.run(end_offsets(settings, [names.reviews_enriched, names.news_enriched,
+                                               names.deadletter]))
+    table = Table("topic", "records", title="summary")
     for topic in INPUT_TOPICS:
-        full = names.name(topic)
-        table.add_row(full, str(topics.get(full, 0)), str(sent.get(topic, 0)))
+        table.add_row(f"{names.name(topic)} (replayed)", str(sent.get(topic, 0)))
+    for topic, count in after.items():
+        table.add_row(f"{topic} (new)", str(count - before[topic]))
     console.print(table)
-    if lag:
-        console.print(f"consumer lag: {sum(lag.values())} records over {len(lag)} group/topic pairs")
+    console.print(f"{done} reviews and articles processed in {elapsed:.1f}s "
+                  f"({done / max(elapsed, 1e-6):.0f}/s end to end, replay included); clicks are "
+                  "replayed for the click path")
+
+    async def examples() -> list[dict]:
+        latest: deque[dict] = deque(maxlen=200)
+        async for rec in read_topic(settings, names.reviews_enriched, idle_timeout_s=2):
+            latest.append(json.loads(rec.value))
+        return list(latest)
+
+    sample = asyncio.run(examples())
+    mix = {label: sum(r["sentiment"]["label"] == label for r in sample)
+           for label in ("negative", "neutral", "positive")}
+    console.print(f"sentiment mix of {len(sample)} enriched reviews: {mix}")
+    for review in sample[:3]:
+        console.print(f"  ({review['sentiment']['label']} {review['sentiment']['score']:.2f}) "
+                      f"{escape(review['text'][:80])}")
+    console.print(f"worker metrics: http://{settings.metrics_host}:{settings.metrics_port}/metrics")

@@ -108,19 +108,16 @@ async def consumer_lag(settings: Settings) -> list[GroupLag]:
 
 async def end_offsets(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
     """Records ever written to each topic (sum of its partitions' end offsets)."""
+    topics = list(topics)
+    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
     consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs())
-    await consumer.start()
+    await asyncio.gather(admin.start(), consumer.start())
     try:
-        out = {}
-        for topic in topics:
-            partitions = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
-            tps = [TopicPartition(topic, p) for p in partitions]
-            out[topic] = sum((await consumer.end_offsets(tps)).values()) if tps else 0
-        return out
+        # A consumer that subscribes to nothing knows no partitions: ask the admin client.
+        described = await admin.describe_topics(topics)
+        tps = [TopicPartition(d["topic"], p["partition"]) for d in described if d["error_code"] == 0
+               for p in d["partitions"]]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return {t: sum(v for tp, v in ends.items() if tp.topic == t) for t in topics}
     finally:
-        await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer.topics()  # refreshes the cluster metadata
-    return consumer.partitions_for_topic(topic) or set()
+        await asyncio.gather(admin.close(), consumer.stop())

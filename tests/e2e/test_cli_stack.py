@@ -95,3 +95,16 @@ def test_bad_settings_are_reported(tmp_path: Path):
     env = {**stack_env(tmp_path / "home"), "STREAMSENSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
     result = run(env, "status", check=False)
     assert result.returncode == 2 and "STREAMSENSE_KAFKA_SASL_MECHANISM" in result.stderr
+
+
+def test_demo_short_run_enriches_everything_and_stops(tmp_path: Path):
+    env = stack_env(tmp_path / "home")
+    result = run(env, "demo", "--events", "200", "--rate", "400", timeout=600)
+    out = result.stderr
+    assert "stack up" in out and "worker started" in out
+    # 200 events: 40 reviews and 20 articles (the rest are clicks), all enriched
+    assert "60 reviews and articles processed" in out, out[-3000:]
+    assert "reviews.enriched (new) │ 40" in out and "news.enriched (new)    │ 20" in out
+    assert "stopped: triton, kafka" in out
+    assert not list((tmp_path / "home" / "run").glob("*.pid"))
+    assert not any(port_in_use("127.0.0.1", p) for p in _ports(env))
