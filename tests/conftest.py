@@ -133,3 +133,24 @@ def assert_loopback_only(port: int) -> None:
         ip = ipaddress.ip_address(address)
         ip = getattr(ip, "ipv4_mapped", None) or ip
         assert ip.is_loopback, f"port {port} listens on {address}"
+
+
+def infer_texts(url: str, model: str, texts: list[str], output: str, *, timeout_s: float = 120):
+    """One gRPC request with ``texts`` as the model's TEXT input; returns ``output`` as numpy."""
+    import asyncio
+
+    import numpy as np
+    import tritonclient.grpc.aio as grpcclient
+
+    async def call():
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
+            inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+            inp.set_data_from_numpy(data)
+            result = await client.infer(model, [inp], timeout=int(timeout_s))
+            return result.as_numpy(output)
+        finally:
+            await client.close()
+
+    return asyncio.run(call())

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
-import numpy as np
 import pytest
-import tritonclient.grpc.aio as grpcclient
 
 from streams.settings import Settings
+from tests.conftest import infer_texts
 
 pytestmark = pytest.mark.integration
 
 
 def analyse(settings: Settings, texts: list[str]) -> list[dict]:
-    async def call() -> list[dict]:
-        client = grpcclient.InferenceServerClient(settings.triton_url)
-        try:
-            data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-            inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
-            inp.set_data_from_numpy(data)
-            result = await client.infer("text_analysis", [inp], timeout=120)
-            return [json.loads(v[0]) for v in result.as_numpy("ANALYSIS")]
-        finally:
-            await client.close()
-
-    return asyncio.run(call())
+    return [json.loads(v[0]) for v in infer_texts(settings.triton_url, "text_analysis", texts, "ANALYSIS")]
 
 
 POSITIVE = ["Absolutely love this blender, it works perfectly and was worth every penny.",

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tritonclient.grpc.aio as grpcclient
 
 from streams.local.process import free_port, port_in_use
 from streams.local.stack import LocalStack
 from streams.local.triton import models_ready, triton_ready
 from streams.settings import Settings
-from tests.conftest import assert_loopback_only
+from tests.conftest import assert_loopback_only, infer_texts
 
 pytestmark = pytest.mark.integration
 
@@ -51,18 +48,8 @@ def test_python_backend_runs_batched_string_models(stack_settings: Settings):
         assert models_ready(settings.triton_http_url) == {"text_length": "READY"}
         texts = ["hello", "", "Grüße aus Köln", "x" * 5000]
 
-        async def infer() -> np.ndarray:
-            client = grpcclient.InferenceServerClient(settings.triton_url)
-            try:
-                data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-                inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
-                inp.set_data_from_numpy(data)
-                result = await client.infer("text_length", [inp], timeout=30)
-                return result.as_numpy("LENGTH")
-            finally:
-                await client.close()
-
-        assert asyncio.run(infer()).ravel().tolist() == [len(t) for t in texts]
+        lengths = infer_texts(settings.triton_url, "text_length", texts, "LENGTH", timeout_s=30)
+        assert lengths.ravel().tolist() == [len(t) for t in texts]
     finally:
         service.stop()
     assert not port_in_use("127.0.0.1", settings.triton_http_port)
