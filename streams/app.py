@@ -54,7 +54,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     metrics = metrics or Metrics()
     inferencer = inferencer or TritonInferencer(
         url=settings.triton_url, timeout_s=settings.triton_request_timeout_s,
-        max_chunk=settings.batch_max, metrics=metrics)
+        max_chunk=settings.batch_max, latency_target_s=settings.triton_latency_target_s, metrics=metrics)
     datadir = settings.home / "workers" / f"worker-{worker_index}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(

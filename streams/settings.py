@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     triton_http_url: str = "127.0.0.1:8000"
     triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
     triton_request_timeout_s: float = Field(default=30.0, gt=0)
+    # Requests slower than this make the client send smaller batches (see streams/core/flow.py).
+    triton_latency_target_s: float = Field(default=1.0, gt=0)
 
     topic_prefix: str = ""
     topic_partitions: int = Field(default=4, ge=1)

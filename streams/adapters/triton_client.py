@@ -17,7 +17,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from streams.core.flow import AdaptiveLimiter, CircuitBreaker, backoff_s
+from streams.core.flow import AdaptiveBatchSize, AdaptiveLimiter, CircuitBreaker, backoff_s
 from streams.core.text import Analysis
 
 __all__ = ["Inferencer", "TritonInferencer"]
@@ -33,11 +33,13 @@ class Inferencer(Protocol):
 
 class TritonInferencer:
     def __init__(self, *, url: str, model: str = "text_analysis", timeout_s: float = 30.0,
-                 max_chunk: int = 64, max_in_flight: int = 8, metrics=None) -> None:
+                 max_chunk: int = 64, max_in_flight: int = 8, latency_target_s: float = 1.0,
+                 metrics=None) -> None:
         self.url = url
         self.model = model
         self.timeout_s = timeout_s
-        self.max_chunk = max_chunk
+        self.batch_size = AdaptiveBatchSize(initial=min(16, max_chunk), maximum=max_chunk,
+                                            target_s=latency_target_s)
         self.limiter = AdaptiveLimiter(initial=2, maximum=max_in_flight)
         self.breaker = CircuitBreaker()
         self.metrics = metrics
@@ -56,7 +58,8 @@ class TritonInferencer:
     async def analyse(self, texts: list[str]) -> list[Analysis]:
         if not texts:
             return []
-        chunks = [texts[i:i + self.max_chunk] for i in range(0, len(texts), self.max_chunk)]
+        size = self.batch_size.value
+        chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
         results = await asyncio.gather(*(self._call(chunk) for chunk in chunks))
         return [a for chunk in results for a in chunk]
 
@@ -90,6 +93,7 @@ class TritonInferencer:
                     latency = time.monotonic() - started
                     self.breaker.success()
                     self.limiter.observe(latency)
+                    self.batch_size.observe(latency_s=latency, items=len(texts))
                     if self.metrics:
                         self.metrics.triton_request_seconds.observe(latency)
                         self.metrics.triton_batch_size.observe(len(texts))

@@ -6,6 +6,9 @@
 * :class:`CircuitBreaker` stops hammering a server that keeps failing: after
   ``failure_threshold`` consecutive failures callers wait ``cooldown`` (doubling up to
   ``max_cooldown_s``) before one probe is let through.
+* :class:`AdaptiveBatchSize` picks how many texts go in one request: it doubles while full
+  requests come back well under the latency target (bigger batches use the server better)
+  and halves when a request exceeds it (latency stays bounded).
 * :func:`backoff_s` is exponential backoff with full jitter.
 
 >>> import asyncio
@@ -26,7 +29,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 
-__all__ = ["AdaptiveLimiter", "CircuitBreaker", "backoff_s"]
+__all__ = ["AdaptiveBatchSize", "AdaptiveLimiter", "CircuitBreaker", "backoff_s"]
 
 
 def backoff_s(attempt: int, *, base_s: float = 0.1, cap_s: float = 10.0,
@@ -108,3 +111,27 @@ class CircuitBreaker:
         if self._failures >= self.failure_threshold:
             self._open_until = self._clock() + self._cooldown
             self._cooldown = min(self.max_cooldown_s, self._cooldown * 2)
+
+
+class AdaptiveBatchSize:
+    """Texts per request, between ``minimum`` and ``maximum``, steered by a latency target.
+
+    >>> size = AdaptiveBatchSize(initial=16, maximum=64, target_s=0.5)
+    >>> size.observe(latency_s=0.1, items=16); size.value
+    32
+    >>> size.observe(latency_s=0.9, items=32); size.value
+    16
+    """
+
+    def __init__(self, *, initial: int = 16, minimum: int = 1, maximum: int = 64,
+                 target_s: float = 0.5) -> None:
+        self.value = max(minimum, min(initial, maximum))
+        self.minimum = minimum
+        self.maximum = maximum
+        self.target_s = target_s
+
+    def observe(self, *, latency_s: float, items: int) -> None:
+        if latency_s > self.target_s:
+            self.value = max(self.minimum, self.value // 2)
+        elif items >= self.value and latency_s < self.target_s / 2:
+            self.value = min(self.maximum, self.value * 2)

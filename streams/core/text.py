@@ -1,4 +1,4 @@
-"""The text path's pure logic: raw records -> (texts to analyse, dead letters) -> enriched records.
+r"""The text path's pure logic: raw records -> (texts to analyse, dead letters) -> enriched records.
 
 No faust, no I/O: agents call these with plain lists, tests too.
 

@@ -111,3 +111,17 @@ def test_circuit_breaker_opens_after_failures_and_recovers():
 @pytest.mark.parametrize("attempt", [0, 1, 5, 20])
 def test_backoff_is_bounded(attempt):
     assert 0 <= backoff_s(attempt) <= min(10.0, 0.1 * 2 ** attempt)
+
+
+def test_adaptive_batch_size_grows_when_fast_and_shrinks_when_slow():
+    from streams.core.flow import AdaptiveBatchSize
+
+    size = AdaptiveBatchSize(initial=8, minimum=2, maximum=64, target_s=1.0)
+    for _ in range(10):
+        size.observe(latency_s=0.2, items=size.value)
+    assert size.value == 64
+    size.observe(latency_s=0.2, items=3)  # a partly filled request says nothing about capacity
+    assert size.value == 64
+    for _ in range(10):
+        size.observe(latency_s=3.0, items=size.value)
+    assert size.value == 2
