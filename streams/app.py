@@ -117,10 +117,10 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
             return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception:
+            # The batch must not crash the agent: Faust would ack it anyway (data loss).
             metrics.errors.labels(kind="batch_failed").inc()
             log.exception("processing a %s batch failed (attempt %d/%d)", base, attempt, _ATTEMPTS)
-            last = exc
     # The batch keeps failing: process records one at a time so only the culprits are dead-lettered.
     for raw in raws:
         try:
@@ -129,9 +129,8 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            last = exc
             record = dead_letter(source_topic=raw.topic, partition=raw.partition, offset=raw.offset,
-                                 raw=raw.value, error=f"processing failed: {last!r}"[:1000],
+                                 raw=raw.value, error=f"processing failed: {exc!r}"[:1000],
                                  now=datetime.now(UTC))
             await deadletter.send(key=raw.key, value=encode(record))
             metrics.deadlettered.labels(source_topic=base).inc()

@@ -1,7 +1,7 @@
 """Event factories shipped with the code: seeded synthetic input events for every input topic.
 
-Used by ``streamsense produce --synthetic`` and by tests. The texts are template sentences, good
-for load and plumbing; realistic text for the demo comes from packaged corpora.
+Used by ``streamsense produce --synthetic``, the demo and tests. The texts are template
+sentences: good for load and plumbing, not for judging the models.
 
 >>> events = list(synthetic_events("clicks", 3, seed=1))
 >>> [e["event_id"] for e in events]

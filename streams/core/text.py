@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from streams.records import (
@@ -159,6 +159,3 @@ def _entity(e: dict[str, Any], item: Item) -> Entity:
     return Entity(text=e["text"], type=e["type"], start=e["start"], end=e["end"], score=e["score"],
                   field="text")
 
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
