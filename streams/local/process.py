@@ -147,25 +147,45 @@ class Service:
         )
 
     def stop(self, *, timeout_s: float = 30.0) -> bool:
-        """SIGTERM the service's process group, SIGKILL after ``timeout_s``. True if it ran."""
+        """SIGTERM the service, SIGKILL after ``timeout_s``. True if it ran.
+
+        Services we start lead their own process group, which is signalled whole (Triton's
+        Python-backend stubs are its children); a process started elsewhere, such as
+        ``streamsense worker &`` from a script, may share its parent's group and is signalled
+        alone, so that nothing else in that group is hit.
+        """
         pid = self.pid()
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+        leads_group = _leads_group(pid)
+        _signal(pid, signal.SIGTERM, group=leads_group)
         deadline = time.monotonic() + timeout_s
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            _signal(pid, signal.SIGKILL, group=leads_group)
             while _alive(pid):
                 time.sleep(0.05)
-        # Children that left the group's leader behind (e.g. Triton's Python backend stubs).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        if leads_group:
+            # Children that outlived the group's leader.
+            _signal(pid, signal.SIGKILL, group=True)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _leads_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+def _signal(pid: int, sig: int, *, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
 
 
 def _wait(check: Callable[[], bool], *, timeout_s: float, alive: Callable[[], bool]) -> bool:
