@@ -39,10 +39,6 @@ def _credentials(settings: Settings):
     ssl_context = settings.kafka_client_kwargs().get("ssl_context")
     if settings.kafka_security_protocol.startswith("SASL"):
         assert settings.kafka_sasl_password is not None
-        if settings.kafka_sasl_mechanism == "PLAIN":
-            return faust.SASLCredentials(username=settings.kafka_sasl_username,
-                                         password=settings.kafka_sasl_password.get_secret_value(),
-                                         ssl_context=ssl_context)
         return faust.SASLCredentials(username=settings.kafka_sasl_username,
                                      password=settings.kafka_sasl_password.get_secret_value(),
                                      mechanism=settings.kafka_sasl_mechanism, ssl_context=ssl_context)

@@ -76,17 +76,9 @@ class LocalStack:
 
     def down(self) -> list[str]:
         """Stop every service that runs from this home (workers first); returns their names."""
-        stopped = []
         run_dir = self.settings.home / "run"
-        workers = sorted(run_dir.glob("worker-*.pid")) if run_dir.exists() else []
-        for pid_file in workers:
-            worker = Service(name=pid_file.stem, argv=[], run_dir=run_dir, health=lambda: True)
-            if worker.stop():
-                stopped.append(worker.name)
-        for service in (self._stoppable("triton"), self._stoppable("kafka")):
-            if service.stop():
-                stopped.append(service.name)
-        return stopped
+        workers = sorted(p.stem for p in run_dir.glob("worker-*.pid")) if run_dir.exists() else []
+        return [name for name in (*workers, "triton", "kafka") if self._stoppable(name).stop()]
 
     def _stoppable(self, name: str) -> Service:
         # Stopping needs only the PID file, not a provisioned runtime.
