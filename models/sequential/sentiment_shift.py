@@ -13,7 +13,9 @@ The detector watches the stream of "was this text negative?" outcomes of its key
 3. **shifted**: after an alarm, the current share is estimated from the outcomes since the
    estimated change point, with a 95% time-uniform confidence sequence (Robbins' mixture), and
    a reverse CUSUM watches for the share to fall back to the baseline; when it does,
-   :attr:`recovered` is set and monitoring resumes.
+   :attr:`recovered` is set and monitoring resumes. **Guarantee**: while the share stays at or
+   above ``baseline * min(ratios)``, false recoveries come at most once per ``arl0`` outcomes
+   on average (same argument).
 
 It follows River's detector shape: call ``update(x)``, then read ``drift_detected``.
 
@@ -144,12 +146,17 @@ class SentimentShiftDetector(base.Base):
 
     def _start_recovery_watch(self) -> None:
         assert self._baseline is not None
-        shifted = max(sum(self._window) / len(self._window), self._baseline * min(self.ratios))
-        shifted = min(shifted, 0.98)
-        # A fall of the negative share from `shifted` to the baseline is a rise of the
-        # non-negative share from 1 - shifted to 1 - baseline.
-        self._recovery = BernoulliCUSUM(p0=1 - shifted, arl0=self.arl0,
-                                        ratios=((1 - self._baseline) / (1 - shifted),))
+        # Recovery tests "back at the baseline" against "still at least the smallest shift the
+        # bank looks for" (``baseline * min(ratios)``). Any share at or above that makes the
+        # likelihood ratio a supermartingale, so a true shift of any size is declared recovered
+        # falsely no more often than once per ``arl0`` outcomes. (Using the share seen at the
+        # alarm as the null instead is biased upward, since alarms come when the recent share
+        # looks high, and declared a steady 60% share "recovered".)
+        elevated = min(self._baseline * min(self.ratios), 0.98)
+        # A fall of the negative share from `elevated` to the baseline is a rise of the
+        # non-negative share from 1 - elevated to 1 - baseline.
+        self._recovery = BernoulliCUSUM(p0=1 - elevated, arl0=self.arl0,
+                                        ratios=((1 - self._baseline) / (1 - elevated),))
 
     @property
     def guarantee(self) -> str:

@@ -34,7 +34,8 @@ class MentionSurgeDetector(base.Base):
     def __init__(self, *, bucket_s: float = 60.0, arl0: float = 10_000, warmup: int = 30,
                  prior_rate: float = 1.0, prior_buckets: float = 5.0,
                  baseline_level: float = 0.95, min_rate: float = 0.5,
-                 ratios: tuple[float, ...] = DEFAULT_RATIOS) -> None:
+                 ratios: tuple[float, ...] = DEFAULT_RATIOS, recent: int = 10) -> None:
+        self.recent = recent
         self.bucket_s = bucket_s
         self.arl0 = arl0
         self.warmup = warmup
@@ -50,6 +51,8 @@ class MentionSurgeDetector(base.Base):
         self._baseline: float | None = None
         self._cusum: PoissonCUSUM | None = None
         self.last_count = 0
+        self.recent_counts: list[int] = []  # the last ``recent`` closed buckets, oldest first
+        self.quiet_buckets = 0  # consecutive closed buckets at or below the baseline
         self.alarm_statistic = 0.0
         self.drift_detected = False
 
@@ -98,8 +101,22 @@ class MentionSurgeDetector(base.Base):
             self._bucket += 1
         self.drift_detected = detected
 
+    def current_interval(self, level: float = 0.95) -> tuple[float, float, float]:
+        """Mean count per bucket over the recent buckets, with its exact (Garwood) Poisson
+        interval at ``level`` (a fixed-sample interval, not a confidence sequence)."""
+        k, total = len(self.recent_counts), sum(self.recent_counts)
+        if k == 0:
+            return float("nan"), 0.0, float("inf")
+        tail = (1 - level) / 2
+        lo = float(gammaincinv(total, tail)) / k if total else 0.0
+        hi = float(gammaincinv(total + 1, 1 - tail)) / k
+        return total / k, lo, hi
+
     def _close(self, count: int) -> bool:
         self.last_count = count
+        self.recent_counts = [*self.recent_counts[-(self.recent - 1):], count] if self.recent > 1 else [count]
+        self.quiet_buckets = self.quiet_buckets + 1 if (
+            self._baseline is not None and count <= self._baseline) else 0
         if self._cusum is None:
             self._warm_buckets += 1
             self._warm_total += count

@@ -51,17 +51,34 @@ class Shift:
     threshold: float
     guarantee: str
     measure: str = "Negative share"
+    # "share" prints as percentages, "count" and "mean" as numbers.
+    unit: Literal["share", "count", "mean"] = "share"
+    # What the interval is: a time-uniform confidence sequence, or a fixed-sample interval.
+    interval_label: str = "95% CS"
+    unit_of_events: str = "events"
+
+    def fmt(self, x: float) -> str:
+        """A value in this shift's unit.
+
+        >>> Shift(0.1, 0.4, (0.3, 0.5), 9, 1.0, 1.0, "").fmt(0.123)
+        '12%'
+        >>> Shift(2, 9, (7, 11), 9, 1.0, 1.0, "", unit="count").fmt(9)
+        '9.0'
+        """
+        if self.unit == "share":
+            return f"{x:.0%}"
+        return f"{x:.1f}" if self.unit == "count" else f"{x:.3g}"
 
 
 def severity_of(shift: Shift) -> Severity:
-    """``critical`` if even the interval's low end is at least double the baseline and 20 points
-    above it; ``warning`` if the low end is above the baseline; else ``info``.
+    """``critical`` if even the interval's low end is at least double the baseline (and, for a
+    share, 20 points above it); ``warning`` if the low end is above the baseline; else ``info``.
 
     >>> severity_of(Shift(0.1, 0.2, (0.12, 0.3), 40, 11.0, 10.6, ""))
     'warning'
     """
     low = shift.interval[0]
-    if low >= 2 * shift.baseline_rate and low - shift.baseline_rate >= 0.2:
+    if low >= 2 * shift.baseline_rate and (shift.unit != "share" or low - shift.baseline_rate >= 0.2):
         return "critical"
     if low > shift.baseline_rate:
         return "warning"
@@ -110,6 +127,13 @@ class AlertBook:
         return self._alert(kind, subject, shift, detector, params, [], now, "info",
                            status="recovered", related=current.alert_id)
 
+    def close_quietly(self, *, kind: str, subject: tuple[str, str], now: datetime) -> None:
+        """End the open alert without a ``recovered`` record (for one-off changes such as a
+        drift, which has no "back to normal"); the cooldown starts now."""
+        current = self._open.get((kind, *subject))
+        if current is not None and current.closed_at is None:
+            current.closed_at = now
+
     @staticmethod
     def _alert(kind: str, subject: tuple[str, str], shift: Shift, detector: str,
                params: dict[str, Any], evidence: list[dict[str, Any]], now: datetime,
@@ -118,11 +142,14 @@ class AlertBook:
         lo, hi = shift.interval
         if status == "recovered":
             message = (f"{shift.measure} of {subject_type} {subject_id} is back near its baseline "
-                       f"of {shift.baseline_rate:.0%}.")
+                       f"of {shift.fmt(shift.baseline_rate)}.")
         else:
-            message = (f"{shift.measure} of {subject_type} {subject_id} rose from "
-                       f"{shift.baseline_rate:.0%} to {shift.current_rate:.0%} (95% CS {lo:.0%}-{hi:.0%}) "
-                       f"over the last {shift.events} events.")
+            direction = "rose" if shift.current_rate >= shift.baseline_rate else "fell"
+            interval = (f"({shift.interval_label} {shift.fmt(lo)}-{shift.fmt(hi)}) "
+                        if shift.interval_label else "")
+            message = (f"{shift.measure} of {subject_type} {subject_id} {direction} from "
+                       f"{shift.fmt(shift.baseline_rate)} to {shift.fmt(shift.current_rate)} {interval}"
+                       f"over the last {shift.events} {shift.unit_of_events}.")
         # Deterministic ids: a reprocessed event yields the same alert id (dedup downstream).
         alert_id = hashlib.sha256(
             f"{kind}|{subject_type}|{subject_id}|{status}|{now.isoformat()}".encode()
@@ -131,7 +158,8 @@ class AlertBook:
             alert_id=alert_id, kind=kind, subject=Subject(type=subject_type, id=subject_id),
             detected_at=now, severity=severity, status=status, related_alert_id=related,
             detector={"name": detector, "params": params, "guarantee": shift.guarantee},
-            baseline={"rate": shift.baseline_rate},
-            current={"rate": shift.current_rate, "interval": [lo, hi], "events": shift.events},
+            baseline={"rate": shift.baseline_rate, "measure": shift.measure, "unit": shift.unit},
+            current={"rate": shift.current_rate, "interval": [lo, hi], "interval_label": shift.interval_label,
+                     "events": shift.events},
             statistic=shift.statistic, threshold=shift.threshold, evidence=evidence, message=message,
         )

@@ -148,6 +148,24 @@ def test_sentiment_shift_detects_reports_and_recovers():
     assert detector.state == "monitoring"
 
 
+def test_sentiment_shift_does_not_declare_a_sustained_shift_recovered():
+    # 100 keys whose negative share jumps and stays up (by 20 to 40 points): after the
+    # alarm, the recovery watch must stay quiet for 3,000 outcomes (ARL0 10,000 per key bounds
+    # the expected count of false recoveries by 30 over all keys; we expect almost none).
+    false_recoveries = alarms = 0
+    for seed in range(100):
+        rng = random.Random(1000 + seed)
+        base = 0.05 + 0.05 * rng.random()
+        shifted = base + 0.2 + 0.2 * rng.random()
+        detector = SentimentShiftDetector(arl0=10_000)
+        for t in range(3300):
+            detector.update(rng.random() < (base if t < 300 else shifted))
+            alarms += detector.drift_detected
+            false_recoveries += detector.recovered
+    assert alarms >= 95  # a few keys draw a high baseline in warm-up and cannot see a small shift
+    assert false_recoveries <= 3
+
+
 def test_detector_state_survives_pickling_and_clone_is_fresh():
     rng = random.Random(1)
     detector = SentimentShiftDetector(arl0=500, warmup=20)

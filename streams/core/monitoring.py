@@ -1,0 +1,232 @@
+"""Detectors per subject and for the stream as a whole, turned into alerts. Pure logic.
+
+A :class:`SubjectMonitor` holds everything one subject (a product, a news source, an entity)
+needs: its :class:`~models.sequential.SentimentShiftDetector`, for entities a
+:class:`~models.sequential.MentionSurgeDetector`, the open alert (an
+:class:`~streams.core.alerts.AlertBook`) and a few recent negative texts as evidence. Its whole
+state pickles to a couple of kilobytes (``dumps``/``loads``), which is what the worker stores
+per key in a changelog-backed Faust table, so a restart or rebalance resumes every detector.
+
+A :class:`StreamMonitor` watches one input topic as a whole for input drift (text length,
+non-ASCII share: a language-mix signal) and prediction drift (share of each sentiment label)
+with ADWIN, one alert per drift and channel (then a cooldown).
+
+Time is event time (the record's ``ts``), so replays and reprocessing give the same alerts and
+the same alert ids.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> t0 = datetime(2026, 11, 22, tzinfo=UTC)
+>>> monitor = SubjectMonitor("product", "p42", MonitorConfig(warmup=20, arl0=1000))
+>>> alerts = []
+>>> for i in range(200):
+...     negative = (i % 10 == 0) if i < 100 else (i % 10 < 6)
+...     alerts += monitor.observe(Observation(f"r{i}", "awful" if negative else "fine",
+...                                           "negative" if negative else "positive",
+...                                           0.9 if negative else 0.1, t0 + timedelta(minutes=i)))
+>>> [(a.kind, a.status, a.subject.id) for a in alerts]
+[('sentiment_shift', 'open', 'p42')]
+>>> 100 < int(alerts[0].evidence[0]["id"][1:]) < 130, len(alerts[0].evidence)
+(True, 3)
+>>> SubjectMonitor.loads(monitor.dumps()).shift.state
+'shifted'
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from models.sequential import MentionSurgeDetector, SentimentShiftDetector, StreamDriftMonitor
+from streams.core.alerts import AlertBook, Shift
+from streams.records import Alert
+
+__all__ = ["MonitorConfig", "Observation", "StreamMonitor", "SubjectMonitor"]
+
+log = logging.getLogger(__name__)
+
+_STATE_VERSION = 1
+_EVIDENCE_CHARS = 280
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    arl0: float = 10_000
+    warmup: int = 50
+    cooldown_s: float = 3600.0
+    surge_bucket_s: float = 60.0
+    surge_warmup: int = 30
+    surge_recovery_buckets: int = 10
+    evidence: int = 3
+    drift_delta: float = 1e-5
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One analysed text as a detector sees it."""
+
+    event_id: str
+    text: str
+    label: str
+    negative_prob: float
+    ts: datetime
+
+    @property
+    def negative(self) -> bool:
+        return self.label == "negative"
+
+
+@dataclass
+class SubjectMonitor:
+    subject_type: str
+    subject_id: str
+    config: MonitorConfig
+    shift: SentimentShiftDetector = field(init=False)
+    surge: MentionSurgeDetector | None = field(init=False, default=None)
+    book: AlertBook = field(init=False)
+    # The last few negative texts (id, text, sentiment, score): alerts quote the strongest.
+    negatives: list[dict[str, Any]] = field(init=False, default_factory=list)
+    with_surge: bool = False
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.shift = SentimentShiftDetector(arl0=c.arl0, warmup=c.warmup)
+        if self.with_surge:
+            self.surge = MentionSurgeDetector(bucket_s=c.surge_bucket_s, arl0=c.arl0, warmup=c.surge_warmup)
+        self.book = AlertBook(cooldown_s=c.cooldown_s)
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return self.subject_type, self.subject_id
+
+    def observe(self, obs: Observation) -> list[Alert]:
+        """Feed one analysed text; returns the alerts it causes (usually none)."""
+        alerts: list[Alert] = []
+        if obs.negative:
+            self.negatives = [*self.negatives[-(4 * self.config.evidence - 1):], {
+                "id": obs.event_id, "text": obs.text[:_EVIDENCE_CHARS], "sentiment": obs.label,
+                "score": round(obs.negative_prob, 4)}]
+        if self.surge is not None:
+            self.surge.update(obs.ts.timestamp())
+            alerts += self._surge_alerts(obs.ts)
+        self.shift.update(obs.negative)
+        if self.shift.drift_detected:
+            alert = self.book.on_shift(kind="sentiment_shift", subject=self.subject, shift=self._shift(),
+                                       detector="SentimentShiftDetector", params=self._shift_params(),
+                                       evidence=self._evidence(), now=obs.ts)
+            alerts += [alert] if alert else []
+        elif self.shift.recovered:
+            alert = self.book.on_recovered(kind="sentiment_shift", subject=self.subject, shift=self._shift(),
+                                           detector="SentimentShiftDetector", params=self._shift_params(),
+                                           now=obs.ts)
+            alerts += [alert] if alert else []
+        elif self.shift.state == "shifted" and self.shift.summary().current_events % 25 == 0:
+            # While shifted, re-check severity now and then: a worsening change escalates.
+            alert = self.book.on_shift(kind="sentiment_shift", subject=self.subject, shift=self._shift(),
+                                       detector="SentimentShiftDetector", params=self._shift_params(),
+                                       evidence=self._evidence(), now=obs.ts)
+            alerts += [alert] if alert else []
+        return alerts
+
+    def _surge_alerts(self, now: datetime) -> list[Alert]:
+        surge = self.surge
+        assert surge is not None
+        if surge.drift_detected:
+            alert = self.book.on_shift(kind="volume_surge", subject=self.subject, shift=self._surge_shift(),
+                                       detector="MentionSurgeDetector", params=self._surge_params(),
+                                       evidence=self._evidence(), now=now)
+            return [alert] if alert else []
+        if surge.quiet_buckets >= self.config.surge_recovery_buckets:
+            alert = self.book.on_recovered(kind="volume_surge", subject=self.subject,
+                                           shift=self._surge_shift(), detector="MentionSurgeDetector",
+                                           params=self._surge_params(), now=now)
+            return [alert] if alert else []
+        return []
+
+    def _shift(self) -> Shift:
+        s = self.shift.summary()
+        return Shift(baseline_rate=s.baseline_rate, current_rate=s.current_rate, interval=s.current_interval,
+                     events=s.current_events, statistic=s.statistic, threshold=s.threshold,
+                     guarantee=s.guarantee)
+
+    def _surge_shift(self) -> Shift:
+        surge = self.surge
+        assert surge is not None
+        rate, lo, hi = surge.current_interval()
+        return Shift(baseline_rate=surge.baseline_rate or 0.0, current_rate=rate, interval=(lo, hi),
+                     events=len(surge.recent_counts), statistic=surge.alarm_statistic,
+                     threshold=surge.threshold, guarantee=surge.guarantee,
+                     measure=f"Mentions per {surge.bucket_s:g}s", unit="count", interval_label="95% CI",
+                     unit_of_events="buckets")
+
+    def _shift_params(self) -> dict[str, Any]:
+        d = self.shift
+        return {"arl0": d.arl0, "warmup": d.warmup, "baseline_level": d.baseline_level,
+                "prior_rate": d.prior_rate, "ratios": list(d.ratios), "alpha": d.alpha}
+
+    def _surge_params(self) -> dict[str, Any]:
+        d = self.surge
+        assert d is not None
+        return {"arl0": d.arl0, "bucket_s": d.bucket_s, "warmup": d.warmup, "ratios": list(d.ratios)}
+
+    def _evidence(self) -> list[dict[str, Any]]:
+        # The strongest of the recent negatives, most recent first among equals.
+        ranked = sorted(reversed(self.negatives), key=lambda e: -e["score"])
+        return ranked[: self.config.evidence]
+
+    def dumps(self) -> bytes:
+        return pickle.dumps((_STATE_VERSION, self), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def loads(cls, data: bytes | None) -> SubjectMonitor | None:
+        """The monitor stored in ``data``; None (start afresh) if absent or from another version."""
+        if not data:
+            return None
+        try:
+            version, monitor = pickle.loads(data)
+        except Exception:
+            log.warning("discarding unreadable detector state (%d bytes)", len(data), exc_info=True)
+            return None
+        if version != _STATE_VERSION or not isinstance(monitor, cls):
+            log.warning("discarding detector state of version %r (this worker uses %d)", version,
+                        _STATE_VERSION)
+            return None
+        return monitor
+
+
+class StreamMonitor:
+    """Input and prediction drift of one input topic (kept per worker, in memory)."""
+
+    def __init__(self, topic: str, config: MonitorConfig) -> None:
+        self.topic = topic
+        self.drift = StreamDriftMonitor(delta=config.drift_delta)
+        self.book = AlertBook(cooldown_s=config.cooldown_s)
+
+    def observe(self, features: dict[str, float], label: str, now: datetime) -> list[Alert]:
+        channels = {**features, **{f"label_{name}": float(label == name)
+                                   for name in ("negative", "neutral", "positive")}}
+        alerts = []
+        for channel, value in channels.items():
+            event = self.drift.update(channel, value)
+            if event is None:
+                continue
+            subject = ("stream", f"{self.topic}:{channel}")
+            shift = Shift(baseline_rate=event.before, current_rate=event.after,
+                          interval=(event.after, event.after), events=event.window,
+                          statistic=event.statistic, threshold=event.threshold, guarantee=event.guarantee,
+                          measure=f"Mean {channel}", unit="share" if channel.startswith("label_") else "mean",
+                          interval_label="")
+            alert = self.book.on_shift(kind="drift", subject=subject, shift=shift, detector=event.detector,
+                                       params={"delta": self.drift.delta, "channel": channel,
+                                               "report": "statistic = |mean of the last "
+                                               f"{self.drift.recent} - mean of the points ADWIN dropped|; "
+                                               "threshold = ADWIN's bound for that split (ADWIN "
+                                               "itself cut on the split it found first)"},
+                                       evidence=[], now=now)
+            # A drift is a one-off change of level: no "recovered", just the cooldown.
+            self.book.close_quietly(kind="drift", subject=subject, now=now)
+            if alert is not None:
+                alerts.append(alert)
+        return alerts

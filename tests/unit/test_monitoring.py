@@ -1,0 +1,92 @@
+import random
+from datetime import UTC, datetime, timedelta
+
+from streams.core.monitoring import MonitorConfig, Observation, StreamMonitor, SubjectMonitor
+
+T0 = datetime(2026, 11, 22, tzinfo=UTC)
+
+
+def obs(i: int, negative: bool, minutes: float = 1.0) -> Observation:
+    return Observation(f"e{i}", f"text {i} " + ("awful" if negative else "fine"),
+                       "negative" if negative else "positive", 0.5 + 0.5 * negative * (i % 7) / 7,
+                       T0 + timedelta(minutes=i * minutes))
+
+
+def test_stable_products_give_no_alert_and_a_shift_gives_exactly_one_then_recovery():
+    rng = random.Random(5)
+    monitor = SubjectMonitor("product", "p1", MonitorConfig())
+    alerts = []
+    for i in range(1500):
+        rate = 0.45 if 400 <= i < 800 else 0.08
+        alerts += monitor.observe(obs(i, rng.random() < rate))
+    statuses = [a.status for a in alerts]
+    assert statuses[0] == "open" and statuses[-1] == "recovered"
+    assert statuses.count("open") == 1 and statuses.count("recovered") == 1
+    opened = alerts[0]
+    assert int(opened.evidence[0]["id"][1:]) >= 400 and all(e["sentiment"] == "negative" for e in opened.evidence)
+    assert opened.detector["guarantee"].startswith("ARL0 >= 10000")
+    assert opened.statistic >= opened.threshold
+    lo, hi = opened.current["interval"]
+    assert opened.baseline["rate"] < lo <= opened.current["rate"] <= hi
+    # Evidence is ordered by how negative the text was.
+    scores = [e["score"] for e in opened.evidence]
+    assert scores == sorted(scores, reverse=True)
+
+    quiet = 0
+    for seed in range(40):
+        rng = random.Random(100 + seed)
+        m = SubjectMonitor("product", f"q{seed}", MonitorConfig())
+        quiet += sum(len(m.observe(obs(i, rng.random() < 0.15))) for i in range(800))
+    assert quiet == 0
+
+
+def test_entity_surge_alert_and_recovery_use_event_time():
+    monitor = SubjectMonitor("entity", "apple", MonitorConfig(surge_warmup=30), with_surge=True)
+    alerts, t = [], 0
+    for minute in range(120):
+        per_minute = 12 if 60 <= minute < 80 else 2
+        for k in range(per_minute):
+            o = Observation(f"n{t}", "Apple news", "neutral", 0.1,
+                            T0 + timedelta(minutes=minute, seconds=k * 60 / per_minute))
+            alerts += monitor.observe(o)
+            t += 1
+    surges = [a for a in alerts if a.kind == "volume_surge"]
+    statuses = [a.status for a in surges]  # a surge may escalate from warning to critical
+    assert statuses[0] == "open" and statuses[-1] == "recovered" and set(statuses[1:-1]) <= {"escalated"}
+    opened = surges[0]
+    assert opened.detected_at - T0 <= timedelta(minutes=63)  # the surge began at minute 60
+    assert "Mentions per 60s of entity apple rose from" in opened.message
+    assert "95% CI" in opened.message and opened.baseline["unit"] == "count"
+    assert surges[-1].detected_at >= T0 + timedelta(minutes=80)
+
+
+def test_state_round_trips_and_stays_small():
+    rng = random.Random(9)
+    monitor = SubjectMonitor("entity", "e", MonitorConfig(), with_surge=True)
+    for i in range(5000):
+        monitor.observe(obs(i, rng.random() < 0.3, minutes=0.2))
+    blob = monitor.dumps()
+    assert len(blob) < 8_000  # thousands of keys fit in a few MB of table memory
+    again = SubjectMonitor.loads(blob)
+    assert again is not None and again.shift.state == monitor.shift.state
+    assert again.shift.baseline_rate == monitor.shift.baseline_rate
+    assert SubjectMonitor.loads(None) is None
+    assert SubjectMonitor.loads(b"not a pickle") is None
+
+
+def test_stream_monitor_flags_a_label_mix_drift_once():
+    rng = random.Random(2)
+    monitor = StreamMonitor("reviews", MonitorConfig())
+    alerts = []
+    for i in range(6000):
+        negative = rng.random() < (0.15 if i < 3000 else 0.5)
+        label = "negative" if negative else "positive"
+        alerts += monitor.observe({"text_length": 4.0 + rng.random()}, label, T0 + timedelta(seconds=i))
+    channels = sorted({a.subject.id for a in alerts})
+    assert channels and set(channels) <= {"reviews:label_negative", "reviews:label_positive"}
+    assert len(alerts) == len(channels)  # one alert per drifting channel (cooldown 1 h)
+    first = alerts[0]
+    # ADWIN cuts on its own split; the alert reports the dropped points against the last 50.
+    assert first.kind == "drift" and first.statistic > 0.25 and first.threshold > 0
+    assert "rose from 14% to 54%" in first.message
+    assert T0 + timedelta(seconds=3000) < first.detected_at < T0 + timedelta(seconds=3400)
