@@ -29,7 +29,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 
-__all__ = ["AdaptiveBatchSize", "AdaptiveLimiter", "CircuitBreaker", "backoff_s"]
+__all__ = ["AdaptiveBatchSize", "AdaptiveLimiter", "CircuitBreaker", "StallDetector", "backoff_s"]
 
 
 def backoff_s(attempt: int, *, base_s: float = 0.1, cap_s: float = 10.0,
@@ -135,3 +135,44 @@ class AdaptiveBatchSize:
             self.value = max(self.minimum, self.value // 2)
         elif items >= self.value and latency_s < self.target_s / 2:
             self.value = min(self.maximum, self.value * 2)
+
+
+class StallDetector:
+    """Finds partitions whose records were read but never processed: faust-streaming can drop
+    records that were in flight when a rebalance or table recovery suspended the flow while
+    still advancing its read offset, so they are neither processed nor committed until the
+    worker restarts (seen on our stack: a worker restarted while its input grew stopped at
+    offset 292 of 480 of one partition). The cure is a seek back to the committed offset.
+
+    A partition is stalled when, at ``checks`` consecutive checks with no batch in progress,
+    its read offset is beyond its committed offset and neither has moved.
+
+    >>> d = StallDetector(checks=2)
+    >>> d.check({"p3": (479, 291)}, busy=False), d.check({"p3": (479, 291)}, busy=False)
+    ([], ['p3'])
+    >>> d.check({"p3": (479, 291)}, busy=True), d.check({"p3": (479, 300)}, busy=False)
+    ([], [])
+    """
+
+    def __init__(self, *, checks: int = 2) -> None:
+        self.checks = checks
+        self._seen: dict[object, tuple[tuple[int | None, int | None], int]] = {}
+
+    def check(self, offsets: dict, *, busy: bool) -> list:
+        """``offsets``: partition -> (read offset, committed offset). Returns the stalled ones."""
+        stalled = []
+        for tp, state in offsets.items():
+            read, committed = state
+            behind = read is not None and (committed is None or read > committed)
+            if busy or not behind:
+                self._seen.pop(tp, None)
+                continue
+            previous, count = self._seen.get(tp, (None, 0))
+            count = count + 1 if previous == state else 1
+            self._seen[tp] = (state, count)
+            if count >= self.checks:
+                stalled.append(tp)
+                self._seen.pop(tp, None)
+        for tp in set(self._seen) - set(offsets):
+            del self._seen[tp]
+        return stalled
