@@ -13,17 +13,32 @@ whose processing keeps failing is dead-lettered with the error after ``_ATTEMPTS
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import logging
-from collections.abc import Sequence
+import signal
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import faust
+from faust.streams import _current_event  # Faust has no public setter; see _as_current_event
 
+from models.sequential import text_features
 from streams.adapters.kafka_admin import consumer_lag
 from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import Inferencer, TritonInferencer
+from streams.core.flow import StallDetector
+from streams.core.monitoring import (
+    EntityMention,
+    MonitorConfig,
+    StreamMonitor,
+    SubjectMonitor,
+    observe_enriched,
+)
 from streams.core.text import Analysis, RawRecord, decode_batch, enrich
-from streams.records import dead_letter, encode
+from streams.records import Alert, dead_letter, encode
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -75,14 +90,63 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         return app.topic(name, key_serializer="raw", value_serializer="raw")
 
     deadletter = topic(names.deadletter)
+    config = MonitorConfig(arl0=settings.detector_arl0, warmup=settings.detector_warmup,
+                           cooldown_s=settings.alert_cooldown_s, surge_bucket_s=settings.surge_bucket_s)
+
+    def monitors(subject_type: str, *, with_surge: bool = False) -> KeyedMonitors:
+        # Changelog-backed: a restarted or rebalanced worker resumes every detector.
+        # Keys and values are JSON strings (the value: base64 of the pickled monitor), because
+        # Faust's table recovery decodes with the serializer of the key/value *type*, not a schema.
+        table = app.Table(f"{settings.topic_prefix}{subject_type}-monitors", key_type=str, value_type=str,
+                          partitions=settings.topic_partitions)
+        return KeyedMonitors(table, subject_type, config, with_surge=with_surge, metrics=metrics)
+
+    detectors = Detectors(
+        alerts=topic(names.alerts), mentions=topic(names.entity_mentions), metrics=metrics,
+        subjects={"reviews": monitors("product"), "news": monitors("source")},
+        streams={"reviews": StreamMonitor("reviews", config), "news": StreamMonitor("news", config)},
+        entities=monitors("entity", with_surge=True))
+
+    busy = _Busy()
 
     def text_agent(base: str, output: faust.TopicT):
         async def agent(stream):
             async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-                await process_text_events(base, events, inferencer=inferencer, output=output,
-                                          deadletter=deadletter, metrics=metrics)
+                with busy:
+                    await process_text_events(base, events, inferencer=inferencer, output=output,
+                                              deadletter=deadletter, metrics=metrics, detectors=detectors)
         agent.__name__ = f"{base}_agent"
         return agent
+
+    @app.agent(topic(names.entity_mentions), name="entities")
+    async def entities_agent(stream):
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            with busy:
+                await detectors.on_mentions(events)
+
+    @app.task
+    async def dump_tasks_on_sigusr1() -> None:
+        # `kill -USR1 <worker pid>` logs where every coroutine waits: for a stalled worker.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lambda: _log_task_stacks(app))
+
+    stalls = StallDetector(checks=2)
+    inputs = {names.reviews, names.news, names.clicks, names.entity_mentions}
+
+    @app.timer(settings.stall_check_s)
+    async def unstall_partitions() -> None:
+        consumer = app.consumer
+        offsets = {tp: (consumer._read_offset.get(tp), consumer._committed_offset.get(tp))
+                   for tp in consumer.assignment() if tp.topic in inputs}
+        stalled = stalls.check(offsets, busy=busy.value > 0)
+        if stalled:
+            metrics.errors.labels(kind="stalled_partition").inc(len(stalled))
+            log.warning("records read but never processed on %s (read, committed offsets %s); "
+                        "seeking back to the committed offsets",
+                        ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled),
+                        [offsets[tp] for tp in stalled])
+            # All partitions, as Faust does after a rebalance: seeking only the stalled ones
+            # left some records unprocessed in our trials.
+            await consumer.perform_seek()
 
     @app.timer(15.0)
     async def report_consumer_lag() -> None:
@@ -99,8 +163,144 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     return app
 
 
+class _Busy:
+    """How many agent batches are being processed right now."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def __enter__(self) -> None:
+        self.value += 1
+
+    def __exit__(self, *exc) -> None:
+        self.value -= 1
+
+
+def _log_task_stacks(app: faust.App) -> None:
+    out = io.StringIO()
+    consumer = app.consumer
+    for name in ("_active_partitions", "_paused_partitions", "_buffered_partitions"):
+        out.write(f"consumer.{name}: {sorted(getattr(consumer, name, None) or ())}\n")
+    out.write(f"in_recovery: {app.in_recovery}; flow_control active: {app.flow_control.is_active()}\n")
+    out.write(f"read offsets: {dict(consumer._read_offset)}\n")
+    for task in asyncio.all_tasks():
+        out.write(f"--- {task.get_name()}\n")
+        coro = task.get_coro()
+        while coro is not None:  # follow the await chain down to where the task waits
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+            if frame is not None:
+                out.write(f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+            if coro is not None and not (hasattr(coro, "cr_frame") or hasattr(coro, "ag_frame")):
+                out.write(f"    awaiting {coro!r}\n"[:300])
+                break
+    log.warning("asyncio tasks on SIGUSR1:\n%s", out.getvalue())
+
+
+@contextmanager
+def _as_current_event(event) -> Iterator[None]:
+    """Make ``event`` Faust's current event, so a table write goes to the changelog partition of
+    the event's own partition (inside ``take_events`` Faust's current event is not the one being
+    handled). Tables are keyed like their source topics, so state follows the partition."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class KeyedMonitors:
+    """One :class:`SubjectMonitor` per key in a Faust table (pickled), loaded once and written
+    once per key per batch."""
+
+    def __init__(self, table, subject_type: str, config: MonitorConfig, *, with_surge: bool,
+                 metrics: Metrics) -> None:
+        self.table = table
+        self.subject_type = subject_type
+        self.config = config
+        self.with_surge = with_surge
+        self.metrics = metrics
+
+    def batch(self) -> _MonitorBatch:
+        return _MonitorBatch(self)
+
+
+class _MonitorBatch:
+    def __init__(self, owner: KeyedMonitors) -> None:
+        self.owner = owner
+        self.loaded: dict[str, SubjectMonitor] = {}
+        self.last_event: dict[str, object] = {}
+
+    def get(self, key: str, subject_id: str, event) -> SubjectMonitor:
+        monitor = self.loaded.get(key)
+        if monitor is None:
+            o = self.owner
+            stored = o.table.get(key)
+            monitor = SubjectMonitor.loads(base64.b64decode(stored) if stored else None) or SubjectMonitor(
+                o.subject_type, subject_id, o.config, with_surge=o.with_surge)
+            self.loaded[key] = monitor
+        self.last_event[key] = event
+        return monitor
+
+    def save(self) -> None:
+        for key, monitor in self.loaded.items():
+            with _as_current_event(self.last_event[key]):
+                self.owner.table[key] = base64.b64encode(monitor.dumps()).decode()
+        self.owner.metrics.monitored_subjects.labels(type=self.owner.subject_type).set(len(self.owner.table))
+
+
+class Detectors:
+    """Runs the detectors on enriched records and entity mentions; sends the alerts."""
+
+    def __init__(self, *, alerts, mentions, metrics: Metrics, subjects: dict[str, KeyedMonitors],
+                 streams: dict[str, StreamMonitor], entities: KeyedMonitors) -> None:
+        self.alerts = alerts
+        self.mentions = mentions
+        self.metrics = metrics
+        self.subjects = subjects
+        self.streams = streams
+        self.entities = entities
+
+    async def on_enriched(self, base: str, pairs: Sequence[tuple[object, object, datetime, str]]) -> None:
+        """``pairs``: (event, enriched record, event time, model text) in input order."""
+        batch = self.subjects[base].batch()
+        alerts: list[Alert] = []
+        for event, record, ts, text in pairs:
+            _, subject_id, observation, mentions = observe_enriched(record, ts)
+            alerts += self.streams[base].observe(text_features(text), observation.label, ts)
+            alerts += batch.get(subject_id, subject_id, event).observe(observation)
+            for mention in mentions:
+                await self.mentions.send(key=mention.key.encode(), value=mention.to_json())
+        batch.save()
+        await self._send(alerts)
+
+    async def on_mentions(self, events: Sequence) -> None:
+        batch = self.entities.batch()
+        alerts: list[Alert] = []
+        for event in events:
+            try:
+                mention = EntityMention.from_json(event.message.value)
+            except Exception:  # internal topic: only our own writes; never block on one
+                self.metrics.errors.labels(kind="bad_entity_mention").inc()
+                log.warning("skipping an unreadable entity mention at offset %s", event.message.offset)
+                continue
+            alerts += batch.get(mention.key, mention.name, event).observe(mention.observation)
+        batch.save()
+        await self._send(alerts)
+
+    async def _send(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            key = f"{alert.subject.type}:{alert.subject.id}".encode()
+            await self.alerts.send(key=key, value=encode(alert))
+            self.metrics.alerts.labels(kind=alert.kind, severity=alert.severity, status=alert.status).inc()
+            if alert.status != "recovered" and alert.threshold > 0:
+                self.metrics.detector_statistic_ratio.labels(kind=alert.kind).observe(
+                    alert.statistic / alert.threshold)
+        self.metrics.events_out.labels(topic="alerts").inc(len(alerts))
+
+
 async def process_text_events(base: str, events: Sequence, *, inferencer: Inferencer, output,
-                              deadletter, metrics: Metrics) -> None:
+                              deadletter, metrics: Metrics, detectors: Detectors | None = None) -> None:
     """One batch of ``reviews`` or ``news`` events: decode, analyse, send. Never raises."""
     raws = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                       e.message.value, int(e.message.timestamp * 1000)) for e in events]
@@ -109,7 +309,7 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             await _process(base, raws, inferencer=inferencer, output=output, deadletter=deadletter,
-                           metrics=metrics)
+                           metrics=metrics, detectors=detectors, events=events)
             return
         except asyncio.CancelledError:
             raise
@@ -118,10 +318,10 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
             metrics.errors.labels(kind="batch_failed").inc()
             log.exception("processing a %s batch failed (attempt %d/%d)", base, attempt, _ATTEMPTS)
     # The batch keeps failing: process records one at a time so only the culprits are dead-lettered.
-    for raw in raws:
+    for raw, event in zip(raws, events, strict=True):
         try:
             await _process(base, [raw], inferencer=inferencer, output=output, deadletter=deadletter,
-                           metrics=metrics)
+                           metrics=metrics, detectors=detectors, events=[event])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -133,18 +333,31 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
 
 
 async def _process(base: str, raws: list[RawRecord], *, inferencer: Inferencer, output, deadletter,
-                   metrics: Metrics) -> None:
+                   metrics: Metrics, detectors: Detectors | None, events: Sequence) -> None:
     batch = decode_batch(base, raws, now=datetime.now(UTC))
     texts = [item.model_text for item in batch.items if item.model_text]
     results = iter(await inferencer.analyse(texts))
     analyses: list[Analysis | None] = [next(results) if item.model_text else None for item in batch.items]
     now = datetime.now(UTC)
+    event_of = {(e.message.partition, e.message.offset): e for e in events}
+    observed = []
     for item, enriched in zip(batch.items, enrich(batch.items, analyses, now=now), strict=True):
         await output.send(key=item.raw.key, value=encode(enriched))
         event_time = item.record.ts or (datetime.fromtimestamp(item.raw.timestamp_ms / 1000, UTC)
                                         if item.raw.timestamp_ms else now)
         metrics.end_to_end_seconds.labels(topic=base).observe(max(0.0, (now - event_time).total_seconds()))
+        event = event_of[item.raw.partition, item.raw.offset]
+        observed.append((event, enriched, event_time, item.model_text))
     metrics.events_out.labels(topic=f"{base}.enriched").inc(len(batch.items))
+    if detectors is not None and observed:
+        try:
+            await detectors.on_enriched(base, observed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Detection is downstream of enrichment: its failure must not dead-letter good records.
+            metrics.errors.labels(kind="detector_failed").inc()
+            log.exception("detectors failed on a %s batch; enriched records were sent", base)
     for record in batch.dead:
         await deadletter.send(key=None, value=encode(record))
     metrics.deadlettered.labels(source_topic=base).inc(len(batch.dead))

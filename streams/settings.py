@@ -61,6 +61,13 @@ class Settings(BaseSettings):
 
     batch_max: int = Field(default=64, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
+    # Detectors (streams.core.monitoring): false-alarm budget, warm-up and alert cooldown.
+    detector_arl0: float = Field(default=10_000, gt=1)
+    detector_warmup: int = Field(default=50, ge=1)
+    alert_cooldown_s: float = Field(default=3600.0, ge=0)
+    surge_bucket_s: float = Field(default=60.0, gt=0)
+    # Seconds between checks for partitions whose records were read but never processed.
+    stall_check_s: float = Field(default=10.0, gt=0)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
 
     # The first worker's ports; worker N adds N to each.

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["synthetic_events"]
+__all__ = ["planted_reviews", "synthetic_events"]
 
 _POSITIVE = ["works perfectly", "is excellent value", "exceeded my expectations",
              "arrived quickly and feels solid", "is the best purchase I made this year"]
@@ -63,3 +63,30 @@ def _news(rng: random.Random, i: int, seed: int, ts: datetime) -> dict[str, Any]
             "title": f"{org} expands in {place}",
             "body": f"{org} is opening a new site in {place}, said {person}.",
             "ts": ts.isoformat().replace("+00:00", "Z")}
+
+
+_SUBJECTS = ["This product", "The charger", "These headphones", "The blender", "This lamp", "The case"]
+
+
+def planted_reviews(products: list[str], per_product: int, *, sour: dict[str, int], seed: int = 0,
+                    negative_share: float = 0.1, sour_share: float = 0.75,
+                    start: datetime | None = None) -> list[dict[str, Any]]:
+    """Reviews of ``products``, interleaved one round per minute of event time; a product in
+    ``sour`` turns from ``negative_share`` to ``sour_share`` negative at that review index.
+
+    >>> events = planted_reviews(["a", "b"], 3, sour={"b": 1}, seed=1)
+    >>> [(e["product_id"], e["review_id"]) for e in events][:3]
+    [('a', 'a-0'), ('b', 'b-0'), ('a', 'a-1')]
+    """
+    rng = random.Random(seed)
+    t0 = start or datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    out = []
+    for i in range(per_product):
+        for product in products:
+            share = sour_share if i >= sour.get(product, per_product) else negative_share
+            negative = rng.random() < share
+            phrase = rng.choice(_NEGATIVE if negative else _POSITIVE)
+            out.append({"review_id": f"{product}-{i}", "product_id": product,
+                        "text": f"{rng.choice(_SUBJECTS)} {phrase}.", "rating": 1 if negative else 5,
+                        "ts": (t0 + timedelta(minutes=i)).isoformat().replace("+00:00", "Z")})
+    return out

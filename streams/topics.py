@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["INPUT_TOPICS", "OUTPUT_TOPICS", "TopicNames"]
+__all__ = ["INPUT_TOPICS", "INTERNAL_TOPICS", "OUTPUT_TOPICS", "TopicNames"]
 
 INPUT_TOPICS = ("reviews", "clicks", "news")
 OUTPUT_TOPICS = ("reviews.enriched", "news.enriched", "alerts", "recommendations", "deadletter")
+# Not part of the contract: entity mentions repartitioned by entity, for the entity detectors.
+INTERNAL_TOPICS = ("entity-mentions",)
+_ALL = INPUT_TOPICS + OUTPUT_TOPICS + INTERNAL_TOPICS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,8 +25,8 @@ class TopicNames:
     prefix: str = ""
 
     def name(self, base: str) -> str:
-        if base not in INPUT_TOPICS + OUTPUT_TOPICS:
-            raise KeyError(f"unknown topic {base!r}; known: {', '.join(INPUT_TOPICS + OUTPUT_TOPICS)}")
+        if base not in _ALL:
+            raise KeyError(f"unknown topic {base!r}; known: {', '.join(_ALL)}")
         return f"{self.prefix}{base}"
 
     def base(self, full_name: str) -> str:
@@ -33,7 +36,7 @@ class TopicNames:
         return base
 
     def all(self) -> tuple[str, ...]:
-        return tuple(self.name(t) for t in INPUT_TOPICS + OUTPUT_TOPICS)
+        return tuple(self.name(t) for t in _ALL)
 
     reviews = property(lambda self: self.name("reviews"))
     clicks = property(lambda self: self.name("clicks"))
@@ -43,3 +46,4 @@ class TopicNames:
     alerts = property(lambda self: self.name("alerts"))
     recommendations = property(lambda self: self.name("recommendations"))
     deadletter = property(lambda self: self.name("deadletter"))
+    entity_mentions = property(lambda self: self.name("entity-mentions"))

@@ -71,7 +71,8 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], *, index: int = 0, log_dir: Path) -> None:
         self.log = log_dir / f"worker-{index}-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--index", str(index), "--loglevel", "warn"],
+            [sys.executable, "-m", "streams.cli", "worker", "--index", str(index),
+             "--loglevel", os.environ.get("TEST_WORKER_LOGLEVEL", "warn")],
             env={**os.environ, **env}, cwd=REPO, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True)
 

@@ -38,5 +38,13 @@ class Metrics:
         self.consumer_lag = Gauge("streamsense_consumer_lag", "Records behind the end of the topic",
                                   ["topic"], registry=r)
 
+        self.alerts = Counter("streamsense_alerts_total", "Alerts emitted", ["kind", "severity", "status"],
+                              registry=r)
+        self.monitored_subjects = Gauge("streamsense_monitored_subjects",
+                                        "Subjects with detector state on this worker", ["type"], registry=r)
+        self.detector_statistic_ratio = Histogram(
+            "streamsense_detector_statistic_ratio", "Detector statistic / threshold at each alert",
+            ["kind"], buckets=(0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10), registry=r)
+
     def serve(self, *, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -33,6 +33,7 @@ the same alert ids.
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from dataclasses import dataclass, field
@@ -41,9 +42,10 @@ from typing import Any
 
 from models.sequential import MentionSurgeDetector, SentimentShiftDetector, StreamDriftMonitor
 from streams.core.alerts import AlertBook, Shift
-from streams.records import Alert
+from streams.records import Alert, EnrichedNews, EnrichedReview
 
-__all__ = ["MonitorConfig", "Observation", "StreamMonitor", "SubjectMonitor"]
+__all__ = ["EntityMention", "MonitorConfig", "Observation", "StreamMonitor", "SubjectMonitor", "entity_key",
+           "observe_enriched"]
 
 log = logging.getLogger(__name__)
 
@@ -230,3 +232,62 @@ class StreamMonitor:
             if alert is not None:
                 alerts.append(alert)
         return alerts
+
+
+_MIN_ENTITY_SCORE = 0.6
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMention:
+    """One entity in one analysed text, repartitioned by entity onto the internal
+    ``entity-mentions`` topic so one worker owns each entity's detectors."""
+
+    key: str
+    name: str
+    type: str
+    observation: Observation
+
+    def to_json(self) -> bytes:
+        o = self.observation
+        return json.dumps({"key": self.key, "name": self.name, "type": self.type, "event_id": o.event_id,
+                           "text": o.text[:_EVIDENCE_CHARS], "label": o.label,
+                           "negative_prob": o.negative_prob, "ts": o.ts.isoformat()}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> EntityMention:
+        d = json.loads(data)
+        return cls(d["key"], d["name"], d["type"], Observation(
+            d["event_id"], d["text"], d["label"], float(d["negative_prob"]), datetime.fromisoformat(d["ts"])))
+
+
+def entity_key(name: str) -> str:
+    """The key an entity's detectors live under: case- and whitespace-insensitive.
+
+    >>> entity_key("  Tim  COOK "), entity_key("tim cook")
+    ('tim cook', 'tim cook')
+    """
+    return " ".join(name.split()).casefold()
+
+
+def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime
+                     ) -> tuple[str, str, Observation, list[EntityMention]]:
+    """The subject (type, id), the observation and the entity mentions of one enriched record.
+
+    Entities below a score of 0.6, shorter than two characters or made of digits are left out,
+    and each entity counts once per text.
+    """
+    if isinstance(record, EnrichedReview):
+        subject, event_id, text = ("product", record.product_id), record.review_id, record.text
+    else:
+        subject, event_id = ("source", record.source), record.article_id
+        text = record.title + ("\n\n" + record.body if record.body else "")
+    sentiment = record.sentiment
+    negative = float(sentiment.probs.get("negative", 0.0))
+    observation = Observation(event_id, text, sentiment.label, negative, ts)
+    mentions: dict[str, EntityMention] = {}
+    for entity in record.entities:
+        key = entity_key(entity.text)
+        if entity.score < _MIN_ENTITY_SCORE or len(key) < 2 or key.replace(" ", "").isdigit():
+            continue
+        mentions.setdefault(key, EntityMention(key, " ".join(entity.text.split()), entity.type, observation))
+    return (*subject, observation, list(mentions.values()))
