@@ -17,6 +17,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,13 +28,26 @@ from streams.adapters.kafka_admin import end_offsets, ensure_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.local.stack import LocalStack
 from streams.settings import Settings
-from streams.testing import synthetic_events
+from streams.testing import planted_reviews, synthetic_events
 from streams.topics import INPUT_TOPICS, TopicNames
 
 __all__ = ["DemoOptions", "run_demo"]
 
 # Share of the stream per topic, roughly the mix of a shop with a news feed.
 _MIX = {"clicks": 0.7, "reviews": 0.2, "news": 0.1}
+# Reviews: four products (new ids each run: detector state persists in Kafka between runs);
+# one turns sour 60% of the way through its reviews.
+_RUN = time.strftime("%H%M%S")
+_START = datetime.now(UTC).replace(microsecond=0)
+_PRODUCTS = [f"demo-{_RUN}-p{k}" for k in range(4)]
+_SOUR = _PRODUCTS[1]
+
+
+def _reviews(n: int, seed: int) -> tuple[list[dict], int]:
+    per_product = max(1, n // len(_PRODUCTS))
+    change_at = int(per_product * 0.6)
+    return planted_reviews(_PRODUCTS, per_product, sour={_SOUR: change_at}, seed=seed,
+                           start=_START), change_at
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +83,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         done = _wait_for_outputs(settings, outputs, before, expected, worker, console)
         elapsed = time.monotonic() - t0
         _summary(settings, names, sent, done, before, elapsed, console)
+        _alerts_summary(settings, names, options, console)
         return sent
     finally:
         if worker is not None and worker.poll() is None:
@@ -130,13 +145,15 @@ async def _replay(settings: Settings, names: TopicNames, options: DemoOptions,
                                 rate=n / max(time.monotonic() - t0, 1e-6))
         return update
 
+    reviews, _ = _reviews(counts["reviews"], options.seed)
+    counts["reviews"] = len(reviews)
+    events = {topic: reviews if topic == "reviews" else list(synthetic_events(topic, n, seed=options.seed))
+              for topic, n in counts.items()}
     with progress:
         results = await asyncio.gather(*(
-            produce_lines(settings, names.name(topic), topic,
-                          (json.dumps(e).encode() for e in
-                           synthetic_events(topic, n, seed=options.seed)),
+            produce_lines(settings, names.name(topic), topic, (json.dumps(e).encode() for e in events[topic]),
                           rate=options.rate * _MIX[topic], on_sent=on_sent(topic))
-            for topic, n in counts.items()))
+            for topic in counts))
     return dict(zip(counts, results, strict=True))
 
 
@@ -168,3 +185,33 @@ def _summary(settings: Settings, names: TopicNames, sent: dict[str, int], done: 
         console.print(f"  ({review['sentiment']['label']} {review['sentiment']['score']:.2f}) "
                       f"{escape(review['text'][:80])}")
     console.print(f"worker metrics: http://{settings.metrics_host}:{settings.metrics_port}/metrics")
+
+
+def _alerts_summary(settings: Settings, names: TopicNames, options: DemoOptions, console: Console) -> None:
+    """The alerts of this run, and whether the planted change was caught and how fast."""
+    async def read() -> list[dict]:
+        out = [json.loads(rec.value) async for rec in read_topic(settings, names.alerts, idle_timeout_s=3)]
+        return [a for a in out if datetime.fromisoformat(a["detected_at"]) >= _START]
+
+    time.sleep(2)  # the last batch's alerts follow its enriched records
+    alerts = asyncio.run(read())
+    table = Table("kind", "status", "subject", "severity", "message", title=f"alerts ({len(alerts)})")
+    for a in alerts[-12:]:
+        table.add_row(a["kind"], a.get("status", "open"), f"{a['subject']['type']} {a['subject']['id']}",
+                      a["severity"], escape(a["message"]))
+    console.print(table)
+    reviews, change_at = _reviews(max(1, round(options.events * _MIX["reviews"])), options.seed)
+    caught = [a for a in alerts if a["kind"] == "sentiment_shift" and a["subject"]["id"] == _SOUR]
+    stable = [a for a in alerts if a["kind"] == "sentiment_shift" and a["subject"]["id"] != _SOUR]
+    if caught:
+        first = next(r for r in reviews if r["product_id"] == _SOUR)
+        minutes = (datetime.fromisoformat(caught[0]["detected_at"]) - datetime.fromisoformat(first["ts"]))
+        delay = round(minutes.total_seconds() / 60) - change_at
+        console.print(f"[green]planted change caught[/green]: {_SOUR}'s reviews turned sour at review "
+                      f"{change_at}; alerted {delay} reviews later.")
+    elif change_at < 60:
+        console.print(f"planted change not checked: {_SOUR} has too few reviews for the detector's "
+                      "warm-up (use --events 3000 or more).")
+    else:
+        console.print(f"[red]planted change missed[/red]: no sentiment_shift alert for {_SOUR}.")
+    console.print(f"false alerts on the stable products: {len(stable)}")

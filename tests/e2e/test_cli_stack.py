@@ -99,12 +99,15 @@ def test_bad_settings_are_reported(tmp_path: Path):
 
 def test_demo_short_run_enriches_everything_and_stops(tmp_path: Path):
     env = stack_env(tmp_path / "home")
-    result = run(env, "demo", "--events", "200", "--rate", "400", timeout=600)
+    result = run(env, "demo", "--events", "3000", "--rate", "1000", timeout=600)
     out = result.stderr
     assert "stack up" in out and "worker started" in out
-    # 200 events: 40 reviews and 20 articles (the rest are clicks), all enriched
-    assert "60 reviews and articles processed" in out, out[-3000:]
-    assert "reviews.enriched (new) │ 40" in out and "news.enriched (new)    │ 20" in out
+    # 3000 events: 600 reviews and 300 articles (the rest are clicks), all enriched
+    assert "900 reviews and articles processed" in out, out[-3000:]
+    assert "reviews.enriched (new) │ 600" in out and "news.enriched (new)    │ 300" in out
+    # The planted product turning sour is caught, and the stable ones stay quiet.
+    assert "planted change caught" in out, out[-3000:]
+    assert "false alerts on the stable products: 0" in out
     assert "stopped: triton, kafka" in out
     assert not list((tmp_path / "home" / "run").glob("*.pid"))
     assert not any(port_in_use("127.0.0.1", p) for p in _ports(env))
