@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint schemas eval clean down
+.PHONY: setup demo test test-unit lint schemas eval bench clean down
 
 # Idempotent: the venv is rebuilt only when pyproject.toml changes; the Kafka jars and Triton's
 # runtime are provisioned once into .streamsense/ (their stamps make later runs instant).
@@ -48,3 +48,7 @@ down:
 
 clean: down
 	rm -rf .streamsense $(VENV)
+
+# Benchmarks; each writes its section of BENCHMARKS.md.
+bench: setup
+	$(PY) -m models.sequential.evaluate --write BENCHMARKS.md
