@@ -9,6 +9,7 @@ with jitter and a circuit breaker, so callers block and the agent stops pulling 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Protocol
@@ -68,9 +69,7 @@ class TritonInferencer:
         attempt = 0
         while True:
             await self.breaker.wait_until_callable()
-            async with self.limiter.slot():
-                if self.metrics:
-                    self.metrics.triton_in_flight.set(self.limiter.in_flight)
+            async with self.limiter.slot(), self._counted_in_flight():
                 started = time.monotonic()
                 try:
                     inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
@@ -100,6 +99,16 @@ class TritonInferencer:
                     return [Analysis.from_json(v[0].decode("utf-8")) for v in out]
             attempt += 1
             await asyncio.sleep(backoff_s(attempt))
+
+    @contextlib.asynccontextmanager
+    async def _counted_in_flight(self):
+        if self.metrics:
+            self.metrics.triton_in_flight.inc()
+        try:
+            yield
+        finally:
+            if self.metrics:
+                self.metrics.triton_in_flight.dec()
 
     async def _reset_client(self) -> None:
         # A restarted server needs a fresh channel; the old one can stay in a failed state.
