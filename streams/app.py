@@ -266,7 +266,7 @@ class Detectors:
         batch = self.subjects[base].batch()
         alerts: list[Alert] = []
         for event, record, ts, text in pairs:
-            _, subject_id, observation, mentions = observe_enriched(record, ts)
+            subject_id, observation, mentions = observe_enriched(record, ts)
             alerts += self.streams[base].observe(text_features(text), observation.label, ts)
             alerts += batch.get(subject_id, subject_id, event).observe(observation)
             for mention in mentions:

@@ -96,6 +96,12 @@ class SentimentShiftDetector(base.Base):
     def baseline_rate(self) -> float | None:
         return self._baseline
 
+    @property
+    def shifted_events(self) -> int:
+        """Outcomes since the estimated change point while shifted (else 0); cheaper than
+        :meth:`summary`, which also computes the confidence sequence."""
+        return len(self._window) if self._state == "shifted" else 0
+
 
     def update(self, x: bool | int) -> None:
         negative = bool(x)

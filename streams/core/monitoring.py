@@ -114,7 +114,9 @@ class SubjectMonitor:
             self.surge.update(obs.ts.timestamp())
             alerts += self._surge_alerts(obs.ts)
         self.shift.update(obs.negative)
-        if self.shift.drift_detected:
+        # While shifted, re-check severity every 25 outcomes: a worsening change escalates.
+        recheck = self.shift.state == "shifted" and self.shift.shifted_events % 25 == 0
+        if self.shift.drift_detected or recheck:
             alert = self.book.on_shift(kind="sentiment_shift", subject=self.subject, shift=self._shift(),
                                        detector="SentimentShiftDetector", params=self._shift_params(),
                                        evidence=self._evidence(), now=obs.ts)
@@ -123,12 +125,6 @@ class SubjectMonitor:
             alert = self.book.on_recovered(kind="sentiment_shift", subject=self.subject, shift=self._shift(),
                                            detector="SentimentShiftDetector", params=self._shift_params(),
                                            now=obs.ts)
-            alerts += [alert] if alert else []
-        elif self.shift.state == "shifted" and self.shift.summary().current_events % 25 == 0:
-            # While shifted, re-check severity now and then: a worsening change escalates.
-            alert = self.book.on_shift(kind="sentiment_shift", subject=self.subject, shift=self._shift(),
-                                       detector="SentimentShiftDetector", params=self._shift_params(),
-                                       evidence=self._evidence(), now=obs.ts)
             alerts += [alert] if alert else []
         return alerts
 
@@ -270,16 +266,17 @@ def entity_key(name: str) -> str:
 
 
 def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime
-                     ) -> tuple[str, str, Observation, list[EntityMention]]:
-    """The subject (type, id), the observation and the entity mentions of one enriched record.
+                     ) -> tuple[str, Observation, list[EntityMention]]:
+    """The subject id (``product_id`` of a review, ``source`` of an article), the observation and
+    the entity mentions of one enriched record.
 
     Entities below a score of 0.6, shorter than two characters or made of digits are left out,
     and each entity counts once per text.
     """
     if isinstance(record, EnrichedReview):
-        subject, event_id, text = ("product", record.product_id), record.review_id, record.text
+        subject_id, event_id, text = record.product_id, record.review_id, record.text
     else:
-        subject, event_id = ("source", record.source), record.article_id
+        subject_id, event_id = record.source, record.article_id
         text = record.title + ("\n\n" + record.body if record.body else "")
     sentiment = record.sentiment
     negative = float(sentiment.probs.get("negative", 0.0))
@@ -290,4 +287,4 @@ def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime
         if entity.score < _MIN_ENTITY_SCORE or len(key) < 2 or key.replace(" ", "").isdigit():
             continue
         mentions.setdefault(key, EntityMention(key, " ".join(entity.text.split()), entity.type, observation))
-    return (*subject, observation, list(mentions.values()))
+    return subject_id, observation, list(mentions.values())
