@@ -35,19 +35,32 @@ __all__ = ["DemoOptions", "run_demo"]
 
 # Share of the stream per topic, roughly the mix of a shop with a news feed.
 _MIX = {"clicks": 0.7, "reviews": 0.2, "news": 0.1}
-# Reviews: four products (new ids each run: detector state persists in Kafka between runs);
-# one turns sour 60% of the way through its reviews.
-_RUN = time.strftime("%H%M%S")
-_START = datetime.now(UTC).replace(microsecond=0)
-_PRODUCTS = [f"demo-{_RUN}-p{k}" for k in range(4)]
-_SOUR = _PRODUCTS[1]
 
 
-def _reviews(n: int, seed: int) -> tuple[list[dict], int]:
-    per_product = max(1, n // len(_PRODUCTS))
-    change_at = int(per_product * 0.6)
-    return planted_reviews(_PRODUCTS, per_product, sour={_SOUR: change_at}, seed=seed,
-                           start=_START), change_at
+@dataclass(frozen=True)
+class _Plan:
+    """The reviews of one run: four products (new ids each run, because detector state persists
+    in Kafka between runs), one of which turns sour 60% of the way through its reviews."""
+
+    products: list[str]
+    start: datetime
+    change_at: int
+    reviews: list[dict]
+
+    @property
+    def sour(self) -> str:
+        return self.products[1]
+
+    @classmethod
+    def new(cls, n: int, seed: int) -> _Plan:
+        run = time.strftime("%H%M%S")
+        products = [f"demo-{run}-p{k}" for k in range(4)]
+        start = datetime.now(UTC).replace(microsecond=0)
+        per_product = max(1, n // len(products))
+        change_at = int(per_product * 0.6)
+        reviews = planted_reviews(products, per_product, sour={products[1]: change_at}, seed=seed,
+                                  start=start)
+        return cls(products, start, change_at, reviews)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,12 +91,13 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         worker = _start_worker(settings)
         console.print(f"worker started (pid {worker.pid}, log {settings.home / 'run' / 'worker-demo.log'})")
         t0 = time.monotonic()
-        sent = asyncio.run(_replay(settings, names, options, console))
+        plan = _Plan.new(max(1, round(options.events * _MIX["reviews"])), options.seed)
+        sent = asyncio.run(_replay(settings, names, options, plan.reviews, console))
         expected = sent["reviews"] + sent["news"]
         done = _wait_for_outputs(settings, outputs, before, expected, worker, console)
         elapsed = time.monotonic() - t0
         _summary(settings, names, sent, done, before, elapsed, console)
-        _alerts_summary(settings, names, options, console)
+        _alerts_summary(settings, names, plan, console)
         return sent
     finally:
         if worker is not None and worker.poll() is None:
@@ -129,7 +143,7 @@ def _wait_for_outputs(settings: Settings, outputs: list[str], before: dict[str, 
     return done
 
 
-async def _replay(settings: Settings, names: TopicNames, options: DemoOptions,
+async def _replay(settings: Settings, names: TopicNames, options: DemoOptions, reviews: list[dict],
                   console: Console) -> dict[str, int]:
     counts = {t: max(1, round(options.events * share)) for t, share in _MIX.items()}
     progress = Progress(TextColumn("{task.fields[topic]:>8}"), BarColumn(), MofNCompleteColumn(),
@@ -145,7 +159,6 @@ async def _replay(settings: Settings, names: TopicNames, options: DemoOptions,
                                 rate=n / max(time.monotonic() - t0, 1e-6))
         return update
 
-    reviews, _ = _reviews(counts["reviews"], options.seed)
     counts["reviews"] = len(reviews)
     events = {topic: reviews if topic == "reviews" else list(synthetic_events(topic, n, seed=options.seed))
               for topic, n in counts.items()}
@@ -187,11 +200,11 @@ def _summary(settings: Settings, names: TopicNames, sent: dict[str, int], done: 
     console.print(f"worker metrics: http://{settings.metrics_host}:{settings.metrics_port}/metrics")
 
 
-def _alerts_summary(settings: Settings, names: TopicNames, options: DemoOptions, console: Console) -> None:
+def _alerts_summary(settings: Settings, names: TopicNames, plan: _Plan, console: Console) -> None:
     """The alerts of this run, and whether the planted change was caught and how fast."""
     async def read() -> list[dict]:
         out = [json.loads(rec.value) async for rec in read_topic(settings, names.alerts, idle_timeout_s=3)]
-        return [a for a in out if datetime.fromisoformat(a["detected_at"]) >= _START]
+        return [a for a in out if datetime.fromisoformat(a["detected_at"]) >= plan.start]
 
     time.sleep(2)  # the last batch's alerts follow its enriched records
     alerts = asyncio.run(read())
@@ -200,18 +213,18 @@ def _alerts_summary(settings: Settings, names: TopicNames, options: DemoOptions,
         table.add_row(a["kind"], a.get("status", "open"), f"{a['subject']['type']} {a['subject']['id']}",
                       a["severity"], escape(a["message"]))
     console.print(table)
-    reviews, change_at = _reviews(max(1, round(options.events * _MIX["reviews"])), options.seed)
-    caught = [a for a in alerts if a["kind"] == "sentiment_shift" and a["subject"]["id"] == _SOUR]
-    stable = [a for a in alerts if a["kind"] == "sentiment_shift" and a["subject"]["id"] != _SOUR]
+    sour, change_at = plan.sour, plan.change_at
+    caught = [a for a in alerts if a["kind"] == "sentiment_shift" and a["subject"]["id"] == sour]
+    stable = [a for a in alerts if a["kind"] == "sentiment_shift" and a["subject"]["id"] != sour]
     if caught:
-        first = next(r for r in reviews if r["product_id"] == _SOUR)
-        minutes = (datetime.fromisoformat(caught[0]["detected_at"]) - datetime.fromisoformat(first["ts"]))
-        delay = round(minutes.total_seconds() / 60) - change_at
-        console.print(f"[green]planted change caught[/green]: {_SOUR}'s reviews turned sour at review "
+        # Review i of every product is stamped start + i minutes.
+        minutes = (datetime.fromisoformat(caught[0]["detected_at"]) - plan.start).total_seconds() / 60
+        delay = round(minutes) - change_at
+        console.print(f"[green]planted change caught[/green]: {sour}'s reviews turned sour at review "
                       f"{change_at}; alerted {delay} reviews later.")
     elif change_at < 60:
-        console.print(f"planted change not checked: {_SOUR} has too few reviews for the detector's "
+        console.print(f"planted change not checked: {sour} has too few reviews for the detector's "
                       "warm-up (use --events 3000 or more).")
     else:
-        console.print(f"[red]planted change missed[/red]: no sentiment_shift alert for {_SOUR}.")
+        console.print(f"[red]planted change missed[/red]: no sentiment_shift alert for {sour}.")
     console.print(f"false alerts on the stable products: {len(stable)}")
