@@ -82,29 +82,38 @@ def false_alarms_per_10k(make: Factory, seeds: range, *, length: int) -> float:
     return 1e4 * alarms / (len(seeds) * length)
 
 
-RIVER_GRIDS: dict[str, tuple[Callable[[float], Factory], list[float]]] = {
-    # name -> (parameter -> factory, grid from most to least sensitive)
-    "ours": (lambda v: (lambda: SentimentShiftDetector(arl0=v)),
-             [50, 100, 200, 500, 1000, 2000, 5000, 10_000]),
-    "ADWIN": (lambda v: (lambda: drift.ADWIN(delta=v)), [1e-1, 2e-2, 5e-3, 1e-3, 2e-4, 5e-5, 1e-5, 1e-6]),
-    "PageHinkley": (lambda v: (lambda: drift.PageHinkley(threshold=v, min_instances=50)),
-                    [5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0]),
-    "KSWIN": (lambda v: (lambda: drift.KSWIN(alpha=v, window_size=200, stat_size=60, seed=1)),
-              [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8, 1e-10]),
+@dataclass(frozen=True)
+class Grid:
+    title: str
+    parameter: str
+    build: Callable[[float], Factory]  # parameter value -> detector factory
+    values: list[float]  # from most to least sensitive
+
+
+GRIDS = {
+    "ours": Grid("SentimentShiftDetector (ours, calibrated)", "arl0",
+                 lambda v: (lambda: SentimentShiftDetector(arl0=v)),
+                 [50, 100, 200, 500, 1000, 2000, 5000, 10_000]),
+    "ADWIN": Grid("River ADWIN", "delta", lambda v: (lambda: drift.ADWIN(delta=v)),
+                  [1e-1, 2e-2, 5e-3, 1e-3, 2e-4, 5e-5, 1e-5, 1e-6]),
+    "PageHinkley": Grid("River PageHinkley", "threshold",
+                        lambda v: (lambda: drift.PageHinkley(threshold=v, min_instances=50)),
+                        [5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0]),
+    "KSWIN": Grid("River KSWIN", "alpha",
+                  lambda v: (lambda: drift.KSWIN(alpha=v, window_size=200, stat_size=60, seed=1)),
+                  [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8, 1e-10]),
 }
 
 
 def calibrate(budget: float, seeds: range, *, length: int) -> dict[str, tuple[str, Factory, float]]:
-    """Per River detector: (parameter shown, factory, calibration false alarms per 10k)."""
+    """Per grid: ("parameter=value" shown, factory, calibration false alarms per 10k)."""
     chosen = {}
-    for name, (build, grid) in RIVER_GRIDS.items():
-        for value in grid:
-            rate = false_alarms_per_10k(build(value), seeds, length=length)
+    for name, grid in GRIDS.items():
+        for value in grid.values:
+            rate = false_alarms_per_10k(grid.build(value), seeds, length=length)
             if rate <= budget:
-                chosen[name] = (f"{value:g}", build(value), rate)
                 break
-        else:
-            chosen[name] = (f"{grid[-1]:g}", build(grid[-1]), rate)
+        chosen[name] = (f"{grid.parameter}={value:g}", grid.build(value), rate)
     return chosen
 
 
@@ -150,9 +159,7 @@ def compare(*, keys: int = 60, null_keys: int = 60, length: int = 5000, change_a
                     null_seeds=range(5000, 5000 + null_keys), length=length, change_at=change_at,
                     horizon=horizon)
     for name, (parameter, make, _) in calibration.items():
-        label = {"ours": "arl0", "ADWIN": "delta", "PageHinkley": "threshold", "KSWIN": "alpha"}[name]
-        title = "SentimentShiftDetector (ours, calibrated)" if name == "ours" else f"River {name}"
-        rows += evaluate(title, f"{label}={parameter}", make, seeds=range(keys),
+        rows += evaluate(GRIDS[name].title, parameter, make, seeds=range(keys),
                          null_seeds=range(5000, 5000 + null_keys), length=length, change_at=change_at,
                          horizon=horizon)
     return rows, {name: rate for name, (_, _, rate) in calibration.items()}
