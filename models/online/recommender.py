@@ -1,0 +1,295 @@
+"""An online recommender for click streams: candidates from co-visitation, popularity and the
+user's recent items, ranked by a River click-through model that learns from every impression.
+
+Per event, in order (prequential: predict, then learn):
+
+1. Impressions shown to the user earlier and not clicked within ``label_timeout_s`` become
+   negative examples; the click-through model learns them (with the features and the
+   prediction it made when the impression arrived).
+2. ``impression``: the model predicts P(click) with the features of that moment and keeps the
+   impression pending (at most ``max_pending`` per user).
+3. ``click`` / ``add_to_cart`` / ``purchase``: a pending impression of that item becomes a
+   positive example; a click is scored against the user's previous recommendation list
+   (hit@k and reciprocal rank); co-visitation, popularity, the user's recent items and the
+   user's segment learn from it; then a new list of ``k`` items is ranked and returned.
+
+Features of a (user, item) pair: the item itself, the item crossed with the user's segment,
+co-visitation with the user's recent items, popularity share, whether the user engaged with it
+recently, and, where the enriched text streams know the item, its review sentiment and the
+entities of its article (cross-stream fusion; ``item_signals``).
+
+Segments: River's online :class:`~river.cluster.KMeans` over a user's behaviour (action mix,
+activity, taste for popular or niche items, sentiment of the items they engage with).
+
+Per-user state is a small JSON-able :class:`UserState` (the caller keeps it, e.g. in a Faust
+table keyed by user). The model itself (everything else) pickles and is checkpointed.
+
+>>> from models.online.simulate import simulate_clicks
+>>> data = simulate_clicks(users=200, items=100, sessions=600, seed=1)
+>>> model, users = ClickRecommender(seed=1), {}
+>>> steps = [model.observe(users.setdefault(e.user_id, UserState()), e, data.item_signals)
+...          for e in data.events]
+>>> sum(s.items is not None for s in steps) == sum(e.action != "impression" for e in data.events)
+True
+>>> report = model.report()
+>>> report["hit_rate"] > 0.2, report["auc"] > 0.6
+(True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import base, cluster, linear_model, metrics, optim, stats, utils
+
+from models.online.candidates import CoVisitation, Popularity
+
+__all__ = ["ACTIONS", "ClickEvent", "ClickRecommender", "Step", "UserState"]
+
+ACTIONS = ("impression", "click", "add_to_cart", "purchase")
+_ENGAGEMENT_WEIGHT = {"click": 1.0, "add_to_cart": 2.0, "purchase": 3.0}
+_RECENT = 10
+_EPS = 1e-7
+
+
+@dataclass(frozen=True, slots=True)
+class ClickEvent:
+    event_id: str
+    user_id: str
+    item_id: str
+    action: str  # one of ACTIONS
+    ts: float  # event time, seconds since the epoch
+    session_id: str | None = None
+
+
+@dataclass(slots=True)
+class UserState:
+    """What the recommender remembers of one user; JSON-able (``to_dict`` / ``from_dict``)."""
+
+    recent: list[str] = field(default_factory=list)  # engaged items, most recent last
+    pending: list[list[Any]] = field(default_factory=list)  # [item, ts, p, features] per impression
+    last_recs: list[str] = field(default_factory=list)
+    profile: dict[str, float] = field(default_factory=dict)  # behaviour, decayed running means
+    segment: int | None = None
+    session: str | None = None
+    last_ts: float = 0.0
+    engaged_session: str | None = None  # the session of the last engagement ...
+    engaged_ts: float = 0.0  # ... and its time
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recent": self.recent, "pending": self.pending, "last_recs": self.last_recs,
+                "profile": self.profile, "segment": self.segment, "session": self.session,
+                "last_ts": self.last_ts, "engaged_session": self.engaged_session,
+                "engaged_ts": self.engaged_ts}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> UserState:
+        return cls(recent=list(d.get("recent", [])), pending=[list(p) for p in d.get("pending", [])],
+                   last_recs=list(d.get("last_recs", [])), profile=dict(d.get("profile", {})),
+                   segment=d.get("segment"), session=d.get("session"), last_ts=float(d.get("last_ts", 0.0)),
+                   engaged_session=d.get("engaged_session"), engaged_ts=float(d.get("engaged_ts", 0.0)))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one event produced."""
+
+    items: list[tuple[str, float]] | None  # the new recommendation list (engagements only)
+    labelled: list[tuple[float, bool]]  # (predicted P(click), clicked) for examples resolved now
+    hit: bool | None = None  # was a clicked item in the previous list (clicks with a list only)
+    reciprocal_rank: float | None = None
+    segment: int | None = None
+
+
+_SESSION_GAP_S = 1800.0
+
+
+def _same_session(user: UserState, ts: float) -> bool:
+    """Was the user's last engagement in the session of now (by id, else a 30-minute gap)?"""
+    if user.session is not None:
+        return user.engaged_session == user.session
+    return bool(user.recent) and ts - user.engaged_ts < _SESSION_GAP_S
+
+
+class ClickRecommender(base.Base):
+    """Candidates + River click-through ranking, learning from every event (see module doc)."""
+
+    def __init__(self, *, k: int = 10, n_candidates: int = 60, n_segments: int = 6,
+                 label_timeout_s: float = 1800.0, max_pending: int = 20, half_life_s: float = 6 * 3600.0,
+                 learning_rate: float = 0.05, l2: float = 1e-6, window: int = 5000, seed: int = 0) -> None:
+        self.k = k
+        self.n_candidates = n_candidates
+        self.n_segments = n_segments
+        self.label_timeout_s = label_timeout_s
+        self.max_pending = max_pending
+        self.half_life_s = half_life_s
+        self.learning_rate = learning_rate
+        self.l2 = l2
+        self.window = window
+        self.seed = seed
+        self._ctr = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=l2)
+        self._ranker = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=l2)
+        self._covis = CoVisitation(half_life_s=half_life_s)
+        self._popularity = Popularity(half_life_s=half_life_s, leaders=max(20, n_candidates // 3))
+        self._segments = cluster.KMeans(n_clusters=n_segments, halflife=0.05, sigma=0.5, seed=seed)
+        self._log_loss = utils.Rolling(metrics.LogLoss, window_size=window)
+        self._auc = metrics.RollingROCAUC(window_size=window)
+        self._hit_rate = utils.Rolling(stats.Mean, window_size=window)
+        self._mrr = utils.Rolling(stats.Mean, window_size=window)
+        self._events = 0
+        self._examples = 0
+
+    # -- the event loop ------------------------------------------------------------------
+
+    def observe(self, user: UserState, event: ClickEvent,
+                item_signals: Mapping[str, Mapping[str, Any]] | None = None) -> Step:
+        """Predict, then learn, from one event; ``user`` is updated in place."""
+        signals = item_signals or {}
+        self._events += 1
+        labelled = self._expire(user, event.ts)
+        if event.session_id != user.session:
+            user.session = event.session_id
+        user.last_ts = max(user.last_ts, event.ts)
+        if event.action == "impression":
+            x = self._features(user, event.item_id, event.ts, signals)
+            user.pending.append([event.item_id, event.ts, self._predict(x), x])
+            if len(user.pending) > self.max_pending:
+                labelled.append(self._learn(user.pending.pop(0), False))
+            return Step(items=None, labelled=labelled, segment=user.segment)
+
+        labelled += self._resolve_click(user, event, signals)
+        hit = rr = None
+        if event.action == "click" and user.last_recs:
+            shown = user.last_recs[: self.k]
+            rank = shown.index(event.item_id) if event.item_id in shown else None
+            self._learn_ranking(user, event, signals)
+            hit, rr = rank is not None, (1.0 / (rank + 1) if rank is not None else 0.0)
+            self._hit_rate.update(float(hit))
+            self._mrr.update(rr)
+        self._covis.learn(user.recent, event.item_id, event.ts)
+        self._popularity.learn(event.item_id, event.ts, _ENGAGEMENT_WEIGHT[event.action])
+        if event.item_id in user.recent:
+            user.recent.remove(event.item_id)
+        user.recent.append(event.item_id)
+        del user.recent[:-_RECENT]
+        user.engaged_session, user.engaged_ts = event.session_id, event.ts
+        self._update_segment(user, event, signals)
+        pool = self.recommend(user, event.ts, signals, exclude=event.item_id)
+        user.last_recs = [item for item, _ in pool]
+        return Step(items=pool[: self.k], labelled=labelled, hit=hit, reciprocal_rank=rr,
+                    segment=user.segment)
+
+    def recommend(self, user: UserState, ts: float, item_signals: Mapping[str, Mapping[str, Any]],
+                  *, exclude: str | None = None) -> list[tuple[str, float]]:
+        """The ranked candidate pool for ``user`` now (``2 * k`` items; the first ``k`` are the
+        recommendation), each with the ranker's probability that it is engaged next."""
+        covis = self._covis.candidates(user.recent, ts)
+        pool = dict(sorted(covis.items(), key=lambda kv: -kv[1])[: self.n_candidates])
+        for item, _ in self._popularity.top(ts):
+            pool.setdefault(item, 0.0)
+        for item in user.recent:
+            pool.setdefault(item, covis.get(item, 0.0))
+        pool.pop(exclude, None)
+        scored = [(item, self._rank(self._rank_features(user, item, ts, item_signals, covis=c)))
+                  for item, c in pool.items()]
+        scored.sort(key=lambda kv: (-kv[1], kv[0]))
+        return [(item, round(p, 6)) for item, p in scored[: 2 * self.k]]
+
+    # -- learning ------------------------------------------------------------------------
+
+    def _expire(self, user: UserState, ts: float) -> list[tuple[float, bool]]:
+        labelled = []
+        while user.pending and ts - user.pending[0][1] > self.label_timeout_s:
+            labelled.append(self._learn(user.pending.pop(0), False))
+        return labelled
+
+    def _resolve_click(self, user: UserState, event: ClickEvent, signals) -> list[tuple[float, bool]]:
+        for i, pending in enumerate(user.pending):
+            if pending[0] == event.item_id:
+                return [self._learn(user.pending.pop(i), True)]
+        if event.action != "click":
+            return []  # a cart or purchase of an item not impressed: no click-through example
+        # A click with no impression (search, a link): a positive example as of now.
+        x = self._features(user, event.item_id, event.ts, signals)
+        return [self._learn([event.item_id, event.ts, self._predict(x), x], True)]
+
+    def _learn(self, pending: list[Any], clicked: bool) -> tuple[float, bool]:
+        _, _, p, x = pending
+        self._ctr.learn_one(x, clicked)
+        self._log_loss.update(clicked, {True: p, False: 1.0 - p})
+        self._auc.update(clicked, {True: p, False: 1.0 - p})
+        self._examples += 1
+        return p, clicked
+
+    def _learn_ranking(self, user: UserState, event: ClickEvent, signals) -> None:
+        """The clicked item is a positive, the rest of the user's last pool negatives (features
+        as of now, before this click is learned anywhere)."""
+        for item in {*user.last_recs, event.item_id}:
+            self._ranker.learn_one(self._rank_features(user, item, event.ts, signals), item == event.item_id)
+
+    def _predict(self, x: dict[str, float]) -> float:
+        return min(1 - _EPS, max(_EPS, self._ctr.predict_proba_one(x)[True]))
+
+    def _rank(self, x: dict[str, float]) -> float:
+        return min(1 - _EPS, max(_EPS, self._ranker.predict_proba_one(x)[True]))
+
+    def _features(self, user: UserState, item: str, ts: float, signals: Mapping[str, Mapping[str, Any]],
+                  *, covis: float | None = None) -> dict[str, float]:
+        """Click-through features: the context plus the item and the item per segment."""
+        segment = user.segment if user.segment is not None else -1
+        return {**self._context(user, item, ts, signals, covis=covis),
+                f"item={item}": 1.0, f"segment={segment}|item={item}": 1.0}
+
+    def _rank_features(self, user: UserState, item: str, ts: float, signals: Mapping[str, Mapping[str, Any]],
+                       *, covis: float | None = None) -> dict[str, float]:
+        """Ranking features: the context plus the click-through model's logit."""
+        x = self._context(user, item, ts, signals, covis=covis)
+        segment = user.segment if user.segment is not None else -1
+        p = self._predict({**x, f"item={item}": 1.0, f"segment={segment}|item={item}": 1.0})
+        x["click_through_logit"] = math.log(p / (1 - p))
+        return x
+
+    def _context(self, user: UserState, item: str, ts: float, signals: Mapping[str, Mapping[str, Any]],
+                 *, covis: float | None = None) -> dict[str, float]:
+        if covis is None:
+            covis = self._covis.score(user.recent, item, ts)
+        last = self._covis.score(user.recent[-1:], item, ts) if user.recent else 0.0
+        in_session = "same_session" if _same_session(user, ts) else "new_session"
+        x = {"covisitation": math.log1p(covis), "popularity": self._popularity.share(item, ts),
+             f"covisitation_last|{in_session}": math.log1p(last),
+             f"covisitation_bucket={min(6, int(2 * math.log1p(covis)))}": 1.0,
+             "recently_engaged": float(item in user.recent)}
+        signal = signals.get(item)
+        if signal:
+            if signal.get("sentiment") is not None:
+                x["sentiment"] = float(signal["sentiment"])
+            for entity in signal.get("entities", ())[:3]:
+                x[f"entity={entity}"] = 1.0
+        return x
+
+    def _update_segment(self, user: UserState, event: ClickEvent, signals) -> None:
+        """Behaviour vector: decayed means of the action mix, popularity and sentiment taste."""
+        profile, rate = user.profile, 0.1
+        observed = {f"share_{a}": float(event.action == a) for a in ("click", "add_to_cart", "purchase")}
+        observed["popular_taste"] = self._popularity.share(event.item_id, event.ts)
+        sentiment = (signals.get(event.item_id) or {}).get("sentiment")
+        if sentiment is not None:
+            observed["sentiment_taste"] = float(sentiment)
+        for name, value in observed.items():
+            profile[name] = value if name not in profile else (1 - rate) * profile[name] + rate * value
+        profile["activity"] = min(1.0, profile.get("activity", 0.0) + 0.02)
+        vector = {name: value for name, value in profile.items()}
+        self._segments.learn_one(vector)
+        user.segment = int(self._segments.predict_one(vector))
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def report(self) -> dict[str, float]:
+        """Prequential metrics over the last ``window`` examples / evaluated clicks."""
+        return {"events": float(self._events), "examples": float(self._examples),
+                "log_loss": self._log_loss.get(), "auc": self._auc.get(),
+                "hit_rate": self._hit_rate.get(), "mrr": self._mrr.get(),
+                "items": float(len(self._covis))}
