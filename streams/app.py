@@ -17,18 +17,18 @@ import base64
 import io
 import logging
 import signal
-import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import faust
-from faust.streams import _current_event  # Faust has no public setter; see _as_current_event
 
 from models.sequential import text_features
 from streams.adapters.kafka_admin import consumer_lag
 from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import Inferencer, TritonInferencer
+from streams.agents.clicks import ClickProcessor
+from streams.agents.tables import as_current_event
+from streams.core.clicks import item_signal_update
 from streams.core.flow import StallDetector
 from streams.core.monitoring import (
     EntityMention,
@@ -101,11 +101,24 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
                           partitions=settings.topic_partitions)
         return KeyedMonitors(table, subject_type, config, with_surge=with_surge, metrics=metrics)
 
+    def table(name: str, *, global_: bool = False):
+        # Keys and values are strings (JSON or base64) for the reason given in monitors().
+        make = app.GlobalTable if global_ else app.Table
+        extra = {"synchronize_all_active_partitions": True} if global_ else {}
+        return make(f"{settings.topic_prefix}{name}", key_type=str, value_type=str,
+                    partitions=settings.topic_partitions, **extra)
+
+    item_signals = table("item-signals", global_=True)
     detectors = Detectors(
         alerts=topic(names.alerts), mentions=topic(names.entity_mentions), metrics=metrics,
         subjects={"reviews": monitors("product"), "news": monitors("source")},
         streams={"reviews": StreamMonitor("reviews", config), "news": StreamMonitor("news", config)},
-        entities=monitors("entity", with_surge=True))
+        entities=monitors("entity", with_surge=True), item_signals=item_signals)
+    clicks = ClickProcessor(
+        users=table("click-users"), models=table("click-models"), signals=item_signals,
+        recommendations=topic(names.recommendations), alerts=topic(names.alerts), deadletter=deadletter,
+        metrics=metrics, config=config, checkpoint_s=settings.click_checkpoint_s,
+        checkpoint_events=settings.click_checkpoint_events)
 
     busy = _Busy()
 
@@ -123,6 +136,20 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             with busy:
                 await detectors.on_mentions(events)
+
+    @app.agent(topic(names.clicks), name="clicks")
+    async def clicks_agent(stream):
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            with busy:
+                await clicks.process(events)
+
+    @app.timer(settings.click_checkpoint_s)
+    async def checkpoint_click_models() -> None:
+        clicks.checkpoint_idle()
+
+    @app.on_partitions_revoked.connect
+    async def forget_click_models(sender, revoked, **kwargs) -> None:
+        clicks.forget({tp.partition for tp in revoked if tp.topic == names.clicks})
 
     @app.task
     async def dump_tasks_on_sigusr1() -> None:
@@ -197,18 +224,6 @@ def _log_task_stacks(app: faust.App) -> None:
     log.warning("asyncio tasks on SIGUSR1:\n%s", out.getvalue())
 
 
-@contextmanager
-def _as_current_event(event) -> Iterator[None]:
-    """Make ``event`` Faust's current event, so a table write goes to the changelog partition of
-    the event's own partition (inside ``take_events`` Faust's current event is not the one being
-    handled). Tables are keyed like their source topics, so state follows the partition."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
 class KeyedMonitors:
     """One :class:`SubjectMonitor` per key in a Faust table (pickled), loaded once and written
     once per key per batch."""
@@ -244,7 +259,7 @@ class _MonitorBatch:
 
     def save(self) -> None:
         for key, monitor in self.loaded.items():
-            with _as_current_event(self.last_event[key]):
+            with as_current_event(self.last_event[key]):
                 self.owner.table[key] = base64.b64encode(monitor.dumps()).decode()
         self.owner.metrics.monitored_subjects.labels(type=self.owner.subject_type).set(len(self.owner.table))
 
@@ -253,8 +268,9 @@ class Detectors:
     """Runs the detectors on enriched records and entity mentions; sends the alerts."""
 
     def __init__(self, *, alerts, mentions, metrics: Metrics, subjects: dict[str, KeyedMonitors],
-                 streams: dict[str, StreamMonitor], entities: KeyedMonitors) -> None:
+                 streams: dict[str, StreamMonitor], entities: KeyedMonitors, item_signals=None) -> None:
         self.alerts = alerts
+        self.item_signals = item_signals
         self.mentions = mentions
         self.metrics = metrics
         self.subjects = subjects
@@ -269,6 +285,11 @@ class Detectors:
             subject_id, observation, mentions = observe_enriched(record, ts)
             alerts += self.streams[base].observe(text_features(text), observation.label, ts)
             alerts += batch.get(subject_id, subject_id, event).observe(observation)
+            if self.item_signals is not None:  # item features for the click model
+                with as_current_event(event):
+                    item, value = item_signal_update(record, self.item_signals.get(
+                        record.product_id if base == "reviews" else record.article_id))
+                    self.item_signals[item] = value
             for mention in mentions:
                 await self.mentions.send(key=mention.key.encode(), value=mention.to_json())
         batch.save()

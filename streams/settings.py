@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     detector_warmup: int = Field(default=50, ge=1)
     alert_cooldown_s: float = Field(default=3600.0, ge=0)
     surge_bucket_s: float = Field(default=60.0, gt=0)
+    # Click models (streams.core.clicks): checkpoint each partition's model this often (seconds)
+    # or after this many of its events, whichever comes first; learning since is lost on a crash.
+    click_checkpoint_s: float = Field(default=30.0, gt=0)
+    click_checkpoint_events: int = Field(default=20_000, ge=1)
     # Seconds between checks for partitions whose records were read but never processed.
     stall_check_s: float = Field(default=10.0, gt=0)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"

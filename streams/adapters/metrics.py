@@ -46,5 +46,31 @@ class Metrics:
             "streamsense_detector_statistic_ratio", "Detector statistic / threshold at each alert",
             ["kind"], buckets=(0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10), registry=r)
 
+        self.click_through_log_loss = Gauge(
+            "streamsense_click_through_log_loss", "Click-through model log loss on its last 5000 impressions "
+            "(prequential: predicted before the label was known)", ["partition"], registry=r)
+        self.click_through_auc = Gauge("streamsense_click_through_auc", "Click-through model ROC AUC on its "
+                                       "last 5000 impressions (prequential)", ["partition"], registry=r)
+        self.recommendation_hit_rate = Gauge(
+            "streamsense_recommendation_hit_rate", "Share of the last 5000 clicks that were in the user's "
+            "previous top-10 recommendation (hit@10)", ["partition"], registry=r)
+        self.recommendation_mrr = Gauge("streamsense_recommendation_mrr", "Mean reciprocal rank of the last "
+                                        "5000 clicks in the user's previous top-10 (MRR@10)", ["partition"],
+                                        registry=r)
+        self.recommendation_evaluations = Counter(
+            "streamsense_recommendation_evaluations_total", "Clicks scored against the user's previous "
+            "recommendation", registry=r)
+        self.recommendation_hits = Counter("streamsense_recommendation_hits_total", "Clicks on an item of "
+                                           "the user's previous top-10 recommendation", registry=r)
+        self.user_segment_events = Counter("streamsense_user_segment_events_total", "Engagements by the "
+                                           "online segment of the user", ["segment"], registry=r)
+        self.model_checkpoints = Counter("streamsense_model_checkpoints_total", "Click model checkpoints "
+                                         "written", registry=r)
+        self.model_checkpoint_bytes = Gauge("streamsense_model_checkpoint_bytes", "Size of the last click "
+                                            "model checkpoint (compressed)", registry=r)
+        self.model_checkpoint_seconds = Histogram(
+            "streamsense_model_checkpoint_seconds", "Time to serialise and write one click model checkpoint",
+            buckets=_LATENCY_BUCKETS, registry=r)
+
     def serve(self, *, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

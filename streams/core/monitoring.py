@@ -195,22 +195,30 @@ class SubjectMonitor:
 
 
 class StreamMonitor:
-    """Input and prediction drift of one input topic (kept per worker, in memory)."""
+    """Drift of named channels of one stream with ADWIN: input and prediction drift of an input
+    topic (``subject_type="stream"``), or the per-example error of an online model
+    (``subject_type="model"``, with ``increases_only``: a model's error falling as it learns is
+    not news). Kept per worker, in memory, unless the caller pickles it."""
 
-    def __init__(self, topic: str, config: MonitorConfig) -> None:
+    def __init__(self, topic: str, config: MonitorConfig, *, subject_type: str = "stream",
+                 increases_only: bool = False) -> None:
         self.topic = topic
+        self.subject_type = subject_type
+        self.increases_only = increases_only
         self.drift = StreamDriftMonitor(delta=config.drift_delta)
         self.book = AlertBook(cooldown_s=config.cooldown_s)
 
     def observe(self, features: dict[str, float], label: str, now: datetime) -> list[Alert]:
-        channels = {**features, **{f"label_{name}": float(label == name)
-                                   for name in ("negative", "neutral", "positive")}}
+        return self.observe_channels({**features, **{f"label_{name}": float(label == name)
+                                                     for name in ("negative", "neutral", "positive")}}, now)
+
+    def observe_channels(self, channels: dict[str, float], now: datetime) -> list[Alert]:
         alerts = []
         for channel, value in channels.items():
             event = self.drift.update(channel, value)
-            if event is None:
+            if event is None or (self.increases_only and event.after <= event.before):
                 continue
-            subject = ("stream", f"{self.topic}:{channel}")
+            subject = (self.subject_type, f"{self.topic}:{channel}")
             shift = Shift(baseline_rate=event.before, current_rate=event.after,
                           interval=(event.after, event.after), events=event.window,
                           statistic=event.statistic, threshold=event.threshold, guarantee=event.guarantee,

@@ -1,0 +1,214 @@
+"""The clicks agent's body: decode, run each partition's online model, send recommendations,
+keep user state and model checkpoints in Faust tables. Logic lives in ``streams.core.clicks``
+and ``models.online``; this module only moves state in and out of tables and sends.
+
+Tables (all changelog-backed, so a restarted or rebalanced worker resumes them):
+
+* ``click-users``: the :class:`~models.online.UserState` of each user (JSON), keyed by user
+  like the clicks topic, written once per user per batch;
+* ``click-models``: the checkpoints of each partition's model (chunked, see
+  ``streams.core.clicks.checkpoint_chunks``), written every ``checkpoint_s`` seconds or
+  ``checkpoint_events`` events of that partition, whichever comes first;
+* ``item-signals`` (a global table: every worker reads all of it): each item's review
+  sentiment and article entities, written by the text agents, read here as item features.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from models.online import UserState
+from streams.adapters.metrics import Metrics
+from streams.agents.tables import as_current_event
+from streams.core.clicks import (
+    PartitionModel,
+    checkpoint_chunks,
+    decode_click,
+    recommendation,
+    restore_checkpoint,
+)
+from streams.core.monitoring import MonitorConfig
+from streams.records import Alert, DecodeError, dead_letter, encode
+
+__all__ = ["ClickProcessor", "ItemSignals"]
+
+log = logging.getLogger(__name__)
+
+
+class ItemSignals:
+    """Read side of the item-signals table for the model: ``get(item)`` -> dict or None."""
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def get(self, item: str, default: Any = None) -> dict[str, Any] | None:
+        raw = self.table.get(item)
+        return _parse(raw) if raw else default
+
+
+@lru_cache(maxsize=65536)
+def _parse(raw: str) -> dict[str, Any]:
+    return json.loads(raw)
+
+
+@dataclass
+class _Held:
+    model: PartitionModel
+    generation: int
+    events_at_checkpoint: int
+    checkpointed_at: float  # time.monotonic()
+
+
+class ClickProcessor:
+    def __init__(self, *, users, models, signals, recommendations, alerts, deadletter, metrics: Metrics,
+                 config: MonitorConfig, checkpoint_s: float, checkpoint_events: int) -> None:
+        self.users = users
+        self.models = models
+        self.signals = ItemSignals(signals)
+        self.recommendations = recommendations
+        self.alerts = alerts
+        self.deadletter = deadletter
+        self.metrics = metrics
+        self.config = config
+        self.checkpoint_s = checkpoint_s
+        self.checkpoint_events = checkpoint_events
+        self.held: dict[int, _Held] = {}
+        self.last_event: dict[int, Any] = {}  # per partition: the context for checkpoint writes
+
+    def _model(self, partition: int) -> _Held:
+        held = self.held.get(partition)
+        if held is None:
+            model, generation = None, 0
+            try:
+                data = restore_checkpoint(self.models.get, partition)
+                if data is not None:
+                    model = PartitionModel.loads(data)
+                    generation = json.loads(self.models.get(str(partition)))["generation"]
+            except Exception:
+                # A checkpoint we cannot read must not stop the stream: start cold and say so.
+                self.metrics.errors.labels(kind="checkpoint_unreadable").inc()
+                log.exception("the click model checkpoint of partition %d is unreadable; starting cold",
+                              partition)
+            if model is None:
+                model = PartitionModel(partition=partition, config=self.config)
+            else:
+                log.info("restored the click model of partition %d (%s)", partition, model.version)
+            events = int(model.recommender.report()["events"])
+            held = self.held[partition] = _Held(model, generation, events, time.monotonic())
+        return held
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop the models of revoked partitions: their next owner restores the checkpoint."""
+        for partition in partitions:
+            self.last_event.pop(partition, None)
+            if self.held.pop(partition, None) is not None:
+                for gauge in (self.metrics.click_through_log_loss, self.metrics.click_through_auc,
+                              self.metrics.recommendation_hit_rate, self.metrics.recommendation_mrr):
+                    gauge.remove(str(partition))
+
+    async def process(self, events: Sequence) -> None:
+        """One batch of click events. Never raises: a record that fails is dead-lettered."""
+        m = self.metrics
+        m.events_in.labels(topic="clicks").inc(len(events))
+        m.batch_size.labels(topic="clicks").observe(len(events))
+        states: dict[str, tuple[UserState, Any]] = {}
+        touched: dict[int, Any] = {}
+        sent = 0
+        for event in events:
+            msg = event.message
+            now = datetime.now(UTC)
+            click = decode_click(msg.value, fallback_ts=datetime.fromtimestamp(msg.timestamp, UTC))
+            if isinstance(click, DecodeError):
+                await self._dead_letter(msg, click.reason, now)
+                continue
+            try:
+                held = self._model(msg.partition)
+                user = states.get(click.user_id, (None, None))[0] or self._load_user(click.user_id)
+                states[click.user_id] = (user, event)
+                step, alerts = held.model.observe(user, click, self.signals)
+            except Exception as exc:
+                log.exception("click %s could not be processed", msg.offset)
+                await self._dead_letter(msg, f"processing failed: {exc!r}"[:1000], now)
+                continue
+            touched[msg.partition] = event
+            self._record_step(step)
+            if step.items is not None:
+                out = recommendation(click.user_id, click.event_id, step.items, model=held.model.version,
+                                     now=datetime.now(UTC))
+                await self.recommendations.send(key=click.user_id.encode(), value=encode(out))
+                sent += 1
+                m.end_to_end_seconds.labels(topic="clicks").observe(max(0.0, time.time() - click.ts))
+            await self._send_alerts(alerts)
+        m.events_out.labels(topic="recommendations").inc(sent)
+        for user_id, (state, event) in states.items():
+            with as_current_event(event):
+                self.users[user_id] = json.dumps(state.to_dict(), separators=(",", ":"))
+        for partition, event in touched.items():
+            self.last_event[partition] = event
+            self._report(partition)
+            self._maybe_checkpoint(partition)
+
+    def checkpoint_idle(self) -> None:
+        """Checkpoint models whose partitions went quiet with learning not yet saved (a timer
+        calls this every ``checkpoint_s``), so a stop after a burst loses nothing learned."""
+        for partition in list(self.held):
+            self._maybe_checkpoint(partition)
+
+    def _load_user(self, user_id: str) -> UserState:
+        raw = self.users.get(user_id)
+        return UserState.from_dict(json.loads(raw)) if raw else UserState()
+
+    def _record_step(self, step) -> None:
+        m = self.metrics
+        if step.hit is not None:
+            m.recommendation_evaluations.inc()
+            if step.hit:
+                m.recommendation_hits.inc()
+        if step.items is not None and step.segment is not None:
+            m.user_segment_events.labels(segment=str(step.segment)).inc()
+
+    def _report(self, partition: int) -> None:
+        report = self.held[partition].model.recommender.report()
+        p = str(partition)
+        self.metrics.click_through_log_loss.labels(partition=p).set(report["log_loss"])
+        self.metrics.click_through_auc.labels(partition=p).set(report["auc"])
+        self.metrics.recommendation_hit_rate.labels(partition=p).set(report["hit_rate"])
+        self.metrics.recommendation_mrr.labels(partition=p).set(report["mrr"])
+
+    def _maybe_checkpoint(self, partition: int) -> None:
+        held, event = self.held[partition], self.last_event.get(partition)
+        events = int(held.model.recommender.report()["events"])
+        due = (events - held.events_at_checkpoint >= self.checkpoint_events
+               or time.monotonic() - held.checkpointed_at >= self.checkpoint_s)
+        if not due or events == held.events_at_checkpoint or event is None:
+            return
+        started = time.perf_counter()
+        data = held.model.dumps()
+        held.generation += 1
+        with as_current_event(event):  # the changelog partition of the model's own partition
+            for key, value in checkpoint_chunks(partition, held.generation, data, events=events).items():
+                self.models[key] = value
+        held.events_at_checkpoint, held.checkpointed_at = events, time.monotonic()
+        self.metrics.model_checkpoints.inc()
+        self.metrics.model_checkpoint_bytes.set(len(data))
+        self.metrics.model_checkpoint_seconds.observe(time.perf_counter() - started)
+
+    async def _dead_letter(self, msg, reason: str, now: datetime) -> None:
+        record = dead_letter(source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                             raw=msg.value, error=reason, now=now)
+        await self.deadletter.send(key=msg.key, value=encode(record))
+        self.metrics.deadlettered.labels(source_topic="clicks").inc()
+
+    async def _send_alerts(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            key = f"{alert.subject.type}:{alert.subject.id}".encode()
+            await self.alerts.send(key=key, value=encode(alert))
+            self.metrics.alerts.labels(kind=alert.kind, severity=alert.severity, status=alert.status).inc()
+        self.metrics.events_out.labels(topic="alerts").inc(len(alerts))

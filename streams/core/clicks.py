@@ -1,0 +1,190 @@
+"""The click path's pure logic: decode clicks, run the partition's online model, build the
+recommendation events and model-error alerts, checkpoint models. No faust, no I/O.
+
+**One model per input partition.** Clicks are keyed (so partitioned) by ``user_id``: a user's
+events always reach the same partition, so their short-term state (:class:`UserState`, kept in
+a Faust table keyed by user) lives with them. The model (co-visitation, popularity, the
+click-through and ranking models, segments) is shared by all users of a partition: each
+partition has its own replica, learned from that partition's users, a random 1/P sample of
+all users. The replica follows the partition: it is checkpointed (:func:`checkpoint_chunks`)
+into a changelog-backed table and restored by whichever worker is assigned the partition
+after a restart or rebalance. Items are global, so each replica learns every item's
+co-visitation from its share of the traffic; with P partitions each replica sees 1/P of the
+evidence (more partitions: more parallelism, slower learning per replica).
+
+Learning since the last checkpoint is lost on a crash (the outputs are not: every click still
+gets its recommendation, at least once); the checkpoint interval bounds it.
+
+>>> from datetime import UTC, datetime
+>>> model = PartitionModel(partition=0, config=MonitorConfig())
+>>> user = UserState()
+>>> click = decode_click(b'{"event_id": "c1", "user_id": "u1", "item_id": "p1", "action": "click"}',
+...                      fallback_ts=datetime(2026, 11, 22, tzinfo=UTC))
+>>> step, alerts = model.observe(user, click, {})
+>>> step.items, user.recent, alerts
+([], ['p1'], [])
+>>> PartitionModel.loads(model.dumps()).recommender.report()["events"]
+1.0
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import pickle
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from models.online import ClickEvent, ClickRecommender, Step, UserState
+from streams.core.monitoring import MonitorConfig, StreamMonitor
+from streams.records import (
+    Alert,
+    Click,
+    DecodeError,
+    EnrichedNews,
+    EnrichedReview,
+    Recommendation,
+    RecommendedItem,
+    decode_input,
+)
+
+__all__ = ["MODEL_NAME", "PartitionModel", "checkpoint_chunks", "decode_click", "item_signal_update",
+           "recommendation", "restore_checkpoint"]
+
+MODEL_NAME = "click-ranker"
+_STATE_VERSION = 1
+_CHUNK_BYTES = 256 * 1024  # well under Kafka's default 1 MB message limit once base64-encoded
+_ERROR_WARMUP = 2000  # labelled examples before the model-error drift monitor starts
+
+
+def decode_click(raw: bytes | None, *, fallback_ts: datetime) -> ClickEvent | DecodeError:
+    """A click record as the model sees it; event time falls back to the Kafka timestamp."""
+    record = decode_input("clicks", raw)
+    if isinstance(record, DecodeError):
+        return record
+    assert isinstance(record, Click)
+    ts = record.ts or fallback_ts
+    return ClickEvent(event_id=record.event_id, user_id=record.user_id, item_id=record.item_id,
+                      action=record.action, ts=ts.timestamp(), session_id=record.session_id)
+
+
+@dataclass
+class PartitionModel:
+    """The online model of one clicks partition plus its model-error drift monitor."""
+
+    partition: int
+    config: MonitorConfig
+    recommender: ClickRecommender = field(default_factory=ClickRecommender)
+    errors: StreamMonitor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.errors = StreamMonitor(f"click-through:p{self.partition}", self.config, subject_type="model",
+                                    increases_only=True)
+
+    @property
+    def version(self) -> str:
+        """``name@p<partition>.<events learned>``: grows with every event, survives restarts."""
+        return f"{MODEL_NAME}@p{self.partition}.{int(self.recommender.report()['events'])}"
+
+    def observe(self, user: UserState, event: ClickEvent,
+                item_signals: Mapping[str, Mapping[str, Any]]) -> tuple[Step, list[Alert]]:
+        step = self.recommender.observe(user, event, item_signals)
+        alerts: list[Alert] = []
+        if self.recommender.report()["examples"] <= _ERROR_WARMUP:
+            return step, alerts  # a cold model's error moves as it learns: not a drift
+        now = datetime.fromtimestamp(event.ts, UTC)
+        for p, clicked in step.labelled:
+            log_loss = -math.log(p if clicked else 1.0 - p)
+            alerts += self.errors.observe_channels({"log_loss": log_loss}, now)
+        return step, alerts
+
+    def dumps(self) -> bytes:
+        return zlib.compress(pickle.dumps((_STATE_VERSION, self), protocol=pickle.HIGHEST_PROTOCOL), 3)
+
+    @classmethod
+    def loads(cls, data: bytes) -> PartitionModel:
+        version, model = pickle.loads(zlib.decompress(data))
+        if version != _STATE_VERSION:
+            raise ValueError(f"checkpoint version {version}, this code reads {_STATE_VERSION}")
+        return model
+
+
+def recommendation(user_id: str, event_id: str, items: list[tuple[str, float]], *, model: str,
+                   now: datetime) -> Recommendation:
+    return Recommendation(user_id=user_id, trigger_event_id=event_id,
+                          items=[RecommendedItem(item_id=i, score=s) for i, s in items], model=model, ts=now)
+
+
+def checkpoint_chunks(partition: int, generation: int, data: bytes, *, events: int) -> dict[str, str]:
+    """Table rows for one checkpoint: chunks under ``p/generation % 2/i`` and, written last, the
+    manifest under ``p`` naming them. Alternating two chunk sets means a crash halfway through
+    a write leaves the previous checkpoint whole.
+
+    >>> rows = checkpoint_chunks(3, 7, b"x" * 10, events=5)
+    >>> list(rows)
+    ['3/1/0', '3']
+    >>> restore_checkpoint(rows.get, 3)
+    b'xxxxxxxxxx'
+    """
+    slot = generation % 2
+    pieces = [data[i:i + _CHUNK_BYTES] for i in range(0, len(data), _CHUNK_BYTES)] or [b""]
+    rows = {f"{partition}/{slot}/{i}": base64.b64encode(piece).decode("ascii")
+            for i, piece in enumerate(pieces)}
+    rows[str(partition)] = json.dumps({"generation": generation, "slot": slot, "chunks": len(pieces),
+                                       "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                                       "events": events})
+    return rows
+
+
+def restore_checkpoint(get, partition: int) -> bytes | None:
+    """The bytes of the partition's last complete checkpoint (``get``: the table's ``get``)."""
+    manifest = get(str(partition))
+    if not manifest:
+        return None
+    m = json.loads(manifest)
+    chunks = [get(f"{partition}/{m['slot']}/{i}") for i in range(m["chunks"])]
+    if any(c is None for c in chunks):
+        raise ValueError(f"checkpoint of partition {partition} is missing chunks")
+    data = b"".join(base64.b64decode(c) for c in chunks)
+    if hashlib.sha256(data).hexdigest() != m["sha256"]:
+        raise ValueError(f"checkpoint of partition {partition} does not match its checksum")
+    return data
+
+
+_SIGNAL_RATE = 0.05  # each new text moves an item's sentiment 5% of the way (about the last 20 texts)
+
+
+def item_signal_update(record: EnrichedReview | EnrichedNews, current: str | None) -> tuple[str, str]:
+    """(item id, new JSON value) of the item-signals table after one enriched text: the running
+    sentiment (P(positive) - P(negative)) of a product's reviews or of a news article, and an
+    article's entities. This is what the click model reads as item features.
+
+    >>> from streams.records import EnrichedReview
+    >>> r = EnrichedReview.model_validate({"review_id": "r1", "product_id": "p1", "text": "bad",
+    ...     "sentiment": {"label": "negative", "score": 0.9,
+    ...                   "probs": {"negative": 0.9, "neutral": 0.1, "positive": 0.0}},
+    ...     "entities": [], "model": {}, "processed_at": "2026-11-22T10:00:00Z"})
+    >>> item_signal_update(r, None)
+    ('p1', '{"sentiment": -0.9, "texts": 1, "entities": []}')
+    """
+    probs = record.sentiment.probs
+    value = probs.get("positive", 0.0) - probs.get("negative", 0.0)
+    if isinstance(record, EnrichedReview):
+        item, entities = record.product_id, []
+    else:
+        item = record.article_id
+        entities = sorted({e.text for e in record.entities if e.score >= 0.6})[:5]
+    old = json.loads(current) if current else None
+    if old:
+        rate = max(_SIGNAL_RATE, 1.0 / (old["texts"] + 1))
+        value = old["sentiment"] + rate * (value - old["sentiment"])
+        entities = entities or old["entities"]
+        texts = old["texts"] + 1
+    else:
+        texts = 1
+    return item, json.dumps({"sentiment": round(value, 4), "texts": texts, "entities": entities})
