@@ -52,3 +52,5 @@ clean: down
 # Benchmarks; each writes its section of BENCHMARKS.md.
 bench: setup
 	$(PY) -m models.sequential.evaluate --write BENCHMARKS.md
+	$(PY) -m models.online.evaluate --write BENCHMARKS.md
+	$(PY) -m streams.bench --events 60000 --write BENCHMARKS.md

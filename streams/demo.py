@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from rich.console import Console
@@ -24,6 +24,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from models.online import ClickEvent, simulate_clicks
+from models.online.evaluate import popularity_recommender, score_recommender
 from streams.adapters.kafka_admin import end_offsets, ensure_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.local.stack import LocalStack
@@ -46,13 +48,14 @@ class _Plan:
     start: datetime
     change_at: int
     reviews: list[dict]
+    clicks: list[ClickEvent]  # simulated shoppers with known tastes (models.online.simulate)
 
     @property
     def sour(self) -> str:
         return self.products[1]
 
     @classmethod
-    def new(cls, n: int, seed: int) -> _Plan:
+    def new(cls, n: int, n_clicks: int, seed: int) -> _Plan:
         run = time.strftime("%H%M%S")
         products = [f"demo-{run}-p{k}" for k in range(4)]
         start = datetime.now(UTC).replace(microsecond=0)
@@ -60,7 +63,14 @@ class _Plan:
         change_at = int(per_product * 0.6)
         reviews = planted_reviews(products, per_product, sour={products[1]: change_at}, seed=seed,
                                   start=start)
-        return cls(products, start, change_at, reviews)
+        world = simulate_clicks(users=300, items=150, genres=6, sessions=max(10, n_clicks // 25), seed=seed,
+                                start_ts=start.timestamp())
+        clicks = [replace(e, event_id=f"demo-{run}-{e.event_id}") for e in world.events[:n_clicks]]
+        return cls(products, start, change_at, reviews, clicks)
+
+    @property
+    def engagements(self) -> list[ClickEvent]:
+        return [e for e in self.clicks if e.action != "impression"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,13 +101,15 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         worker = _start_worker(settings)
         console.print(f"worker started (pid {worker.pid}, log {settings.home / 'run' / 'worker-demo.log'})")
         t0 = time.monotonic()
-        plan = _Plan.new(max(1, round(options.events * _MIX["reviews"])), options.seed)
-        sent = asyncio.run(_replay(settings, names, options, plan.reviews, console))
+        plan = _Plan.new(max(1, round(options.events * _MIX["reviews"])),
+                         max(1, round(options.events * _MIX["clicks"])), options.seed)
+        sent = asyncio.run(_replay(settings, names, options, plan, console))
         expected = sent["reviews"] + sent["news"]
         done = _wait_for_outputs(settings, outputs, before, expected, worker, console)
         elapsed = time.monotonic() - t0
         _summary(settings, names, sent, done, before, elapsed, console)
         _alerts_summary(settings, names, plan, console)
+        _recommendations_summary(settings, names, plan, worker, console)
         return sent
     finally:
         if worker is not None and worker.poll() is None:
@@ -143,7 +155,7 @@ def _wait_for_outputs(settings: Settings, outputs: list[str], before: dict[str, 
     return done
 
 
-async def _replay(settings: Settings, names: TopicNames, options: DemoOptions, reviews: list[dict],
+async def _replay(settings: Settings, names: TopicNames, options: DemoOptions, plan: _Plan,
                   console: Console) -> dict[str, int]:
     counts = {t: max(1, round(options.events * share)) for t, share in _MIX.items()}
     progress = Progress(TextColumn("{task.fields[topic]:>8}"), BarColumn(), MofNCompleteColumn(),
@@ -159,9 +171,9 @@ async def _replay(settings: Settings, names: TopicNames, options: DemoOptions, r
                                 rate=n / max(time.monotonic() - t0, 1e-6))
         return update
 
-    counts["reviews"] = len(reviews)
-    events = {topic: reviews if topic == "reviews" else list(synthetic_events(topic, n, seed=options.seed))
-              for topic, n in counts.items()}
+    counts["reviews"], counts["clicks"] = len(plan.reviews), len(plan.clicks)
+    events = {"reviews": plan.reviews, "clicks": [_click_record(e) for e in plan.clicks],
+              "news": list(synthetic_events("news", counts["news"], seed=options.seed))}
     with progress:
         results = await asyncio.gather(*(
             produce_lines(settings, names.name(topic), topic, (json.dumps(e).encode() for e in events[topic]),
@@ -181,8 +193,7 @@ def _summary(settings: Settings, names: TopicNames, sent: dict[str, int], done: 
         table.add_row(f"{topic} (new)", str(count - before[topic]))
     console.print(table)
     console.print(f"{done} reviews and articles processed in {elapsed:.1f}s "
-                  f"({done / max(elapsed, 1e-6):.0f}/s end to end, replay included); clicks are "
-                  "replayed for the click path")
+                  f"({done / max(elapsed, 1e-6):.0f}/s end to end, replay included)")
 
     async def examples() -> list[dict]:
         latest: deque[dict] = deque(maxlen=200)
@@ -228,3 +239,36 @@ def _alerts_summary(settings: Settings, names: TopicNames, plan: _Plan, console:
     else:
         console.print(f"[red]planted change missed[/red]: no sentiment_shift alert for {sour}.")
     console.print(f"false alerts on the stable products: {len(stable)}")
+
+
+def _click_record(e: ClickEvent) -> dict:
+    return {"event_id": e.event_id, "user_id": e.user_id, "session_id": e.session_id, "item_id": e.item_id,
+            "action": e.action, "ts": int(e.ts * 1000)}
+
+
+def _recommendations_summary(settings: Settings, names: TopicNames, plan: _Plan, worker: subprocess.Popen,
+                             console: Console, timeout_s: float = 120.0) -> None:
+    """One recommendation per engagement, and how often shoppers clicked what they were shown."""
+    wanted = {e.event_id for e in plan.engagements}
+
+    async def read() -> dict[str, list[str]]:
+        return {body["trigger_event_id"]: [i["item_id"] for i in body["items"]]
+                async for rec in read_topic(settings, names.recommendations, idle_timeout_s=2)
+                if (body := json.loads(rec.value))["trigger_event_id"] in wanted}
+
+    deadline = time.monotonic() + timeout_s
+    lists = asyncio.run(read())
+    while len(lists) < len(wanted) and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(2)
+        lists = asyncio.run(read())
+    hits, last = [], {}
+    for e in plan.clicks:
+        if e.action == "click" and e.user_id in last:
+            hits.append(e.item_id in last[e.user_id])
+        if e.event_id in lists:
+            last[e.user_id] = lists[e.event_id]
+    baseline, _, _ = score_recommender(plan.clicks, popularity_recommender())
+    console.print(f"recommendations: {len(lists)} for {len(wanted)} clicks, add-to-carts and purchases")
+    if hits:
+        console.print(f"shoppers' next click was in their top 10 {sum(hits) / len(hits):.0%} of the time "
+                      f"({len(hits)} clicks; recommending the most popular items: {baseline:.0%})")

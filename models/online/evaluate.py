@@ -32,7 +32,7 @@ from models.online.candidates import CoVisitation, Popularity
 from models.online.recommender import ClickEvent, ClickRecommender, UserState
 from models.online.simulate import simulate_clicks
 
-__all__ = ["Row", "evaluate"]
+__all__ = ["Row", "covisitation_recommender", "evaluate", "popularity_recommender", "score_recommender"]
 
 _K = 10
 
@@ -51,7 +51,7 @@ class Row:
 Recommend = Callable[[ClickEvent], list[str] | None]
 
 
-def _popularity() -> Recommend:
+def popularity_recommender() -> Recommend:
     pop = Popularity(leaders=_K + 1)
 
     def recommend(event: ClickEvent) -> list[str] | None:
@@ -62,7 +62,7 @@ def _popularity() -> Recommend:
     return recommend
 
 
-def _covisitation() -> Recommend:
+def covisitation_recommender() -> Recommend:
     covis, pop, recent = CoVisitation(), Popularity(leaders=2 * _K), {}
 
     def recommend(event: ClickEvent) -> list[str] | None:
@@ -91,7 +91,7 @@ def _ours(signals, model: ClickRecommender) -> Recommend:
     return recommend
 
 
-def _score(events: Sequence[ClickEvent], recommend: Recommend) -> tuple[float, float, int]:
+def score_recommender(events: Sequence[ClickEvent], recommend: Recommend) -> tuple[float, float, int]:
     last: dict[str, list[str]] = {}
     hits, rr, n = 0, 0.0, 0
     for event in events:
@@ -115,13 +115,13 @@ def evaluate(*, seeds: Sequence[int] = (0, 1, 2), users: int = 2000, items: int 
         data = simulate_clicks(users=users, items=items, sessions=sessions, seed=seed)
         with_text, without_text = ClickRecommender(seed=seed), ClickRecommender(seed=seed)
         contenders: dict[str, tuple[Recommend, ClickRecommender | None]] = {
-            "popularity": (_popularity(), None),
-            "co-visitation": (_covisitation(), None),
+            "popularity": (popularity_recommender(), None),
+            "co-visitation": (covisitation_recommender(), None),
             "streamsense": (_ours(data.item_signals, with_text), with_text),
             "streamsense, no text signals": (_ours({}, without_text), without_text),
         }
         for name, (recommend, model) in contenders.items():
-            hit, mrr, n = _score(data.events, recommend)
+            hit, mrr, n = score_recommender(data.events, recommend)
             report = model.report() if model else {}
             results.setdefault(name, []).append((hit, mrr, n, report.get("log_loss"), report.get("auc")))
     rows = []

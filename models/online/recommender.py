@@ -70,7 +70,7 @@ class UserState:
     """What the recommender remembers of one user; JSON-able (``to_dict`` / ``from_dict``)."""
 
     recent: list[str] = field(default_factory=list)  # engaged items, most recent last
-    pending: list[list[Any]] = field(default_factory=list)  # [item, ts, p, features] per impression
+    pending: list[list[Any]] = field(default_factory=list)  # [item, ts, p, context] per impression
     last_recs: list[str] = field(default_factory=list)
     profile: dict[str, float] = field(default_factory=dict)  # behaviour, decayed running means
     segment: int | None = None
@@ -149,15 +149,16 @@ class ClickRecommender(base.Base):
         """Predict, then learn, from one event; ``user`` is updated in place."""
         signals = item_signals or {}
         self._events += 1
-        labelled = self._expire(user, event.ts)
+        labelled = self._expire(user, event.ts, signals)
         if event.session_id != user.session:
             user.session = event.session_id
         user.last_ts = max(user.last_ts, event.ts)
         if event.action == "impression":
-            x = self._features(user, event.item_id, event.ts, signals)
-            user.pending.append([event.item_id, event.ts, self._predict(x), x])
+            numbers = self._numbers(user, event.item_id, event.ts)
+            p = self._predict(self._features(event.item_id, numbers, signals))
+            user.pending.append([event.item_id, event.ts, round(p, 6), numbers])
             if len(user.pending) > self.max_pending:
-                labelled.append(self._learn(user.pending.pop(0), False))
+                labelled.append(self._learn(user.pending.pop(0), False, signals))
             return Step(items=None, labelled=labelled, segment=user.segment)
 
         labelled += self._resolve_click(user, event, signals)
@@ -200,25 +201,27 @@ class ClickRecommender(base.Base):
 
     # -- learning ------------------------------------------------------------------------
 
-    def _expire(self, user: UserState, ts: float) -> list[tuple[float, bool]]:
+    def _expire(self, user: UserState, ts: float, signals) -> list[tuple[float, bool]]:
         labelled = []
         while user.pending and ts - user.pending[0][1] > self.label_timeout_s:
-            labelled.append(self._learn(user.pending.pop(0), False))
+            labelled.append(self._learn(user.pending.pop(0), False, signals))
         return labelled
 
     def _resolve_click(self, user: UserState, event: ClickEvent, signals) -> list[tuple[float, bool]]:
         for i, pending in enumerate(user.pending):
             if pending[0] == event.item_id:
-                return [self._learn(user.pending.pop(i), True)]
+                return [self._learn(user.pending.pop(i), True, signals)]
         if event.action != "click":
             return []  # a cart or purchase of an item not impressed: no click-through example
         # A click with no impression (search, a link): a positive example as of now.
-        x = self._features(user, event.item_id, event.ts, signals)
-        return [self._learn([event.item_id, event.ts, self._predict(x), x], True)]
+        numbers = self._numbers(user, event.item_id, event.ts)
+        p = self._predict(self._features(event.item_id, numbers, signals))
+        return [self._learn([event.item_id, event.ts, p, numbers], True, signals)]
 
-    def _learn(self, pending: list[Any], clicked: bool) -> tuple[float, bool]:
-        _, _, p, x = pending
-        self._ctr.learn_one(x, clicked)
+    def _learn(self, pending: list[Any], clicked: bool, signals) -> tuple[float, bool]:
+        """Learn one impression with the context it had when shown (item signals as of now)."""
+        item, _, p, numbers = pending
+        self._ctr.learn_one(self._features(item, numbers, signals), clicked)
         self._log_loss.update(clicked, {True: p, False: 1.0 - p})
         self._auc.update(clicked, {True: p, False: 1.0 - p})
         self._examples += 1
@@ -236,38 +239,44 @@ class ClickRecommender(base.Base):
     def _rank(self, x: dict[str, float]) -> float:
         return min(1 - _EPS, max(_EPS, self._ranker.predict_proba_one(x)[True]))
 
-    def _features(self, user: UserState, item: str, ts: float, signals: Mapping[str, Mapping[str, Any]],
-                  *, covis: float | None = None) -> dict[str, float]:
-        """Click-through features: the context plus the item and the item per segment."""
-        segment = user.segment if user.segment is not None else -1
-        return {**self._context(user, item, ts, signals, covis=covis),
-                f"item={item}": 1.0, f"segment={segment}|item={item}": 1.0}
-
-    def _rank_features(self, user: UserState, item: str, ts: float, signals: Mapping[str, Mapping[str, Any]],
-                       *, covis: float | None = None) -> dict[str, float]:
-        """Ranking features: the context plus the click-through model's logit."""
-        x = self._context(user, item, ts, signals, covis=covis)
-        segment = user.segment if user.segment is not None else -1
-        p = self._predict({**x, f"item={item}": 1.0, f"segment={segment}|item={item}": 1.0})
-        x["click_through_logit"] = math.log(p / (1 - p))
-        return x
-
-    def _context(self, user: UserState, item: str, ts: float, signals: Mapping[str, Mapping[str, Any]],
-                 *, covis: float | None = None) -> dict[str, float]:
+    def _numbers(self, user: UserState, item: str, ts: float, *, covis: float | None = None) -> list[float]:
+        """The (user, item) context as numbers: what a pending impression keeps to learn from
+        later (compact: user state is written to a table on every batch)."""
         if covis is None:
             covis = self._covis.score(user.recent, item, ts)
         last = self._covis.score(user.recent[-1:], item, ts) if user.recent else 0.0
-        in_session = "same_session" if _same_session(user, ts) else "new_session"
-        x = {"covisitation": math.log1p(covis), "popularity": self._popularity.share(item, ts),
-             f"covisitation_last|{in_session}": math.log1p(last),
-             f"covisitation_bucket={min(6, int(2 * math.log1p(covis)))}": 1.0,
-             "recently_engaged": float(item in user.recent)}
+        return [user.segment if user.segment is not None else -1, round(math.log1p(covis), 4),
+                round(self._popularity.share(item, ts), 4), round(math.log1p(last), 4),
+                int(_same_session(user, ts)), int(item in user.recent)]
+
+    @staticmethod
+    def _context(item: str, numbers: list[float], signals: Mapping[str, Mapping[str, Any]]
+                 ) -> dict[str, float]:
+        _, covis, popularity, last, same_session, recent = numbers
+        x = {"covisitation": covis, "popularity": popularity,
+             f"covisitation_last|{'same_session' if same_session else 'new_session'}": last,
+             f"covisitation_bucket={min(6, int(2 * covis))}": 1.0, "recently_engaged": float(recent)}
         signal = signals.get(item)
         if signal:
             if signal.get("sentiment") is not None:
                 x["sentiment"] = float(signal["sentiment"])
             for entity in signal.get("entities", ())[:3]:
                 x[f"entity={entity}"] = 1.0
+        return x
+
+    def _features(self, item: str, numbers: list[float], signals: Mapping[str, Mapping[str, Any]]
+                  ) -> dict[str, float]:
+        """Click-through features: the context plus the item and the item per segment."""
+        return {**self._context(item, numbers, signals), f"item={item}": 1.0,
+                f"segment={int(numbers[0])}|item={item}": 1.0}
+
+    def _rank_features(self, user: UserState, item: str, ts: float, signals: Mapping[str, Mapping[str, Any]],
+                       *, covis: float | None = None) -> dict[str, float]:
+        """Ranking features: the context plus the click-through model's logit."""
+        numbers = self._numbers(user, item, ts, covis=covis)
+        x = self._context(item, numbers, signals)
+        p = self._predict(self._features(item, numbers, signals))
+        x["click_through_logit"] = math.log(p / (1 - p))
         return x
 
     def _update_segment(self, user: UserState, event: ClickEvent, signals) -> None:
@@ -286,6 +295,14 @@ class ClickRecommender(base.Base):
         user.segment = int(self._segments.predict_one(vector))
 
     # -- reporting -----------------------------------------------------------------------
+
+    @property
+    def events(self) -> int:
+        return self._events
+
+    @property
+    def examples(self) -> int:
+        return self._examples
 
     def report(self) -> dict[str, float]:
         """Prequential metrics over the last ``window`` examples / evaluated clicks."""

@@ -100,7 +100,7 @@ class ClickProcessor:
                 model = PartitionModel(partition=partition, config=self.config)
             else:
                 log.info("restored the click model of partition %d (%s)", partition, model.version)
-            events = int(model.recommender.report()["events"])
+            events = model.recommender.events
             held = self.held[partition] = _Held(model, generation, events, time.monotonic())
         return held
 
@@ -184,7 +184,7 @@ class ClickProcessor:
 
     def _maybe_checkpoint(self, partition: int) -> None:
         held, event = self.held[partition], self.last_event.get(partition)
-        events = int(held.model.recommender.report()["events"])
+        events = held.model.recommender.events
         due = (events - held.events_at_checkpoint >= self.checkpoint_events
                or time.monotonic() - held.checkpointed_at >= self.checkpoint_s)
         if not due or events == held.events_at_checkpoint or event is None:

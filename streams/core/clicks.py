@@ -89,13 +89,13 @@ class PartitionModel:
     @property
     def version(self) -> str:
         """``name@p<partition>.<events learned>``: grows with every event, survives restarts."""
-        return f"{MODEL_NAME}@p{self.partition}.{int(self.recommender.report()['events'])}"
+        return f"{MODEL_NAME}@p{self.partition}.{self.recommender.events}"
 
     def observe(self, user: UserState, event: ClickEvent,
                 item_signals: Mapping[str, Mapping[str, Any]]) -> tuple[Step, list[Alert]]:
         step = self.recommender.observe(user, event, item_signals)
         alerts: list[Alert] = []
-        if self.recommender.report()["examples"] <= _ERROR_WARMUP:
+        if self.recommender.examples <= _ERROR_WARMUP:
             return step, alerts  # a cold model's error moves as it learns: not a drift
         now = datetime.fromtimestamp(event.ts, UTC)
         for p, clicked in step.labelled:

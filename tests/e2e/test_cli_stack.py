@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,10 @@ def test_demo_short_run_enriches_everything_and_stops(tmp_path: Path):
     # The planted product turning sour is caught, and the stable ones stay quiet.
     assert "planted change caught" in out, out[-3000:]
     assert "false alerts on the stable products: 0" in out
+    # Every simulated click, add-to-cart and purchase got its recommendation list.
+    made, engagements = map(int, re.search(r"recommendations: (\d+) for (\d+) clicks", out).groups())
+    assert made == engagements > 100, out[-3000:]
+    assert "shoppers' next click was in their top 10" in out
     assert "stopped: triton, kafka" in out
     assert not list((tmp_path / "home" / "run").glob("*.pid"))
     assert not any(port_in_use("127.0.0.1", p) for p in _ports(env))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from models.online import ClickEvent, simulate_clicks
-from models.online.evaluate import _popularity, _score
+from models.online.evaluate import popularity_recommender, score_recommender
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
 from streams.topics import TopicNames
@@ -79,7 +79,7 @@ def test_clicks_get_recommendations_that_beat_popularity_across_a_restart(
             hits.append(e.item_id in last[e.user_id])
         if e.event_id in by_trigger:
             last[e.user_id] = by_trigger[e.event_id]
-    popularity, _, _ = _score(events, _popularity())  # the baseline on the whole stream
+    popularity, _, _ = score_recommender(events, popularity_recommender())  # the baseline on the whole stream
     ours = sum(hits) / len(hits)
     assert ours > 1.5 * popularity, (ours, popularity)
     # A model version is <name>@p<partition>.<events learned>; a restarted worker that lost
