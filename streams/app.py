@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     datadir = settings.home / "workers" / f"worker-{worker_index}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        "streamsense",
+        settings.consumer_group,
         broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers],
         broker_credentials=_credentials(settings),
         processing_guarantee=settings.processing_guarantee,
@@ -277,13 +277,18 @@ class Detectors:
         self.streams = streams
         self.entities = entities
 
-    async def on_enriched(self, base: str, pairs: Sequence[tuple[object, object, datetime, str]]) -> None:
-        """``pairs``: (event, enriched record, event time, model text) in input order."""
+    async def on_enriched(self, base: str, pairs: Sequence[tuple[object, object, datetime, str, float | None]]
+                          ) -> None:
+        """``pairs``: (event, enriched record, event time, model text, unknown-token share) in
+        input order."""
         batch = self.subjects[base].batch()
         alerts: list[Alert] = []
-        for event, record, ts, text in pairs:
+        for event, record, ts, text, unknown in pairs:
             subject_id, observation, mentions = observe_enriched(record, ts)
-            alerts += self.streams[base].observe(text_features(text), observation.label, ts)
+            features = text_features(text)
+            if unknown is not None:
+                features["unknown_token_share"] = unknown
+            alerts += self.streams[base].observe(features, observation.label, ts)
             alerts += batch.get(subject_id, subject_id, event).observe(observation)
             if self.item_signals is not None:  # item features for the click model
                 with as_current_event(event):
@@ -362,13 +367,16 @@ async def _process(base: str, raws: list[RawRecord], *, inferencer: Inferencer, 
     now = datetime.now(UTC)
     event_of = {(e.message.partition, e.message.offset): e for e in events}
     observed = []
-    for item, enriched in zip(batch.items, enrich(batch.items, analyses, now=now), strict=True):
+    for item, enriched, analysis in zip(batch.items, enrich(batch.items, analyses, now=now), analyses,
+                                        strict=True):
         await output.send(key=item.raw.key, value=encode(enriched))
+        metrics.sentiment.labels(topic=base, label=enriched.sentiment.label).inc()
         event_time = item.record.ts or (datetime.fromtimestamp(item.raw.timestamp_ms / 1000, UTC)
                                         if item.raw.timestamp_ms else now)
         metrics.end_to_end_seconds.labels(topic=base).observe(max(0.0, (now - event_time).total_seconds()))
         event = event_of[item.raw.partition, item.raw.offset]
-        observed.append((event, enriched, event_time, item.model_text))
+        observed.append((event, enriched, event_time, item.model_text,
+                         analysis.unknown_token_share if analysis else None))
     metrics.events_out.labels(topic=f"{base}.enriched").inc(len(batch.items))
     if detectors is not None and observed:
         try:

@@ -95,6 +95,16 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def consumer_group(self) -> str:
+        """The workers' Kafka consumer group and Faust app id: one per topic prefix, so
+        deployments (or tests) sharing a cluster under different prefixes never share a group.
+
+        >>> Settings(topic_prefix="prod.").consumer_group, Settings().consumer_group
+        ('streamsense.prod', 'streamsense')
+        """
+        return f"streamsense.{self.topic_prefix.rstrip('.')}" if self.topic_prefix else "streamsense"
+
+    @property
     def kafka_bootstrap_servers(self) -> list[str]:
         return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
 

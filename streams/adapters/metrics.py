@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["Metrics"]
+__all__ = ["ALERT_KINDS", "ERROR_KINDS", "Metrics"]
+
+# Every kind of streamsense_errors_total, created at zero so dashboards and alert rules see a
+# series (a rate of 0) before the first error rather than no data.
+ERROR_KINDS = ("batch_failed", "detector_failed", "bad_entity_mention", "stalled_partition", "lag_probe",
+               "checkpoint_unreadable", "triton_timeout", "triton_unavailable", "triton_overloaded",
+               "triton_error")
+_TOPICS = ("reviews", "clicks", "news")
+ALERT_KINDS = ("sentiment_shift", "volume_surge", "drift")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900)
@@ -37,6 +45,9 @@ class Metrics:
         self.errors = Counter("streamsense_errors_total", "Errors by kind", ["kind"], registry=r)
         self.consumer_lag = Gauge("streamsense_consumer_lag", "Records behind the end of the topic",
                                   ["topic"], registry=r)
+
+        self.sentiment = Counter("streamsense_sentiment_total", "Enriched records by predicted sentiment",
+                                 ["topic", "label"], registry=r)
 
         self.alerts = Counter("streamsense_alerts_total", "Alerts emitted", ["kind", "severity", "status"],
                               registry=r)
@@ -71,6 +82,21 @@ class Metrics:
         self.model_checkpoint_seconds = Histogram(
             "streamsense_model_checkpoint_seconds", "Time to serialise and write one click model checkpoint",
             buckets=_LATENCY_BUCKETS, registry=r)
+
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind=kind)
+        for topic in _TOPICS:
+            self.events_in.labels(topic=topic)
+            self.deadlettered.labels(source_topic=topic)
+        for topic in ("reviews", "news"):
+            for label in ("negative", "neutral", "positive"):
+                self.sentiment.labels(topic=topic, label=label)
+        # Created at zero so the first alert is an increase (a series born at 1 is not).
+        for kind in ALERT_KINDS:
+            self.detector_statistic_ratio.labels(kind=kind)
+            for severity in ("info", "warning", "critical"):
+                for status in ("open", "escalated", "recovered"):
+                    self.alerts.labels(kind=kind, severity=severity, status=status)
 
     def serve(self, *, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

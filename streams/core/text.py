@@ -85,12 +85,15 @@ class Analysis:
     entities: list[dict[str, Any]]
     truncated: bool
     model: str
+    unknown_token_share: float | None = None  # None: the model did not say
 
     @classmethod
     def from_json(cls, text: str) -> Analysis:
         body = json.loads(text)
+        unknown = body.get("unknown_token_share")
         return cls(sentiment=body["sentiment"], entities=body["entities"],
-                   truncated=bool(body.get("truncated")), model=body.get("model", "unknown"))
+                   truncated=bool(body.get("truncated")), model=body.get("model", "unknown"),
+                   unknown_token_share=float(unknown) if unknown is not None else None)
 
 
 def decode_batch(topic: str, raws: list[RawRecord], *, now: datetime) -> DecodedBatch:

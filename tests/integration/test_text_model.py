@@ -71,3 +71,9 @@ def test_empty_and_very_long_texts_have_defined_results(triton: Settings):
     assert empty["sentiment"]["label"] in ("negative", "neutral", "positive")
     assert long["truncated"] is True and long["max_tokens"] == 256 and head["truncated"] is False
     assert long["sentiment"] == head["sentiment"]
+
+
+def test_the_unknown_token_share_tells_vocabulary_text_from_unknown_scripts(triton: Settings):
+    english, unknown = analyse(triton, ["The package arrived on Tuesday.", "𓀀𓀁𓀂 𓃰𓃱 ☃☃ 𐎀𐎁𐎂"])
+    assert english["unknown_token_share"] == 0.0
+    assert unknown["unknown_token_share"] > 0.5, unknown

@@ -125,3 +125,9 @@ def test_adaptive_batch_size_grows_when_fast_and_shrinks_when_slow():
     for _ in range(10):
         size.observe(latency_s=3.0, items=size.value)
     assert size.value == 2
+
+
+def test_analysis_reads_the_unknown_token_share_when_the_model_sends_it():
+    body = {"sentiment": {"label": "neutral", "score": 1.0, "probs": {}}, "entities": [], "model": "m@1"}
+    assert Analysis.from_json(json.dumps(body)).unknown_token_share is None
+    assert Analysis.from_json(json.dumps({**body, "unknown_token_share": 0.25})).unknown_token_share == 0.25

@@ -41,6 +41,7 @@ class TritonPythonModel:
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}))
         self.session = ort.InferenceSession(os.path.join(HERE, "model.onnx"), options, providers=providers)
         self.tokenizer = Tokenizer.from_file(os.path.join(HERE, "tokenizer.json"))
+        self.unk_id = self.tokenizer.token_to_id("[UNK]")
 
     def execute(self, requests):
         texts, sizes = [], []
@@ -68,7 +69,17 @@ class TritonPythonModel:
                                                       "attention_mask": enc.attention_mask,
                                                       "casing": enc.casing})
             for k, i in enumerate(idx):
-                results[i] = pipeline.analysis_json(
+                body = json.loads(pipeline.analysis_json(
                     chunk[k], sentiment[k], tags[k], enc.offsets[k], truncated=enc.truncated[k],
-                    max_tokens=self.max_tokens, model=self.version)
+                    max_tokens=self.max_tokens, model=self.version))
+                body["unknown_token_share"] = self._unknown_share(enc.input_ids[k], enc.attention_mask[k])
+                results[i] = json.dumps(body, ensure_ascii=False)
         return results
+
+    def _unknown_share(self, ids, mask):
+        """Share of the text's word pieces the vocabulary does not know (an input-drift signal:
+        new scripts, emoji, garbage); the two special tokens are not counted."""
+        pieces = int(mask.sum()) - 2
+        if self.unk_id is None or pieces <= 0:
+            return 0.0
+        return round(int(((ids == self.unk_id) & (mask == 1)).sum()) / pieces, 4)
