@@ -91,8 +91,9 @@ def down() -> None:
 
 @app.command()
 def status() -> None:
-    """What is running, where, topics and consumer lag."""
+    """What is running, where, worker throughput, topics and consumer lag."""
     from streams.adapters.kafka_admin import consumer_lag, list_topics
+    from streams.adapters.worker_probe import probe_workers
     from streams.local.stack import LocalStack
 
     settings = _settings()
@@ -103,6 +104,13 @@ def status() -> None:
                       row.address)
     out = Console()
     out.print(table)
+    workers = probe_workers(settings)
+    t = Table("worker", "metrics", "in/s", "out/s", "dead-lettered", "errors", title="workers on this host")
+    for w in workers:
+        t.add_row(str(w.index), w.address, f"{w.in_per_s:.0f}", f"{w.out_per_s:.0f}", f"{w.deadlettered:.0f}",
+                  f"{w.errors:.0f}" if not w.errors else f"[yellow]{w.errors:.0f}[/yellow]")
+    out.print(t if workers else "no worker answers on this host's metrics ports "
+              f"({settings.metrics_host}:{settings.metrics_port}+)")
     if not rows[0].healthy:
         return
     topics = asyncio.run(list_topics(settings))

@@ -53,6 +53,7 @@ def test_up_status_produce_tail_down(tmp_path: Path):
         status = run(env, "status").stdout
         assert "kafka" in status and "triton" in status and "reviews.enriched" in status
         assert status.count(" yes ") == 2
+        assert "no worker answers on this host's metrics ports" in status
 
         events = tmp_path / "reviews.jsonl"
         lines = [json.dumps({"review_id": f"r{i}", "product_id": f"p{i % 3}", "text": f"review {i}"})

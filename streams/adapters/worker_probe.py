@@ -1,0 +1,70 @@
+"""What the running workers say about themselves: their metrics endpoints, read twice a second
+apart for rates (``streamsense status``).
+
+>>> text = 'streamsense_events_in_total{topic="reviews"} 10.0\\nstreamsense_errors_total{kind="x"} 2.0\\n'
+>>> totals(text)
+{'in': 10.0, 'out': 0.0, 'deadletter': 0.0, 'errors': 2.0}
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.settings import Settings
+
+__all__ = ["WorkerSnapshot", "probe_workers", "totals"]
+
+_SERIES = {"streamsense_events_in_total": "in", "streamsense_events_out_total": "out",
+           "streamsense_deadletter_total": "deadletter", "streamsense_errors_total": "errors"}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSnapshot:
+    index: int
+    address: str
+    in_per_s: float
+    out_per_s: float
+    deadlettered: float
+    errors: float
+
+
+def totals(text: str) -> dict[str, float]:
+    """Sums of the worker's input, output, dead-letter and error counters."""
+    out = dict.fromkeys(_SERIES.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = _SERIES.get(sample.name)
+            if key is not None:
+                out[key] += sample.value
+    return out
+
+
+def _read(address: str) -> dict[str, float] | None:
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as response:
+            return totals(response.read().decode())
+    except OSError:
+        return None
+
+
+def probe_workers(settings: Settings, *, max_workers: int = 16,
+                  interval_s: float = 1.0) -> list[WorkerSnapshot]:
+    """Workers answering on this host's metrics ports (the first ``max_workers`` indexes)."""
+    addresses = {i: f"{settings.metrics_host}:{settings.metrics_port + i}" for i in range(max_workers)}
+    first = {i: t for i, a in addresses.items() if (t := _read(a)) is not None}
+    if not first:
+        return []
+    started = time.monotonic()
+    time.sleep(interval_s)
+    snapshots = []
+    for i, before in first.items():
+        after = _read(addresses[i]) or before
+        elapsed = max(time.monotonic() - started, 1e-6)
+        snapshots.append(WorkerSnapshot(i, addresses[i], (after["in"] - before["in"]) / elapsed,
+                                        (after["out"] - before["out"]) / elapsed, after["deadletter"],
+                                        after["errors"]))
+    return snapshots

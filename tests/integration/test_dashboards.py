@@ -1,0 +1,133 @@
+"""Every PromQL expression of every Grafana dashboard returns data from a real Prometheus that
+scrapes a real worker and a real Triton while a mixed stream runs. A dashboard that lies is
+worse than none. The alert rules load into the same server without errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from deploy.grafana.dashboards import expressions
+from models.online import simulate_clicks
+from streams.adapters.kafka_io import produce_lines
+from streams.local.process import free_port
+from streams.settings import Settings
+from streams.testing import planted_reviews, synthetic_events
+from streams.topics import TopicNames
+from tests.conftest import REPO, WorkerProcess
+from tests.integration.test_text_path import ids_in
+
+pytestmark = pytest.mark.integration
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+class PrometheusProcess:
+    """Debian's Prometheus server, scraping ``targets`` every second, under ``home``."""
+
+    def __init__(self, home: Path, targets: dict[str, list[str]]) -> None:
+        self.port = free_port()
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "deploy" / "prometheus" / "rules.yml", home / "rules.yml")
+        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                  "rule_files": ["rules.yml"],
+                  "scrape_configs": [{"job_name": job, "static_configs": [{"targets": hosts}]}
+                                     for job, hosts in targets.items()]}
+        (home / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+        self.log = home / "prometheus.log"
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/-/ready", timeout=2)
+                return
+            except OSError:
+                assert self.proc.poll() is None, self.log.read_text()[-2000:]
+                time.sleep(0.5)
+        raise TimeoutError(self.log.read_text()[-2000:])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, expr: str) -> dict:
+        return _get(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus is installed by `make setup`")
+def test_every_dashboard_query_returns_data_from_a_live_pipeline(
+        kafka: Settings, triton: Settings, stack_environment: dict[str, str], tmp_path: Path):
+    prefix = "td1."
+    env = {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix, "STREAMSENSE_CLICK_CHECKPOINT_S": "2"}
+    settings = kafka.model_copy(update={"topic_prefix": prefix})
+    names = TopicNames(prefix=prefix)
+    reviews = planted_reviews(["p-sour", "p-steady"], 200, sour={"p-sour": 80}, seed=3)
+    news = list(synthetic_events("news", 150, seed=3))
+    clicks = simulate_clicks(users=200, items=80, sessions=120, seed=3).events
+    started = time.monotonic()
+    prometheus = PrometheusProcess(tmp_path / "prometheus", {
+        "streamsense-workers": [f"127.0.0.1:{settings.metrics_port}"],
+        "triton": [f"127.0.0.1:{triton.triton_metrics_port}"]})
+    worker = WorkerProcess(env, log_dir=tmp_path)
+    try:
+        async def produce() -> None:
+            await asyncio.gather(
+                produce_lines(settings, names.reviews, "reviews",
+                              [json.dumps(r).encode() for r in reviews] + [b"not json"]),
+                produce_lines(settings, names.news, "news", [json.dumps(n).encode() for n in news]),
+                produce_lines(settings, names.clicks, "clicks", [json.dumps({
+                    "event_id": e.event_id, "user_id": e.user_id, "session_id": e.session_id,
+                    "item_id": e.item_id, "action": e.action, "ts": int(e.ts * 1000)}).encode() for e in clicks]))
+
+        asyncio.run(produce())
+        ids_in(settings, names.reviews_enriched, "review_id", expect=len(reviews), timeout_s=240, worker=worker)
+        ids_in(settings, names.news_enriched, "article_id", expect=len(news), timeout_s=120, worker=worker)
+        # The worker reports consumer lag every 15 s; give Prometheus a few scrapes after that.
+        time.sleep(max(0.0, 25 - (time.monotonic() - started)))
+        problems = []
+        for dash, title, expr in expressions():
+            body = prometheus.query(expr.replace("$__rate_interval", "1m"))
+            values = [float(r["value"][1]) for r in body.get("data", {}).get("result", [])]
+            if body.get("status") != "success":
+                problems.append(f"{dash} / {title}: {body.get('error')} in {expr}")
+            elif not values or all(math.isnan(v) for v in values):
+                problems.append(f"{dash} / {title}: no data for {expr}")
+        status = subprocess.run([sys.executable, "-m", "streams.cli", "status"], env={**os.environ, **env},
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        rules = prometheus.query("ALERTS")  # evaluates without error even when nothing fires
+        groups = _get(f"{prometheus.url}/api/v1/rules")["data"]["groups"]
+    finally:
+        worker.stop()
+        prometheus.stop()
+    assert not problems, "\n".join(problems) + "\n" + worker.tail()
+    # `streamsense status` finds the worker through its metrics port and shows its counters.
+    assert status.returncode == 0 and "workers on this host" in status.stdout, status.stdout + status.stderr
+    assert f"127.0.0.1:{settings.metrics_port}" in status.stdout
+    assert rules["status"] == "success"
+    assert {g["name"] for g in groups} == {"streamsense-recording", "streamsense-alerts"}
+    unhealthy = [r["name"] for g in groups for r in g["rules"] if r.get("health") == "err"]
+    assert not unhealthy, unhealthy
