@@ -28,14 +28,14 @@ demo: setup
 	$(VENV)/bin/streamsense demo
 
 test: setup
-	$(VENV)/bin/ruff check streams models tests
+	$(VENV)/bin/ruff check streams models tests deploy
 	$(VENV)/bin/pytest
 
 test-unit: setup
 	$(VENV)/bin/pytest tests/unit streams models
 
 lint: setup
-	$(VENV)/bin/ruff check streams models tests
+	$(VENV)/bin/ruff check streams models tests deploy
 
 eval: setup
 	HF_HUB_OFFLINE=1 $(PY) -m models.bert.evaluate
@@ -53,4 +53,4 @@ clean: down
 bench: setup
 	$(PY) -m models.sequential.evaluate --write BENCHMARKS.md
 	$(PY) -m models.online.evaluate --write BENCHMARKS.md
-	$(PY) -m streams.bench --events 60000 --write BENCHMARKS.md
+	$(PY) -m streams.bench --write BENCHMARKS.md

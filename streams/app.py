@@ -81,6 +81,9 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         datadir=str(datadir),
         store="memory://",
         producer_acks=-1,
+        # Faust's default (0) sends a produce request per record; 5 ms lets records of a batch
+        # share requests (measured in `make bench`: the send path was a quarter of the loop).
+        producer_linger=0.005,
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(256, 4 * settings.batch_max),
     )

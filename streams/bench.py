@@ -1,18 +1,22 @@
-"""Click-path throughput: one StreamSense worker against a bare aiokafka consume->produce loop,
-on the same local broker, in the same run (the machine is shared: compare ratios, not rates).
+"""``make bench`` / ``streamsense bench``: throughput, latency and efficiency on the real local
+stack, each against its limit measured in the same run (the machine is shared and noisy:
+compare ratios, not absolute rates).
 
-``python -m streams.bench --events 60000 --write BENCHMARKS.md`` starts a private Kafka broker
-(the project's own, on free ports under a temporary home), fills a clicks topic with simulated
-clicks (``models.online.simulate``), then measures, each on its own copy of the input:
+Sections (each replaces its part of BENCHMARKS.md with ``--write``):
 
-* **bare loop**: an aiokafka consumer that reads every record and produces one output record
-  per input (no decoding, no model): the ceiling for a Python Kafka client;
-* **worker**: ``streamsense worker`` (a subprocess, as users run it) doing the full click path:
-  decode, validate, user state, co-visitation, click-through and ranking models, segments,
-  a recommendation for every engagement, checkpoints.
+* ``inference``: the raw Triton ceiling: texts/s and request latency of ``text_analysis`` (one
+  model answers sentiment and entities) at batch sizes 1..64, an async gRPC client keeping 4
+  requests in flight;
+* ``text``: reviews/s end to end (produce -> ``reviews.enriched``) at saturation, with 1 and 2
+  workers, divided by the batch-64 ceiling;
+* ``latency``: end-to-end p50/p95/p99 (``processed_at - ts`` of each enriched review) at 25%,
+  50% and 80% of the one-worker saturation rate, with a rate-controlled producer;
+* ``clicks``: one worker's click path against a bare aiokafka consume->produce loop;
+* ``profile``: where one worker spends its time on the text path (py-spy, when it may attach).
 
-The rate is taken between 10% and 90% of the input consumed (startup and the tail excluded):
-the bare loop times itself, the worker is read from its ``streamsense_events_in_total`` metric.
+Rates are taken between 10% and 90% of the input consumed (startup and the tail excluded). The
+review texts are the synthetic templates of ``streams.testing`` (short); the ceiling uses the
+same texts, so the ratio compares like with like.
 """
 
 from __future__ import annotations
@@ -22,11 +26,17 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -34,20 +44,313 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from models.online import simulate_clicks
 from models.online.evaluate import write_section
 from streams.adapters.kafka_admin import ensure_topics
-from streams.adapters.kafka_io import produce_lines
-from streams.local.process import free_port
-from streams.local.stack import LocalStack
+from streams.adapters.kafka_io import produce_lines, read_topic
+from streams.local.stack import LocalStack, private_stack_env
 from streams.settings import Settings
+from streams.testing import synthetic_events
 from streams.topics import TopicNames
 
-__all__ = ["main"]
+__all__ = ["SECTIONS", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("inference", "text", "latency", "clicks", "profile")
+_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
+
+@dataclass
+class _Stack:
+    """A private Kafka broker and Triton server on free ports under a temporary home."""
+
+    with_triton: bool
+    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="streamsense-bench-")))
+    env: dict[str, str] = field(init=False)
+    settings: Settings = field(init=False)
+    triton_cpu_ms_per_text: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.env = private_stack_env(self.home)
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            self.settings = Settings()
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        self.stack = LocalStack(self.settings)
+        self.services = []
+
+    def __enter__(self) -> _Stack:
+        self.stack.provision()
+        self.services = [self.stack.kafka()] + ([self.stack.triton()] if self.with_triton else [])
+        for service in self.services:
+            service.start(timeout_s=self.settings.startup_timeout_s)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        if exc[0] is None:
+            shutil.rmtree(self.home, ignore_errors=True)  # kept, with its logs, after a failure
+
+    @property
+    def triton_pid(self) -> int | None:
+        return self.stack.triton().pid() if self.with_triton else None
+
+    @property
+    def kafka_pid(self) -> int | None:
+        return self.stack.kafka().pid()
+
+    def prefixed(self, prefix: str) -> tuple[Settings, dict[str, str], TopicNames]:
+        return (self.settings.model_copy(update={"topic_prefix": prefix}),
+                {**self.env, "STREAMSENSE_TOPIC_PREFIX": prefix}, TopicNames(prefix=prefix))
+
+
+class _Workers:
+    """``streamsense worker`` subprocesses, as users run them; stopped on exit."""
+
+    def __init__(self, env: dict[str, str], count: int, log_dir: Path) -> None:
+        self.env = env
+        self.procs = [subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--index", str(i), "--loglevel", "warn"],
+            env={**os.environ, **env}, cwd=REPO, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=(log_dir / f"worker-{i}-{time.time_ns()}.log").open("wb")) for i in range(count)]
+        port = int(env["STREAMSENSE_METRICS_PORT"])
+        self.urls = [f"http://127.0.0.1:{port + i}/metrics" for i in range(count)]
+
+    def total(self, series: str) -> float:
+        """Sum of one series (``name{labels}``) over the workers' metrics."""
+        total = 0.0
+        for url in self.urls:
+            try:
+                text = urllib.request.urlopen(url, timeout=2).read().decode()
+            except OSError:
+                continue
+            total += sum(float(m) for m in re.findall(rf"^{re.escape(series)} (\S+)$", text, re.M))
+        return total
+
+    def rate(self, series: str, n: int, *, timeout_s: float = 900, cpu=None) -> float:
+        """Per second between 10% and 90% of ``n`` counted by ``series``; ``cpu`` (a callable)
+        is sampled at both marks into ``self.cpu``."""
+        marks: dict[float, tuple[float, float]] = {}
+        samples = []
+        deadline = time.monotonic() + timeout_s
+        while len(marks) < 2 and time.monotonic() < deadline:
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError("a worker exited during the benchmark")
+            seen = self.total(series)
+            for share in (0.1, 0.9):
+                if share not in marks and seen >= share * n:
+                    marks[share] = (time.perf_counter(), seen)
+                    samples.append(cpu() if cpu else {})
+            time.sleep(0.2)
+        (t1, n1), (t2, n2) = marks[0.1], marks[0.9]
+        self.cpu = {k: (samples[1][k] - samples[0][k], n2 - n1, t2 - t1) for k in samples[0]}
+        return (n2 - n1) / (t2 - t1)
+
+    def pids(self) -> dict[str, int]:
+        return {f"worker {i}": p.pid for i, p in enumerate(self.procs)}
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=60)
+
+
+def _cpu_seconds(roots: dict[str, int | None]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each named process and its descendants
+    (Triton's Python-backend stubs are children of tritonserver). Linux /proc only."""
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    out = {}
+    for name, root in roots.items():
+        tree, frontier = set(), {root} if root else set()
+        while frontier:
+            tree |= frontier
+            frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - tree
+        out[name] = sum(used.get(pid, 0.0) for pid in tree)
+    return out
+
+
+def _review_texts(n: int, seed: int = 0) -> list[dict]:
+    return list(synthetic_events("reviews", n, seed=seed))
+
+
+# -- inference ceiling -----------------------------------------------------------------------
+
+async def _requests_until(client, data, stop: float, latencies: list[float]) -> None:
+    import tritonclient.grpc.aio as grpcclient
+
+    while time.monotonic() < stop:
+        inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+        inp.set_data_from_numpy(data)
+        started = time.perf_counter()
+        await client.infer("text_analysis", [inp])
+        latencies.append(time.perf_counter() - started)
+
+
+async def _sweep(url: str, texts: list[str], *, seconds: float, in_flight: int = 4,
+                 batches: Sequence[int] = _BATCHES) -> list[dict]:
+    import numpy as np
+    import tritonclient.grpc.aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    rows = []
+    try:
+        for batch in batches:
+            data = np.array([[t.encode()] for t in texts[:batch]], dtype=np.object_)
+            latencies: list[float] = []
+            # Warm-up: the first requests of a new shape are slower.
+            await _requests_until(client, data, time.monotonic() + 0.5, [])
+            stop = time.monotonic() + seconds
+            t0 = time.perf_counter()
+            await asyncio.gather(*(_requests_until(client, data, stop, latencies) for _ in range(in_flight)))
+            elapsed = time.perf_counter() - t0
+            latencies.sort()
+            rows.append({"batch": batch, "texts_per_s": batch * len(latencies) / elapsed,
+                         "p50_ms": 1000 * latencies[len(latencies) // 2],
+                         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]})
+    finally:
+        await client.close()
+    return rows
+
+
+def inference(stack: _Stack, seconds: float) -> tuple[str, float]:
+    texts = [r["text"] for r in _review_texts(64, seed=1)]
+    rows = asyncio.run(_sweep(stack.settings.triton_url, texts, seconds=seconds))
+    before = _cpu_seconds({"triton": stack.triton_pid})
+    started = time.perf_counter()
+    [best] = asyncio.run(_sweep(stack.settings.triton_url, texts, seconds=seconds, batches=(64,)))
+    used = _cpu_seconds({"triton": stack.triton_pid})["triton"] - before["triton"]
+    stack.triton_cpu_ms_per_text = 1000 * used / (best["texts_per_s"] * (time.perf_counter() - started))
+    lines = ["| batch | texts/s | request p50 (ms) | request p99 (ms) |", "|---|---|---|---|"]
+    lines += [f"| {r['batch']} | {r['texts_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+              for r in rows]
+    ceiling = max(r["texts_per_s"] for r in rows)
+    intro = (f"Triton `text_analysis` on CPU (one multi-task model: sentiment and entities), 4 requests "
+             f"in flight, {seconds:.0f} s per batch size, review texts of "
+             f"{statistics.mean(map(len, texts)):.0f} characters on average. "
+             f"Ceiling: **{ceiling:.0f} texts/s**; at batch 64 Triton used "
+             f"{stack.triton_cpu_ms_per_text:.2f} CPU-ms per text (this machine: {os.cpu_count()} cores).")
+    return intro + "\n\n" + "\n".join(lines), ceiling
+
+
+# -- text path -------------------------------------------------------------------------------
+
+def _text_rate(stack: _Stack, prefix: str, workers: int, n: int) -> tuple[float, dict[str, float]]:
+    """Reviews/s at saturation, and CPU-ms per review of the workers, Triton and Kafka."""
+    settings, env, names = stack.prefixed(prefix)
+    reviews = _review_texts(n, seed=2)
+    asyncio.run(ensure_topics(settings, names.all()))
+    asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in reviews]))
+    with _Workers(env, workers, stack.home) as running:
+        roots = {**running.pids(), "triton": stack.triton_pid, "kafka": stack.kafka_pid}
+        rate = running.rate('streamsense_events_out_total{topic="reviews.enriched"}', n,
+                            cpu=lambda: _cpu_seconds(roots))
+    per_review = {}
+    for name, (cpu, count, _) in running.cpu.items():
+        key = "workers" if name.startswith("worker") else name
+        per_review[key] = per_review.get(key, 0.0) + 1000 * cpu / count
+    wall = next(iter(running.cpu.values()))[2]
+    per_review["cores busy"] = sum(cpu for cpu, _, _ in running.cpu.values()) / wall
+    return rate, per_review
+
+
+def text(stack: _Stack, ceiling: float, n: int) -> tuple[str, float]:
+    runs = {workers: _text_rate(stack, f"bench-t{workers}.", workers, n) for workers in (1, 2)}
+    lines = [f"{n} reviews pre-produced, then consumed at saturation; 4 partitions. CPU-ms per review "
+             "between 10% and 90% of the input, by process tree.", "",
+             "| workers | reviews/s end to end | / Triton ceiling | CPU-ms/review: Triton | workers | Kafka "
+             "| cores busy |", "|---|---|---|---|---|---|---|"]
+    for workers, (rate, cpu) in runs.items():
+        ratio = f"**{rate / ceiling:.2f}**" if workers == 1 else f"{rate / ceiling:.2f}"
+        lines.append(f"| {workers} | {rate:.0f} | {ratio} | {cpu['triton']:.2f} | {cpu['workers']:.2f} | "
+                     f"{cpu['kafka']:.2f} | {cpu['cores busy']:.2f} |")
+    return "\n".join(lines), runs[1][0]
+
+
+# -- latency ---------------------------------------------------------------------------------
+
+async def _paced(settings: Settings, topic: str, rate: float, seconds: float, tag: str) -> int:
+    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all", linger_ms=2)
+    await producer.start()
+    sent, t0 = 0, time.monotonic()
+    base = _review_texts(200, seed=3)
+    try:
+        while time.monotonic() - t0 < seconds:
+            ahead = t0 + sent / rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            review = {**base[sent % len(base)], "review_id": f"{tag}-{sent}",
+                      "ts": datetime.now(UTC).isoformat()}
+            await producer.send(topic, json.dumps(review).encode(), key=review["product_id"].encode())
+            sent += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def _percentiles(values: list[float]) -> tuple[float, float, float]:
+    values = sorted(values)
+    at = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+    return at(0.5), at(0.95), at(0.99)
+
+
+def latency(stack: _Stack, saturation: float, seconds: float) -> str:
+    settings, env, names = stack.prefixed("bench-l.")
+    asyncio.run(ensure_topics(settings, names.all()))
+    lines = [f"Rate-controlled producer, {seconds:.0f} s per load level, one worker; latency = "
+             "`processed_at - ts` of every enriched review (event time stamped at send).", "",
+             "| load | reviews/s offered | p50 (ms) | p95 (ms) | p99 (ms) | reviews |",
+             "|---|---|---|---|---|---|"]
+    with _Workers(env, 1, stack.home) as running:
+        # Warm the worker up (first batch, table recovery) before measuring.
+        asyncio.run(_paced(settings, names.reviews, 20, 2, "warm"))
+        deadline = time.monotonic() + 60
+        while running.total('streamsense_events_out_total{topic="reviews.enriched"}') < 1 and \
+                time.monotonic() < deadline:
+            time.sleep(0.5)
+        for share in (0.25, 0.5, 0.8):
+            tag = f"lat{int(share * 100)}"
+            sent = asyncio.run(_paced(settings, names.reviews, share * saturation, seconds, tag))
+
+            async def collect(tag: str = tag, sent: int = sent) -> list[float]:
+                got: dict[str, float] = {}
+                until = time.monotonic() + 120
+                while len(got) < sent and time.monotonic() < until:
+                    async for rec in read_topic(settings, names.reviews_enriched, idle_timeout_s=2):
+                        body = json.loads(rec.value)
+                        if body["review_id"].startswith(f"{tag}-"):
+                            got[body["review_id"]] = (datetime.fromisoformat(body["processed_at"])
+                                                      - datetime.fromisoformat(body["ts"])).total_seconds()
+                return list(got.values())
+
+            values = asyncio.run(collect())
+            p50, p95, p99 = _percentiles(values)
+            lines.append(f"| {share:.0%} | {share * saturation:.0f} | {1000 * p50:.0f} | {1000 * p95:.0f} | "
+                         f"{1000 * p99:.0f} | {len(values)} of {sent} |")
+    return "\n".join(lines)
+
+
+# -- clicks ----------------------------------------------------------------------------------
 
 def _clicks(n: int) -> list[bytes]:
-    sessions = max(50, n // 30)
-    events = simulate_clicks(users=5000, items=2000, genres=10, sessions=sessions, seed=0).events[:n]
+    events = simulate_clicks(users=5000, items=2000, genres=10, sessions=max(50, n // 30), seed=0).events[:n]
     return [json.dumps({"event_id": e.event_id, "user_id": e.user_id, "session_id": e.session_id,
                         "item_id": e.item_id, "action": e.action, "ts": int(e.ts * 1000)}).encode()
             for e in events]
@@ -65,10 +368,8 @@ async def _bare_loop(settings: Settings, source: str, sink: str, n: int) -> floa
     try:
         while seen < n:
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
-            futures = []
-            for records in batches.values():
-                for rec in records:
-                    futures.append(await producer.send(sink, rec.value, key=rec.key))
+            futures = [await producer.send(sink, rec.value, key=rec.key)
+                       for records in batches.values() for rec in records]
             await asyncio.gather(*futures)
             seen += len(futures)
             for share in (0.1, 0.9):
@@ -81,87 +382,103 @@ async def _bare_loop(settings: Settings, source: str, sink: str, n: int) -> floa
     return (n2 - n1) / (t2 - t1)
 
 
-def _events_in(url: str) -> float:
-    try:
-        text = urllib.request.urlopen(url, timeout=2).read().decode()
-    except OSError:
-        return 0.0
-    match = re.search(r'^streamsense_events_in_total\{topic="clicks"\} (\S+)$', text, re.M)
-    return float(match.group(1)) if match else 0.0
+def clicks(stack: _Stack, n: int) -> str:
+    settings, env, names = stack.prefixed("bench-c.")
+    values = _clicks(n)
+    asyncio.run(ensure_topics(settings, [*names.all(), "bare.clicks", "bare.out"]))
+    asyncio.run(produce_lines(settings, "bare.clicks", "clicks", values))
+    asyncio.run(produce_lines(settings, names.clicks, "clicks", values))
+    bare = asyncio.run(_bare_loop(settings, "bare.clicks", "bare.out", len(values)))
+    with _Workers(env, 1, stack.home) as running:
+        worker = running.rate('streamsense_events_in_total{topic="clicks"}', len(values))
+    share = sum(b'"action": "impression"' not in v for v in values) / len(values)
+    return "\n".join([
+        f"{len(values)} simulated click events ({share:.0%} of them engagements, each answered with a "
+        "recommendation), 4 partitions, one process each.", "",
+        "| consumer | clicks/s |", "|---|---|",
+        f"| bare aiokafka consume -> produce loop | {bare:.0f} |",
+        f"| StreamSense worker (full click path) | {worker:.0f} |",
+        f"| **ratio** | **{worker / bare:.2f}** |"])
 
 
-def _worker_rate(env: dict[str, str], settings: Settings, n: int, log: Path) -> float:
-    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--loglevel", "warn"],
-                            env={**os.environ, **env}, cwd=REPO, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    marks = {}
-    try:
-        deadline = time.monotonic() + 1800
-        while len(marks) < 2 and time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the worker exited: {log.read_text()[-2000:]}")
-            seen = _events_in(url)
-            for share in (0.1, 0.9):
-                if share not in marks and seen >= share * n:
-                    marks[share] = (time.perf_counter(), seen)
+# -- profile ---------------------------------------------------------------------------------
+
+def profile(stack: _Stack, n: int, seconds: float = 10.0) -> str:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return "py-spy is not installed (`pip install py-spy`): no profile."
+    settings, env, names = stack.prefixed("bench-p.")
+    reviews = _review_texts(n, seed=4)
+    asyncio.run(ensure_topics(settings, names.all()))
+    asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in reviews]))
+    raw = stack.home / "profile.txt"
+    with _Workers(env, 1, stack.home) as running:
+        deadline = time.monotonic() + 120
+        while running.total('streamsense_events_out_total{topic="reviews.enriched"}') < 0.1 * n and \
+                time.monotonic() < deadline:
             time.sleep(0.2)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    (t1, n1), (t2, n2) = marks[0.1], marks[0.9]
-    return (n2 - n1) / (t2 - t1)
+        done = subprocess.run([spy, "record", "-p", str(running.procs[0].pid), "-d", str(int(seconds)),
+                               "-f", "raw", "-o", str(raw)], capture_output=True, text=True)
+    if done.returncode != 0 or not raw.exists():
+        return f"py-spy could not attach ({done.stderr.strip()[:200]}): no profile."
+    return _profile_table(raw.read_text())
 
 
-def run(n: int) -> dict[str, float]:
-    home = Path(tempfile.mkdtemp(prefix="streamsense-bench-"))
-    env = {"STREAMSENSE_HOME": str(home), "STREAMSENSE_CACHE_DIR": str(REPO / ".streamsense"),
-           "STREAMSENSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
-           "STREAMSENSE_KAFKA_CONTROLLER_PORT": str(free_port()),
-           "STREAMSENSE_METRICS_PORT": str(free_port()), "STREAMSENSE_WEB_PORT": str(free_port()),
-           "STREAMSENSE_TOPIC_PREFIX": "bench."}
-    os.environ.update(env)
-    settings = Settings()
-    stack = LocalStack(settings)
-    stack.provision()
-    kafka = stack.kafka()
-    kafka.start(timeout_s=settings.startup_timeout_s)
-    try:
-        names = TopicNames(prefix="bench.")
-        values = _clicks(n)
-        asyncio.run(ensure_topics(settings, [*names.all(), "bare.clicks", "bare.out"]))
-        asyncio.run(produce_lines(settings, "bare.clicks", "clicks", values))
-        asyncio.run(produce_lines(settings, names.clicks, "clicks", values))
-        bare = asyncio.run(_bare_loop(settings, "bare.clicks", "bare.out", len(values)))
-        worker = _worker_rate(env, settings, len(values), home / "worker.log")
-    finally:
-        kafka.stop()
-    engagements = sum(b'"action": "impression"' not in v for v in values)
-    return {"events": float(len(values)), "engagement_share": engagements / len(values), "bare": bare,
-            "worker": worker, "ratio": worker / bare}
+def _profile_table(raw: str, top: int = 12) -> str:
+    """Inclusive share of samples of the busiest functions in the worker's main thread."""
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not any("Handle._run" in f for f in frames):
+            continue  # not the event loop thread's work
+        total += int(count)
+        for frame in {re.sub(r" \(.*/site-packages/", " (", f) for f in frames}:
+            inclusive[frame] += int(count)
+    interesting = [(f, c) for f, c in inclusive.most_common()
+                   if not re.match(r"(Handle\._run|BaseEventLoop|<module>|_run_code|Worker\.|Typer|Command|"
+                                   r"Context\.invoke|_main|main |worker |get_callback|_run_module)", f)]
+    lines = ["| share of event-loop samples | function |", "|---|---|"]
+    lines += [f"| {c / max(total, 1):.0%} | `{f}` |" for f, c in interesting[:top]]
+    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=60_000)
-    parser.add_argument("--write", type=Path, help="replace the click-throughput section of this file")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--reviews", type=int, default=3000, help="reviews per text-path run")
+    parser.add_argument("--events", type=int, default=60_000, help="click events for the click path")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per load level / batch size")
+    parser.add_argument("--write", type=Path, help="replace each section's part of this file")
     args = parser.parse_args(argv)
-    result = run(args.events)
-    table = "\n".join([
-        f"{int(result['events'])} simulated click events ({result['engagement_share']:.0%} of them "
-        "engagements, each answered with a recommendation), 4 partitions, one process each, rates "
-        "between 10% and 90% of the input consumed.",
-        "",
-        "| consumer | clicks/s |",
-        "|---|---|",
-        f"| bare aiokafka consume -> produce loop | {result['bare']:.0f} |",
-        f"| StreamSense worker (full click path) | {result['worker']:.0f} |",
-        f"| **ratio** | **{result['ratio']:.2f}** |",
-    ])
-    print(table)
-    if args.write:
-        write_section(args.write, f"Command: `python -m streams.bench --events {args.events} --write "
-                      f"{args.write}`\n\n{table}", name="click-throughput")
+    sections: dict[str, str] = {}
+    machine = f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}"
+
+    def out(name: str, body: str) -> None:
+        sections[name] = body
+        print(f"\n## {name}\n{body}", flush=True)
+        if args.write:
+            command = f"python -m streams.bench --only {name} --write {args.write}"
+            write_section(args.write, f"Command: `{command}` ({machine})\n\n{body}", name=f"bench-{name}")
+
+    needs_triton = bool({"inference", "text", "latency", "profile"} & set(args.only))
+    with _Stack(with_triton=needs_triton) as stack:
+        ceiling = saturation = 0.0
+        if {"inference", "text", "latency"} & set(args.only):
+            body, ceiling = inference(stack, args.seconds / 3)
+            if "inference" in args.only:
+                out("inference", body)
+        if {"text", "latency"} & set(args.only):
+            body, saturation = text(stack, ceiling, args.reviews)
+            if "text" in args.only:
+                out("text", body)
+        if "latency" in args.only:
+            out("latency", latency(stack, saturation, args.seconds))
+        if "clicks" in args.only:
+            out("clicks", clicks(stack, args.events))
+        if "profile" in args.only:
+            out("profile", profile(stack, args.reviews))
 
 
 if __name__ == "__main__":

@@ -126,6 +126,23 @@ def status() -> None:
 
 
 @app.command()
+def bench(
+    only: Annotated[list[str] | None, typer.Option(help="sections: inference, text, latency, clicks, "
+                                                   "profile (repeat the option); default all")] = None,
+    write: Annotated[Path | None, typer.Option(help="replace each section's part of this Markdown file "
+                                               "(BENCHMARKS.md)")] = None,
+) -> None:
+    """Measure throughput, latency and efficiency on a private local stack (what `make bench` runs)."""
+    from streams.bench import SECTIONS
+    from streams.bench import main as run_bench
+
+    unknown = sorted(set(only or ()) - set(SECTIONS))
+    if unknown:
+        raise _fail(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    run_bench([*(["--only", *only] if only else []), *(["--write", str(write)] if write else [])])
+
+
+@app.command()
 def worker(
     index: Annotated[int, typer.Option(help="worker number: its web and metrics ports are the "
                                        "configured ones plus this")] = 0,
@@ -161,7 +178,11 @@ def worker(
     console.print(f"worker {index}: metrics http://{settings.metrics_host}:{port}/metrics, "
                   f"web http://{settings.web_host}:{settings.web_port + index}/")
     try:
-        faust.Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+        runner = faust.Worker(faust_app, loglevel=loglevel, quiet=True)
+        # Faust's terminal spinner sets the root logger to DEBUG, so every debug call in aiokafka
+        # and Faust built a log record: 15% of the event loop in `make bench`'s profile.
+        runner.spinner = None
+        runner.execute_from_commandline()
     finally:
         pid_file.unlink(missing_ok=True)
 

@@ -17,28 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from streams.local.process import free_port
-from streams.local.stack import LocalStack
+from streams.local.stack import LocalStack, private_stack_env
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / ".streamsense"
 
 
 def stack_env(home: Path) -> dict[str, str]:
     """STREAMSENSE_* variables for a private stack on free ports under ``home``."""
-    return {
-        "STREAMSENSE_HOME": str(home),
-        "STREAMSENSE_CACHE_DIR": str(CACHE),
-        "STREAMSENSE_TRITON_MODEL_REPOSITORY": str(REPO / "triton_repo"),
-        "STREAMSENSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
-        "STREAMSENSE_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "STREAMSENSE_TRITON_URL": f"127.0.0.1:{free_port()}",
-        "STREAMSENSE_TRITON_HTTP_URL": f"127.0.0.1:{free_port()}",
-        "STREAMSENSE_TRITON_METRICS_PORT": str(free_port()),
-        "STREAMSENSE_METRICS_PORT": str(free_port()),
-        "STREAMSENSE_WEB_PORT": str(free_port()),
-    }
+    return private_stack_env(home)
 
 
 def settings_from(env: dict[str, str]) -> Settings:

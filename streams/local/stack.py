@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from streams.local import kafka, triton
-from streams.local.process import Service
+from streams.local.paths import repo_root
+from streams.local.process import Service, free_port
 from streams.settings import Settings
 
 __all__ = ["LocalStack", "ServiceStatus"]
+
+
+def private_stack_env(home: Path) -> dict[str, str]:
+    """STREAMSENSE_* variables for a private stack on free ports under ``home`` (tests and
+    benchmarks: nothing collides with a stack the user runs). Jars and Triton's runtime come
+    from the repository's cache (``make setup`` fills it)."""
+    repo = repo_root()
+    return {
+        "STREAMSENSE_HOME": str(home),
+        "STREAMSENSE_CACHE_DIR": str(repo / ".streamsense"),
+        "STREAMSENSE_TRITON_MODEL_REPOSITORY": str(repo / "triton_repo"),
+        "STREAMSENSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "STREAMSENSE_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "STREAMSENSE_TRITON_URL": f"127.0.0.1:{free_port()}",
+        "STREAMSENSE_TRITON_HTTP_URL": f"127.0.0.1:{free_port()}",
+        "STREAMSENSE_TRITON_METRICS_PORT": str(free_port()),
+        "STREAMSENSE_METRICS_PORT": str(free_port()),
+        "STREAMSENSE_WEB_PORT": str(free_port()),
+    }
 
 
 @dataclass(frozen=True, slots=True)
