@@ -78,9 +78,9 @@ class PrometheusProcess:
             self.proc.wait(timeout=30)
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="Debian's prometheus is installed by `make setup`")
 def test_every_dashboard_query_returns_data_from_a_live_pipeline(
         kafka: Settings, triton: Settings, stack_environment: dict[str, str], tmp_path: Path):
+    assert PROMETHEUS, "Debian's prometheus is missing: `make setup` installs it (deploy/local/system-deps.sh)"
     prefix = "td1."
     env = {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix, "STREAMSENSE_CLICK_CHECKPOINT_S": "2"}
     settings = kafka.model_copy(update={"topic_prefix": prefix})
@@ -103,6 +103,13 @@ def test_every_dashboard_query_returns_data_from_a_live_pipeline(
                     "event_id": e.event_id, "user_id": e.user_id, "session_id": e.session_id,
                     "item_id": e.item_id, "action": e.action, "ts": int(e.ts * 1000)}).encode() for e in clicks]))
 
+        # As in production, Prometheus has scraped the worker (its series at 0) before the stream
+        # starts; otherwise a counter born at 1 between two scrapes shows no increase.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                r["value"][1] == "1" for r in prometheus.query('up{job="streamsense-workers"}')["data"]["result"]):
+            assert worker.proc.poll() is None, worker.tail()
+            time.sleep(0.5)
         asyncio.run(produce())
         ids_in(settings, names.reviews_enriched, "review_id", expect=len(reviews), timeout_s=240, worker=worker)
         ids_in(settings, names.news_enriched, "article_id", expect=len(news), timeout_s=120, worker=worker)

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from deploy.grafana.dashboards import expressions, render
@@ -20,24 +19,21 @@ from streams.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool comes with Debian's prometheus "
-                                    "(`make setup` installs it)")
 
 
 def _promtool(*args: str, cwd: Path = REPO) -> str:
+    assert PROMTOOL, "promtool is missing: it comes with Debian's prometheus, which `make setup` installs"
     result = subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
 
-@needs_promtool
 def test_prometheus_configs_and_rules_pass_promtool():
     _promtool("check", "config", "deploy/prometheus/prometheus.yml")
     _promtool("check", "config", "--syntax-only", "deploy/compose/prometheus.yml")
     assert "SUCCESS: 10 rules found" in _promtool("check", "rules", "deploy/prometheus/rules.yml")
 
 
-@needs_promtool
 def test_alert_rules_fire_on_synthetic_series(tmp_path: Path):
     shutil.copy(DEPLOY / "prometheus" / "rules.yml", tmp_path / "rules.yml")
     shutil.copy(REPO / "tests" / "fixtures" / "prometheus_rules_test.yml", tmp_path / "rules_test.yml")
