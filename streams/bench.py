@@ -241,12 +241,46 @@ def inference(stack: _Stack, seconds: float) -> tuple[str, float]:
     lines += [f"| {r['batch']} | {r['texts_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
               for r in rows]
     ceiling = max(r["texts_per_s"] for r in rows)
+    scaling = _instance_scaling(stack, texts, seconds)
+    lines += ["", "| Triton instances of `text_analysis` | texts/s at batch 16 | texts/s at batch 64 |",
+              "|---|---|---|"]
+    lines += [f"| {count} | {rates[16]:.0f} | {rates[64]:.0f} |" for count, rates in scaling.items()]
     intro = (f"Triton `text_analysis` on CPU (one multi-task model: sentiment and entities), 4 requests "
              f"in flight, {seconds:.0f} s per batch size, review texts of "
              f"{statistics.mean(map(len, texts)):.0f} characters on average. "
              f"Ceiling: **{ceiling:.0f} texts/s**; at batch 64 Triton used "
              f"{stack.triton_cpu_ms_per_text:.2f} CPU-ms per text (this machine: {os.cpu_count()} cores).")
     return intro + "\n\n" + "\n".join(lines), ceiling
+
+
+def _instance_scaling(stack: _Stack, texts: list[str], seconds: float) -> dict[int, dict[int, float]]:
+    """Texts/s with 1 and 2 instances of the model (Triton restarted on a copy of the repository
+    whose files are links to ours, with only the instance count changed)."""
+    out = {}
+
+    def sweep() -> list[dict]:
+        return asyncio.run(_sweep(stack.settings.triton_url, texts, seconds=seconds, batches=(16, 64)))
+
+    for count in (1, 2):
+        if count == 1:
+            rows = sweep()
+        else:
+            repo = stack.home / f"triton_repo_x{count}"
+            shutil.copytree(REPO / "triton_repo", repo, copy_function=os.symlink)
+            config = repo / "text_analysis" / "config.pbtxt"
+            text = config.read_text()
+            config.unlink()
+            config.write_text(text.replace("kind: KIND_CPU, count: 1", f"kind: KIND_CPU, count: {count}"))
+            stack.services[-1].stop()
+            variant = LocalStack(stack.settings.model_copy(update={"triton_model_repository": repo})).triton()
+            variant.start(timeout_s=stack.settings.startup_timeout_s)
+            try:
+                rows = sweep()
+            finally:
+                variant.stop()
+                stack.services[-1].start(timeout_s=stack.settings.startup_timeout_s)
+        out[count] = {r["batch"]: r["texts_per_s"] for r in rows}
+    return out
 
 
 # -- text path -------------------------------------------------------------------------------
@@ -256,8 +290,12 @@ def _text_rate(stack: _Stack, prefix: str, workers: int, n: int) -> tuple[float,
     settings, env, names = stack.prefixed(prefix)
     reviews = _review_texts(n, seed=2)
     asyncio.run(ensure_topics(settings, names.all()))
-    asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in reviews]))
     with _Workers(env, workers, stack.home) as running:
+        # Produce once every worker has its partitions: a rebalance inside the measured window
+        # (a second worker joining late) would be measured instead of throughput.
+        asyncio.run(_wait_for_stable_group(settings, workers))
+        values = [json.dumps(r).encode() for r in reviews]
+        asyncio.run(produce_lines(settings, names.reviews, "reviews", values))
         roots = {**running.pids(), "triton": stack.triton_pid, "kafka": stack.kafka_pid}
         rate = running.rate('streamsense_events_out_total{topic="reviews.enriched"}', n,
                             cpu=lambda: _cpu_seconds(roots))
@@ -268,6 +306,28 @@ def _text_rate(stack: _Stack, prefix: str, workers: int, n: int) -> tuple[float,
     wall = next(iter(running.cpu.values()))[2]
     per_review["cores busy"] = sum(cpu for cpu, _, _ in running.cpu.values()) / wall
     return rate, per_review
+
+
+async def _wait_for_stable_group(settings: Settings, members: int, timeout_s: float = 120) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                [response] = await admin.describe_consumer_groups([settings.consumer_group])
+                _, _, state, _, _, found = response.groups[0][:6]
+            except Exception:  # the group or its coordinator does not exist yet
+                state, found = "", []
+            if state == "Stable" and len(found) == members:
+                await asyncio.sleep(2)  # let Faust finish its own assignment work (table recovery)
+                return
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"consumer group {settings.consumer_group} never had {members} stable members")
+    finally:
+        await admin.close()
 
 
 def text(stack: _Stack, ceiling: float, n: int) -> tuple[str, float]:
