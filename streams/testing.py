@@ -12,12 +12,13 @@ True
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["planted_reviews", "synthetic_events"]
+__all__ = ["malformed_records", "planted_reviews", "synthetic_events"]
 
 _POSITIVE = ["works perfectly", "is excellent value", "exceeded my expectations",
              "arrived quickly and feels solid", "is the best purchase I made this year"]
@@ -90,3 +91,57 @@ def planted_reviews(products: list[str], per_product: int, *, sour: dict[str, in
                         "text": f"{rng.choice(_SUBJECTS)} {phrase}.", "rating": 1 if negative else 5,
                         "ts": (t0 + timedelta(minutes=i)).isoformat().replace("+00:00", "Z")})
     return out
+
+
+_REQUIRED = {"reviews": ("review_id", "product_id", "text"),
+             "clicks": ("event_id", "user_id", "item_id", "action"),
+             "news": ("article_id", "source", "title")}
+
+
+def malformed_records(topic: str, n: int, *, seed: int = 0) -> Iterator[tuple[str, bytes]]:
+    """``n`` records of ``topic`` that must be dead-lettered, each as (kind of damage, bytes):
+    random bytes, invalid UTF-8, truncated or invalid JSON, JSON that is not an object, nested
+    deeper than the decoder allows, NaN/Infinity literals, missing, null and wrongly typed
+    required fields, out-of-range numbers and timestamps, an unknown click action.
+
+    >>> sorted({kind for kind, _ in malformed_records("clicks", 200, seed=1)})[:4]
+    ['bad_action', 'bad_timestamp', 'deep_json', 'empty']
+    """
+    rng = random.Random(seed)
+    good = list(synthetic_events(topic, 50, seed=seed))
+    required = _REQUIRED[topic]
+
+    def field_broken(how: str) -> bytes:
+        record = dict(rng.choice(good))
+        name = rng.choice(required)
+        if how == "missing":
+            del record[name]
+        elif how == "null":
+            record[name] = None
+        else:  # wrong type: a number, a list or an object where a string belongs
+            record[name] = rng.choice([42, [1, 2], {"nested": True}, True])
+        return json.dumps(record).encode()
+
+    makers = {
+        "random_bytes": lambda: bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))),
+        "invalid_utf8": lambda: b'{"text": "' + bytes([0xff, 0xfe, rng.randrange(0x80, 0xc0)]) + b'"}',
+        "truncated_json": lambda: json.dumps(rng.choice(good)).encode()[: rng.randrange(1, 30)],
+        "not_an_object": lambda: json.dumps(rng.choice([[1, 2, 3], "text", 17, None, True])).encode(),
+        "deep_json": lambda: (b'{"a": ' * 40) + b"1" + (b"}" * 40),
+        "infinity_literal": lambda: json.dumps({**rng.choice(good), "rating": 1}).encode().replace(
+            b'"rating": 1', b'"rating": Infinity'),
+        "missing_field": lambda: field_broken("missing"),
+        "null_field": lambda: field_broken("null"),
+        "wrong_type": lambda: field_broken("type"),
+        "huge_number": lambda: json.dumps({**rng.choice(good), "ts": 10 ** 30}).encode(),
+        "bad_timestamp": lambda: json.dumps({**rng.choice(good), "ts": "next tuesday"}).encode(),
+        "empty": lambda: b"",
+    }
+    if topic == "clicks":
+        makers["bad_action"] = lambda: json.dumps({**rng.choice(good), "action": "buy"}).encode()
+    if topic == "reviews":
+        makers["rating_out_of_range"] = lambda: json.dumps({**rng.choice(good), "rating": 1e300}).encode()
+    kinds = sorted(makers)
+    for _ in range(n):
+        kind = rng.choice(kinds)
+        yield kind, makers[kind]()
