@@ -301,6 +301,8 @@ class Detectors:
             for mention in mentions:
                 await self.mentions.send(key=mention.key.encode(), value=mention.to_json())
         batch.save()
+        if self.item_signals is not None:
+            self.metrics.item_signals.set(len(self.item_signals))
         await self._send(alerts)
 
     async def on_mentions(self, events: Sequence) -> None:

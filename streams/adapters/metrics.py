@@ -75,6 +75,8 @@ class Metrics:
                                            "the user's previous top-10 recommendation", registry=r)
         self.user_segment_events = Counter("streamsense_user_segment_events_total", "Engagements by the "
                                            "online segment of the user", ["segment"], registry=r)
+        self.item_signals = Gauge("streamsense_item_signals", "Items with text signals (review sentiment, "
+                                  "article entities) that this worker's click models can read", registry=r)
         self.model_checkpoints = Counter("streamsense_model_checkpoints_total", "Click model checkpoints "
                                          "written", registry=r)
         self.model_checkpoint_bytes = Gauge("streamsense_model_checkpoint_bytes", "Size of the last click "

@@ -123,6 +123,9 @@ def test_every_dashboard_query_returns_data_from_a_live_pipeline(
                 problems.append(f"{dash} / {title}: {body.get('error')} in {expr}")
             elif not values or all(math.isnan(v) for v in values):
                 problems.append(f"{dash} / {title}: no data for {expr}")
+        # The text path fills the global item-signals table the click models read: one row per
+        # product (review sentiment) and per article (sentiment and entities).
+        item_signals = prometheus.query("max(streamsense_item_signals)")["data"]["result"]
         status = subprocess.run([sys.executable, "-m", "streams.cli", "status"], env={**os.environ, **env},
                                 cwd=REPO, capture_output=True, text=True, timeout=120)
         rules = prometheus.query("ALERTS")  # evaluates without error even when nothing fires
@@ -131,6 +134,7 @@ def test_every_dashboard_query_returns_data_from_a_live_pipeline(
         worker.stop()
         prometheus.stop()
     assert not problems, "\n".join(problems) + "\n" + worker.tail()
+    assert item_signals and float(item_signals[0]["value"][1]) == 2 + len(news), item_signals
     # `streamsense status` finds the worker through its metrics port and shows its counters.
     assert status.returncode == 0 and "workers on this host" in status.stdout, status.stdout + status.stderr
     assert f"127.0.0.1:{settings.metrics_port}" in status.stdout
