@@ -41,8 +41,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from models.benchmarks import write_section
 from models.online import simulate_clicks
-from models.online.evaluate import write_section
 from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.local.stack import LocalStack, private_stack_env
@@ -520,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"\n## {name}\n{body}", flush=True)
         if args.write:
             command = f"python -m streams.bench --only {name} --write {args.write}"
-            write_section(args.write, f"Command: `{command}` ({machine})\n\n{body}", name=f"bench-{name}")
+            write_section(args.write, f"bench-{name}", f"Command: `{command}` ({machine})\n\n{body}")
 
     needs_triton = bool({"inference", "text", "latency", "profile"} & set(args.only))
     with _Stack(with_triton=needs_triton) as stack:

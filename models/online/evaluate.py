@@ -10,8 +10,8 @@ user; the user's *next click* is a hit if it is in that list (hit@k) and scores 
   ranked by the online click-through model with segments and item sentiment);
 * ``streamsense, no text signals``: the same without the review sentiment of items.
 
-``python -m models.online.evaluate --write BENCHMARKS.md`` replaces the section between
-``<!-- recommendations:start -->`` and ``<!-- recommendations:end -->``.
+``python -m models.online.evaluate --write BENCHMARKS.md`` replaces its ``recommendations``
+section (``models.benchmarks.write_section``).
 
 >>> rows = evaluate(seeds=[1], users=200, items=100, sessions=800)
 >>> [r.name for r in rows][:2]
@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.benchmarks import write_section
 from models.online.candidates import CoVisitation, Popularity
 from models.online.recommender import ClickEvent, ClickRecommender, UserState
 from models.online.simulate import simulate_clicks
@@ -154,18 +155,6 @@ def markdown(rows: Sequence[Row], *, seeds: Sequence[int], users: int, items: in
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str, *, name: str = "recommendations") -> None:
-    """Replace the ``<!-- name:start -->`` ... ``<!-- name:end -->`` section of ``path``."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else ""
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -177,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(table)
     if args.write:
         command = f"python -m models.online.evaluate --write {args.write}"
-        write_section(args.write, f"Command: `{command}`\n\n{table}")
+        write_section(args.write, "recommendations", f"Command: `{command}`\n\n{table}")
 
 
 if __name__ == "__main__":

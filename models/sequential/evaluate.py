@@ -32,11 +32,12 @@ from pathlib import Path
 
 from river import drift
 
+from models.benchmarks import write_section
 from models.sequential.sentiment_shift import SentimentShiftDetector
 
 __all__ = ["Scenario", "compare", "main", "markdown"]
 
-START, END = "<!-- detectors:start -->", "<!-- detectors:end -->"
+SECTION = "detectors"  # its part of BENCHMARKS.md (models.benchmarks.write_section)
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,6 @@ def compare(*, keys: int = 60, null_keys: int = 60, length: int = 5000, change_a
 
 def markdown(rows: list[Row], calibration: dict, *, command: str, seconds: float, settings: dict) -> str:
     lines = [
-        START,
         "### Sequential detectors vs River's (seeded simulation)",
         "",
         f"`{command}` ({seconds:.0f} s; pure Python, machine-independent numbers). "
@@ -185,18 +185,7 @@ def markdown(rows: list[Row], calibration: dict, *, command: str, seconds: float
         mtbfa = "none seen" if r.mtbfa == float("inf") else f"{r.mtbfa:,.0f}"
         lines.append(f"| {r.detector} | {r.parameter} | {r.scenario} | {r.detection_rate:.0%} | "
                      f"{r.mean_delay:.0f} | {r.median_delay:.0f} | {r.false_alarms_per_10k:.2f} | {mtbfa} |")
-    lines.append(END)
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                        settings=settings)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, SECTION, section)
 
 
 if __name__ == "__main__":

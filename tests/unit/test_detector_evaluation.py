@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from models.sequential.evaluate import SCENARIOS, evaluate, false_alarms_per_10k, markdown, write_section
+from models.benchmarks import write_section
+from models.sequential.evaluate import SCENARIOS, SECTION, evaluate, false_alarms_per_10k, markdown
 from models.sequential.sentiment_shift import SentimentShiftDetector
 
 
@@ -31,7 +32,7 @@ def test_section_is_replaced_in_place(tmp_path: Path):
     section = markdown(rows, {"ADWIN": 0.5}, command="cmd", seconds=1.0, settings={"budget": 1.0})
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\nintro\n")
-    write_section(path, section)
-    write_section(path, section)
+    write_section(path, SECTION, section)
+    write_section(path, SECTION, section)
     text = path.read_text()
     assert text.count("<!-- detectors:start -->") == 1 and text.startswith("# Benchmarks\n\nintro")
