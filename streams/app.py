@@ -26,6 +26,7 @@ from models.sequential import text_features
 from streams.adapters.kafka_admin import consumer_lag
 from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import Inferencer, TritonInferencer
+from streams.agents.alerts import send_alerts
 from streams.agents.clicks import ClickProcessor
 from streams.agents.tables import as_current_event
 from streams.core.clicks import item_signal_update
@@ -303,7 +304,7 @@ class Detectors:
         batch.save()
         if self.item_signals is not None:
             self.metrics.item_signals.set(len(self.item_signals))
-        await self._send(alerts)
+        await send_alerts(self.alerts, alerts, self.metrics)
 
     async def on_mentions(self, events: Sequence) -> None:
         batch = self.entities.batch()
@@ -317,17 +318,7 @@ class Detectors:
                 continue
             alerts += batch.get(mention.key, mention.name, event).observe(mention.observation)
         batch.save()
-        await self._send(alerts)
-
-    async def _send(self, alerts: list[Alert]) -> None:
-        for alert in alerts:
-            key = f"{alert.subject.type}:{alert.subject.id}".encode()
-            await self.alerts.send(key=key, value=encode(alert))
-            self.metrics.alerts.labels(kind=alert.kind, severity=alert.severity, status=alert.status).inc()
-            if alert.status != "recovered" and alert.threshold > 0:
-                self.metrics.detector_statistic_ratio.labels(kind=alert.kind).observe(
-                    alert.statistic / alert.threshold)
-        self.metrics.events_out.labels(topic="alerts").inc(len(alerts))
+        await send_alerts(self.alerts, alerts, self.metrics)
 
 
 async def process_text_events(base: str, events: Sequence, *, inferencer: Inferencer, output,

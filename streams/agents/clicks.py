@@ -26,6 +26,7 @@ from typing import Any
 
 from models.online import UserState
 from streams.adapters.metrics import Metrics
+from streams.agents.alerts import send_alerts
 from streams.agents.tables import as_current_event
 from streams.core.clicks import (
     PartitionModel,
@@ -35,7 +36,7 @@ from streams.core.clicks import (
     restore_checkpoint,
 )
 from streams.core.monitoring import MonitorConfig
-from streams.records import Alert, DecodeError, dead_letter, encode
+from streams.records import DecodeError, dead_letter, encode
 
 __all__ = ["ClickProcessor", "ItemSignals"]
 
@@ -145,7 +146,7 @@ class ClickProcessor:
                 await self.recommendations.send(key=click.user_id.encode(), value=encode(out))
                 sent += 1
                 m.end_to_end_seconds.labels(topic="clicks").observe(max(0.0, time.time() - click.ts))
-            await self._send_alerts(alerts)
+            await send_alerts(self.alerts, alerts, self.metrics)
         m.events_out.labels(topic="recommendations").inc(sent)
         for user_id, (state, event) in states.items():
             with as_current_event(event):
@@ -205,10 +206,3 @@ class ClickProcessor:
                              raw=msg.value, error=reason, now=now)
         await self.deadletter.send(key=msg.key, value=encode(record))
         self.metrics.deadlettered.labels(source_topic="clicks").inc()
-
-    async def _send_alerts(self, alerts: list[Alert]) -> None:
-        for alert in alerts:
-            key = f"{alert.subject.type}:{alert.subject.id}".encode()
-            await self.alerts.send(key=key, value=encode(alert))
-            self.metrics.alerts.labels(kind=alert.kind, severity=alert.severity, status=alert.status).inc()
-        self.metrics.events_out.labels(topic="alerts").inc(len(alerts))
