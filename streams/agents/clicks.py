@@ -88,10 +88,10 @@ class ClickProcessor:
         if held is None:
             model, generation = None, 0
             try:
-                data = restore_checkpoint(self.models.get, partition)
-                if data is not None:
+                restored = restore_checkpoint(self.models.get, partition)
+                if restored is not None:
+                    data, generation = restored
                     model = PartitionModel.loads(data)
-                    generation = json.loads(self.models.get(str(partition)))["generation"]
             except Exception:
                 # A checkpoint we cannot read must not stop the stream: start cold and say so.
                 self.metrics.errors.labels(kind="checkpoint_unreadable").inc()

@@ -129,7 +129,7 @@ def checkpoint_chunks(partition: int, generation: int, data: bytes, *, events: i
     >>> list(rows)
     ['3/1/0', '3']
     >>> restore_checkpoint(rows.get, 3)
-    b'xxxxxxxxxx'
+    (b'xxxxxxxxxx', 7)
     """
     slot = generation % 2
     pieces = [data[i:i + _CHUNK_BYTES] for i in range(0, len(data), _CHUNK_BYTES)] or [b""]
@@ -141,8 +141,9 @@ def checkpoint_chunks(partition: int, generation: int, data: bytes, *, events: i
     return rows
 
 
-def restore_checkpoint(get, partition: int) -> bytes | None:
-    """The bytes of the partition's last complete checkpoint (``get``: the table's ``get``)."""
+def restore_checkpoint(get, partition: int) -> tuple[bytes, int] | None:
+    """The bytes of the partition's last complete checkpoint and its generation (``get``: the
+    table's ``get``); None when the partition was never checkpointed."""
     manifest = get(str(partition))
     if not manifest:
         return None
@@ -153,7 +154,7 @@ def restore_checkpoint(get, partition: int) -> bytes | None:
     data = b"".join(base64.b64decode(c) for c in chunks)
     if hashlib.sha256(data).hexdigest() != m["sha256"]:
         raise ValueError(f"checkpoint of partition {partition} does not match its checksum")
-    return data
+    return data, m["generation"]
 
 
 _SIGNAL_RATE = 0.05  # each new text moves an item's sentiment 5% of the way (about the last 20 texts)
