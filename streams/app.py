@@ -29,7 +29,7 @@ from streams.adapters.triton_client import Inferencer, TritonInferencer
 from streams.agents.alerts import send_alerts
 from streams.agents.clicks import ClickProcessor
 from streams.agents.tables import as_current_event
-from streams.core.clicks import item_signal_update
+from streams.core.clicks import item_signal_update, signal_item
 from streams.core.flow import StallDetector
 from streams.core.monitoring import (
     EntityMention,
@@ -296,8 +296,7 @@ class Detectors:
             alerts += batch.get(subject_id, subject_id, event).observe(observation)
             if self.item_signals is not None:  # item features for the click model
                 with as_current_event(event):
-                    item, value = item_signal_update(record, self.item_signals.get(
-                        record.product_id if base == "reviews" else record.article_id))
+                    item, value = item_signal_update(record, self.item_signals.get(signal_item(record)))
                     self.item_signals[item] = value
             for mention in mentions:
                 await self.mentions.send(key=mention.key.encode(), value=mention.to_json())

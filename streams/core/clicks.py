@@ -54,7 +54,7 @@ from streams.records import (
 )
 
 __all__ = ["MODEL_NAME", "PartitionModel", "checkpoint_chunks", "decode_click", "item_signal_update",
-           "recommendation", "restore_checkpoint"]
+           "recommendation", "restore_checkpoint", "signal_item"]
 
 MODEL_NAME = "click-ranker"
 _STATE_VERSION = 1
@@ -160,6 +160,11 @@ def restore_checkpoint(get, partition: int) -> tuple[bytes, int] | None:
 _SIGNAL_RATE = 0.05  # each new text moves an item's sentiment 5% of the way (about the last 20 texts)
 
 
+def signal_item(record: EnrichedReview | EnrichedNews) -> str:
+    """The item an enriched text describes: a review's product, or the article itself."""
+    return record.product_id if isinstance(record, EnrichedReview) else record.article_id
+
+
 def item_signal_update(record: EnrichedReview | EnrichedNews, current: str | None) -> tuple[str, str]:
     """(item id, new JSON value) of the item-signals table after one enriched text: the running
     sentiment (P(positive) - P(negative)) of a product's reviews or of a news article, and an
@@ -175,11 +180,8 @@ def item_signal_update(record: EnrichedReview | EnrichedNews, current: str | Non
     """
     probs = record.sentiment.probs
     value = probs.get("positive", 0.0) - probs.get("negative", 0.0)
-    if isinstance(record, EnrichedReview):
-        item, entities = record.product_id, []
-    else:
-        item = record.article_id
-        entities = sorted({e.text for e in record.entities if e.score >= 0.6})[:5]
+    entities = [] if isinstance(record, EnrichedReview) else \
+        sorted({e.text for e in record.entities if e.score >= 0.6})[:5]
     old = json.loads(current) if current else None
     if old:
         rate = max(_SIGNAL_RATE, 1.0 / (old["texts"] + 1))
@@ -188,4 +190,5 @@ def item_signal_update(record: EnrichedReview | EnrichedNews, current: str | Non
         texts = old["texts"] + 1
     else:
         texts = 1
-    return item, json.dumps({"sentiment": round(value, 4), "texts": texts, "entities": entities})
+    return signal_item(record), json.dumps({"sentiment": round(value, 4), "texts": texts,
+                                            "entities": entities})
