@@ -47,7 +47,7 @@ from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.local.stack import LocalStack, private_stack_env
 from streams.settings import Settings
-from streams.testing import synthetic_events
+from streams.testing import click_record, synthetic_events
 from streams.topics import TopicNames
 
 __all__ = ["SECTIONS", "main"]
@@ -411,9 +411,7 @@ def latency(stack: _Stack, saturation: float, seconds: float) -> str:
 
 def _clicks(n: int) -> list[bytes]:
     events = simulate_clicks(users=5000, items=2000, genres=10, sessions=max(50, n // 30), seed=0).events[:n]
-    return [json.dumps({"event_id": e.event_id, "user_id": e.user_id, "session_id": e.session_id,
-                        "item_id": e.item_id, "action": e.action, "ts": int(e.ts * 1000)}).encode()
-            for e in events]
+    return [json.dumps(click_record(e)).encode() for e in events]
 
 
 async def _bare_loop(settings: Settings, source: str, sink: str, n: int) -> float:

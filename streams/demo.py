@@ -30,7 +30,7 @@ from streams.adapters.kafka_admin import end_offsets, ensure_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.local.stack import LocalStack
 from streams.settings import Settings
-from streams.testing import planted_reviews, synthetic_events
+from streams.testing import click_record, planted_reviews, synthetic_events
 from streams.topics import INPUT_TOPICS, TopicNames
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -172,7 +172,7 @@ async def _replay(settings: Settings, names: TopicNames, options: DemoOptions, p
         return update
 
     counts["reviews"], counts["clicks"] = len(plan.reviews), len(plan.clicks)
-    events = {"reviews": plan.reviews, "clicks": [_click_record(e) for e in plan.clicks],
+    events = {"reviews": plan.reviews, "clicks": [click_record(e) for e in plan.clicks],
               "news": list(synthetic_events("news", counts["news"], seed=options.seed))}
     with progress:
         results = await asyncio.gather(*(
@@ -245,11 +245,6 @@ def _alerts_summary(settings: Settings, names: TopicNames, plan: _Plan, console:
     console.print(f"false alerts on the stable products: {len(stable)}")
 
 
-def _click_record(e: ClickEvent) -> dict:
-    return {"event_id": e.event_id, "user_id": e.user_id, "session_id": e.session_id, "item_id": e.item_id,
-            "action": e.action, "ts": int(e.ts * 1000)}
-
-
 def _recommendations_summary(settings: Settings, names: TopicNames, plan: _Plan, worker: subprocess.Popen,
                              console: Console, timeout_s: float = 120.0) -> None:
     """One recommendation per engagement, and how often shoppers clicked what they were shown."""
@@ -265,14 +260,11 @@ def _recommendations_summary(settings: Settings, names: TopicNames, plan: _Plan,
     while len(lists) < len(wanted) and time.monotonic() < deadline and worker.poll() is None:
         time.sleep(2)
         lists = asyncio.run(read())
-    hits, last = [], {}
-    for e in plan.clicks:
-        if e.action == "click" and e.user_id in last:
-            hits.append(e.item_id in last[e.user_id])
-        if e.event_id in lists:
-            last[e.user_id] = lists[e.event_id]
+    # The worker's lists, scored like the offline recommenders: each click against the list the
+    # shopper got after their previous engagement.
+    hit_rate, _, scored = score_recommender(plan.clicks, lambda e: lists.get(e.event_id))
     baseline, _, _ = score_recommender(plan.clicks, popularity_recommender())
     console.print(f"recommendations: {len(lists)} for {len(wanted)} clicks, add-to-carts and purchases")
-    if hits:
-        console.print(f"shoppers' next click was in their top 10 {sum(hits) / len(hits):.0%} of the time "
-                      f"({len(hits)} clicks; recommending the most popular items: {baseline:.0%})")
+    if scored:
+        console.print(f"shoppers' next click was in their top 10 {hit_rate:.0%} of the time "
+                      f"({scored} clicks; recommending the most popular items: {baseline:.0%})")

@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-__all__ = ["malformed_records", "planted_reviews", "synthetic_events"]
+from models.online import ClickEvent
+
+__all__ = ["click_record", "malformed_records", "planted_reviews", "synthetic_events"]
 
 _POSITIVE = ["works perfectly", "is excellent value", "exceeded my expectations",
              "arrived quickly and feels solid", "is the best purchase I made this year"]
@@ -91,6 +93,16 @@ def planted_reviews(products: list[str], per_product: int, *, sour: dict[str, in
                         "text": f"{rng.choice(_SUBJECTS)} {phrase}.", "rating": 1 if negative else 5,
                         "ts": (t0 + timedelta(minutes=i)).isoformat().replace("+00:00", "Z")})
     return out
+
+
+def click_record(event: ClickEvent) -> dict[str, Any]:
+    """A simulated click (``models.online.simulate``) as a ``clicks`` topic record.
+
+    >>> click_record(ClickEvent("e1", "u1", "i2", "click", 1763805600.5, "s1"))["ts"]
+    1763805600500
+    """
+    return {"event_id": event.event_id, "user_id": event.user_id, "session_id": event.session_id,
+            "item_id": event.item_id, "action": event.action, "ts": int(event.ts * 1000)}
 
 
 _REQUIRED = {"reviews": ("review_id", "product_id", "text"),

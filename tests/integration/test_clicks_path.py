@@ -13,6 +13,7 @@ from models.online import ClickEvent, simulate_clicks
 from models.online.evaluate import popularity_recommender, score_recommender
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
+from streams.testing import click_record
 from streams.topics import TopicNames
 from tests.conftest import WorkerProcess
 from tests.integration.test_text_path import ids_in
@@ -25,8 +26,7 @@ BAD = [b'{"event_id": "bad-1", "user_id": "u1", "item_id": "i1", "action": "buy"
 
 
 def _wire(e: ClickEvent) -> bytes:
-    return json.dumps({"event_id": e.event_id, "user_id": e.user_id, "session_id": e.session_id,
-                       "item_id": e.item_id, "action": e.action, "ts": int(e.ts * 1000)}).encode()
+    return json.dumps(click_record(e)).encode()
 
 
 def test_clicks_get_recommendations_that_beat_popularity_across_a_restart(

@@ -23,7 +23,7 @@ from models.online import simulate_clicks
 from streams.adapters.kafka_io import produce_lines
 from streams.local.process import free_port
 from streams.settings import Settings
-from streams.testing import planted_reviews, synthetic_events
+from streams.testing import click_record, planted_reviews, synthetic_events
 from streams.topics import TopicNames
 from tests.conftest import REPO, WorkerProcess
 from tests.integration.test_text_path import ids_in
@@ -99,9 +99,8 @@ def test_every_dashboard_query_returns_data_from_a_live_pipeline(
                 produce_lines(settings, names.reviews, "reviews",
                               [json.dumps(r).encode() for r in reviews] + [b"not json"]),
                 produce_lines(settings, names.news, "news", [json.dumps(n).encode() for n in news]),
-                produce_lines(settings, names.clicks, "clicks", [json.dumps({
-                    "event_id": e.event_id, "user_id": e.user_id, "session_id": e.session_id,
-                    "item_id": e.item_id, "action": e.action, "ts": int(e.ts * 1000)}).encode() for e in clicks]))
+                produce_lines(settings, names.clicks, "clicks",
+                              [json.dumps(click_record(e)).encode() for e in clicks]))
 
         # As in production, Prometheus has scraped the worker (its series at 0) before the stream
         # starts; otherwise a counter born at 1 between two scrapes shows no increase.
