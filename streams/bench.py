@@ -69,13 +69,7 @@ class _Stack:
 
     def __post_init__(self) -> None:
         self.env = private_stack_env(self.home)
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        try:
-            self.settings = Settings()
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        self.settings = Settings.from_env(self.env)
         self.stack = LocalStack(self.settings)
         self.services = []
 

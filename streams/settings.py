@@ -12,6 +12,8 @@ Every field can be set from the environment with the ``STREAMSENSE_`` prefix, e.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -93,6 +95,21 @@ class Settings(BaseSettings):
                 "STREAMSENSE_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD"
             )
         return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """The settings a process would read with ``env`` (``STREAMSENSE_*`` variables) added
+        to its environment; this process's environment is left as it was."""
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return cls()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     @property
     def consumer_group(self) -> str:

@@ -17,28 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from streams.local.stack import LocalStack, private_stack_env
+from streams.local.stack import LocalStack
+from streams.local.stack import private_stack_env as stack_env
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def stack_env(home: Path) -> dict[str, str]:
-    """STREAMSENSE_* variables for a private stack on free ports under ``home``."""
-    return private_stack_env(home)
-
-
-def settings_from(env: dict[str, str]) -> Settings:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return Settings()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +32,7 @@ def stack_environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
 
 @pytest.fixture(scope="session")
 def stack_settings(stack_environment: dict[str, str]) -> Settings:
-    return settings_from(stack_environment)
+    return Settings.from_env(stack_environment)
 
 
 class WorkerProcess:

@@ -69,7 +69,7 @@ def _settings_from(env: dict[str, str]) -> Settings:
     fields = {name.upper() for name in Settings.model_fields}
     unknown = [k for k in env if k.removeprefix("STREAMSENSE_") not in fields or not k.startswith("STREAMSENSE_")]
     assert not unknown, f"not settings: {unknown}"
-    return Settings(**{k.removeprefix("STREAMSENSE_").lower(): v for k, v in env.items()})
+    return Settings.from_env(env)
 
 
 def test_compose_file_is_consistent():
