@@ -150,8 +150,7 @@ class ClickRecommender(base.Base):
         signals = item_signals or {}
         self._events += 1
         labelled = self._expire(user, event.ts, signals)
-        if event.session_id != user.session:
-            user.session = event.session_id
+        user.session = event.session_id
         user.last_ts = max(user.last_ts, event.ts)
         if event.action == "impression":
             numbers = self._numbers(user, event.item_id, event.ts)
@@ -290,9 +289,8 @@ class ClickRecommender(base.Base):
         for name, value in observed.items():
             profile[name] = value if name not in profile else (1 - rate) * profile[name] + rate * value
         profile["activity"] = min(1.0, profile.get("activity", 0.0) + 0.02)
-        vector = {name: value for name, value in profile.items()}
-        self._segments.learn_one(vector)
-        user.segment = int(self._segments.predict_one(vector))
+        self._segments.learn_one(profile)
+        user.segment = int(self._segments.predict_one(profile))
 
     # -- reporting -----------------------------------------------------------------------
 
