@@ -92,7 +92,11 @@ def _ours(signals, model: ClickRecommender) -> Recommend:
     return recommend
 
 
-def score_recommender(events: Sequence[ClickEvent], recommend: Recommend) -> tuple[float, float, int]:
+def score_recommender(events: Sequence[ClickEvent], recommend: Recommend,
+                      on_scored: Callable[[ClickEvent, bool], None] | None = None
+                      ) -> tuple[float, float, int]:
+    """Hit rate and MRR of each click against the list its user got after their previous
+    engagement, and the number of clicks scored; ``on_scored(click, hit)`` sees each one."""
     last: dict[str, list[str]] = {}
     hits, rr, n = 0, 0.0, 0
     for event in events:
@@ -102,6 +106,8 @@ def score_recommender(events: Sequence[ClickEvent], recommend: Recommend) -> tup
             if event.item_id in ranked:
                 hits += 1
                 rr += 1.0 / (ranked.index(event.item_id) + 1)
+            if on_scored is not None:
+                on_scored(event, event.item_id in ranked)
         items = recommend(event)
         if items is not None:
             last[event.user_id] = items

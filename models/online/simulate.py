@@ -19,6 +19,9 @@ The world, all seeded:
   the last item engaged, one random item); the user clicks at most one, with probability
   growing with taste for its genre, its quality and whether it complements the last item; a
   click may lead to add-to-cart and purchase.
+* Optionally a planted change (``shift_at``): from that session on every item's quality is
+  reversed (``q -> 1 - q``): what shoppers clicked they now pass over and the other way round,
+  the shift in click behaviour a click-through model's error should reveal.
 
 >>> data = simulate_clicks(users=50, items=40, sessions=20, seed=3)
 >>> len(data.events) > 100, data.events[0].action
@@ -44,10 +47,12 @@ class SimulatedClicks:
     item_signals: dict[str, dict[str, Any]]  # item -> {"sentiment": mean review sentiment}
     genre: dict[str, int]
     taste: dict[str, list[float]]  # user -> preference over genres (the ground truth)
+    shift_index: int | None = None  # index in ``events`` of the first event after the planted change
 
 
 def simulate_clicks(*, users: int = 2000, items: int = 400, genres: int = 8, sessions: int = 6000,
-                    seed: int = 0, start_ts: float = 1_763_805_600.0) -> SimulatedClicks:
+                    seed: int = 0, start_ts: float = 1_763_805_600.0,
+                    shift_at: int | None = None) -> SimulatedClicks:
     rng = random.Random(seed)
     item_ids = [f"i{n}" for n in range(items)]
     genre = {item: n % genres for n, item in enumerate(item_ids)}
@@ -71,6 +76,7 @@ def simulate_clicks(*, users: int = 2000, items: int = 400, genres: int = 8, ses
     events: list[ClickEvent] = []
     ts = start_ts
     counter = 0
+    shift_index = None
 
     def emit(user: str, item: str, action: str, session: str) -> None:
         nonlocal counter
@@ -78,6 +84,9 @@ def simulate_clicks(*, users: int = 2000, items: int = 400, genres: int = 8, ses
         counter += 1
 
     for s in range(sessions):
+        if s == shift_at:
+            quality = {item: 1.0 - q for item, q in quality.items()}
+            shift_index = len(events)
         user = rng.choice(user_ids)
         session = f"s{seed}-{s}"
         theme = rng.choices(range(genres), weights=taste[user])[0]
@@ -106,7 +115,8 @@ def simulate_clicks(*, users: int = 2000, items: int = 400, genres: int = 8, ses
                         emit(user, choice, "purchase", session)
             ts += rng.uniform(5, 60)
         ts += rng.uniform(0, 20)
-    return SimulatedClicks(events=events, item_signals=signals, genre=genre, taste=taste)
+    return SimulatedClicks(events=events, item_signals=signals, genre=genre, taste=taste,
+                           shift_index=shift_index)
 
 
 def _dirichlet(rng: random.Random, n: int, alpha: float) -> list[float]:
