@@ -160,19 +160,29 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         # `kill -USR1 <worker pid>` logs where every coroutine waits: for a stalled worker.
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lambda: _log_task_stacks(app))
 
-    stalls = StallDetector(checks=2)
+    # A transaction marker follows the last record of each transaction under exactly-once.
+    stalls = StallDetector(checks=2, min_gap=2 if settings.processing_guarantee == "exactly_once" else 1)
     inputs = {names.reviews, names.news, names.clicks, names.entity_mentions}
 
     @app.timer(settings.stall_check_s)
     async def unstall_partitions() -> None:
         consumer = app.consumer
-        offsets = {tp: (consumer._read_offset.get(tp), consumer._committed_offset.get(tp))
-                   for tp in consumer.assignment() if tp.topic in inputs}
-        stalled = stalls.check(offsets, busy=busy.value > 0)
+        assigned = [tp for tp in consumer.assignment() if tp.topic in inputs]
+        if not assigned:
+            return
+        try:
+            ends = await consumer.highwaters(*assigned)
+        except Exception:
+            log.debug("reading log end offsets failed", exc_info=True)
+            ends = {}
+        offsets = {tp: (consumer._read_offset.get(tp), consumer._committed_offset.get(tp), ends.get(tp))
+                   for tp in assigned}
+        # Faust pauses the inputs while it recovers tables: no progress then is not a stall.
+        stalled = stalls.check(offsets, busy=busy.value > 0 or bool(getattr(app, "in_recovery", False)))
         if stalled:
             metrics.errors.labels(kind="stalled_partition").inc(len(stalled))
-            log.warning("records read but never processed on %s (read, committed offsets %s); "
-                        "seeking back to the committed offsets",
+            log.warning("partitions with records to process made no progress: %s (read, committed, end "
+                        "offsets %s); seeking back to the committed offsets",
                         ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled),
                         [offsets[tp] for tp in stalled])
             # All partitions, as Faust does after a rebalance: seeking only the stalled ones

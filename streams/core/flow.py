@@ -138,35 +138,57 @@ class AdaptiveBatchSize:
 
 
 class StallDetector:
-    """Finds partitions whose records were read but never processed: faust-streaming can drop
-    records that were in flight when a rebalance or table recovery suspended the flow while
-    still advancing its read offset, so they are neither processed nor committed until the
-    worker restarts (seen on our stack: a worker restarted while its input grew stopped at
-    offset 292 of 480 of one partition). The cure is a seek back to the committed offset.
+    """Finds partitions that have records to process but make no progress. Two kinds seen with
+    faust-streaming on our stack:
 
-    A partition is stalled when, at ``checks`` consecutive checks with no batch in progress,
-    its read offset is beyond its committed offset and neither has moved.
+    * records read but never processed: records in flight when a rebalance or table recovery
+      suspended the flow are dropped while the read offset stays advanced, so they are neither
+      processed nor committed until the worker restarts (a worker restarted while its input grew
+      stopped at offset 292 of 480 of one partition): read offset > committed offset;
+    * records never read: a partition assigned after a restart on a broker holding older state
+      was never fetched (read offset == committed offset, the log end beyond both).
+
+    A partition is stalled when, at ``checks`` consecutive checks with no batch in progress, it
+    is behind in either way and neither its read nor its committed offset has moved. The log
+    end may move meanwhile (producers go on writing). ``min_gap``: how far the log end must be
+    beyond the read position; 2 under exactly-once, where a transaction marker follows the last
+    record of each transaction and is never delivered. The cure is a seek back to the committed
+    offsets.
+
+    Offsets as Faust keeps them: ``read`` and ``committed`` are offsets of the last record read
+    and processed (None before the first), ``end`` the offset the next record will get.
 
     >>> d = StallDetector(checks=2)
-    >>> d.check({"p3": (479, 291)}, busy=False), d.check({"p3": (479, 291)}, busy=False)
+    >>> d.check({"p3": (479, 291, 480)}, busy=False), d.check({"p3": (479, 291, 495)}, busy=False)
     ([], ['p3'])
-    >>> d.check({"p3": (479, 291)}, busy=True), d.check({"p3": (479, 300)}, busy=False)
+    >>> d.check({"p3": (479, 291, 480)}, busy=True), d.check({"p3": (479, 300, 480)}, busy=False)
+    ([], [])
+    >>> d.check({"p1": (None, None, 40)}, busy=False), d.check({"p1": (None, None, 41)}, busy=False)
+    ([], ['p1'])
+    >>> d.check({"p2": (99, 99, 100)}, busy=False), d.check({"p2": (99, 99, 100)}, busy=False)
     ([], [])
     """
 
-    def __init__(self, *, checks: int = 2) -> None:
+    def __init__(self, *, checks: int = 2, min_gap: int = 1) -> None:
         self.checks = checks
+        self.min_gap = min_gap
         self._seen: dict[object, tuple[tuple[int | None, int | None], int]] = {}
 
+    def _behind(self, read: int | None, committed: int | None, end: int | None) -> bool:
+        if read is not None and (committed is None or read > committed):
+            return True
+        position = (read if read is not None else -1) + 1
+        return end is not None and end - position >= self.min_gap
+
     def check(self, offsets: dict, *, busy: bool) -> list:
-        """``offsets``: partition -> (read offset, committed offset). Returns the stalled ones."""
+        """``offsets``: partition -> (read offset, committed offset, log end offset or None).
+        Returns the stalled ones."""
         stalled = []
-        for tp, state in offsets.items():
-            read, committed = state
-            behind = read is not None and (committed is None or read > committed)
-            if busy or not behind:
+        for tp, (read, committed, end) in offsets.items():
+            if busy or not self._behind(read, committed, end):
                 self._seen.pop(tp, None)
                 continue
+            state = (read, committed)
             previous, count = self._seen.get(tp, (None, 0))
             count = count + 1 if previous == state else 1
             self._seen[tp] = (state, count)
