@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9100, ge=1, le=65535)
+    # The local stack's Prometheus (`streamsense up --prometheus`, the demo), on 127.0.0.1.
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
 
     # How long `streamsense up` waits for each service to report healthy.
     startup_timeout_s: float = Field(default=120.0, gt=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.local import kafka, triton
+from streams.local import kafka, prometheus, triton
 from streams.local.paths import repo_root
 from streams.local.process import Service, free_port
 from streams.settings import Settings
@@ -29,6 +29,7 @@ def private_stack_env(home: Path) -> dict[str, str]:
         "STREAMSENSE_TRITON_METRICS_PORT": str(free_port()),
         "STREAMSENSE_METRICS_PORT": str(free_port()),
         "STREAMSENSE_WEB_PORT": str(free_port()),
+        "STREAMSENSE_PROMETHEUS_PORT": str(free_port()),
     }
 
 
@@ -73,10 +74,21 @@ class LocalStack:
                                      http_port=s.triton_http_port, grpc_port=s.triton_grpc_port,
                                      metrics_port=s.triton_metrics_port)
 
-    def services(self, *, with_kafka: bool = True, with_triton: bool = True) -> list[Service]:
-        return ([self.kafka()] if with_kafka else []) + ([self.triton()] if with_triton else [])
+    def prometheus(self, *, workers: int = 4) -> Service:
+        """Prometheus scraping the first ``workers`` workers' metrics ports and Triton."""
+        s = self.settings
+        workers_at = [f"{s.metrics_host}:{s.metrics_port + i}" for i in range(workers)]
+        return prometheus.prometheus_service(
+            home=s.home, port=s.prometheus_port,
+            targets={"streamsense-workers": workers_at, "triton": [f"127.0.0.1:{s.triton_metrics_port}"]})
 
-    def up(self, *, with_kafka: bool = True, with_triton: bool = True) -> dict[str, int]:
+    def services(self, *, with_kafka: bool = True, with_triton: bool = True,
+                 with_prometheus: bool = False) -> list[Service]:
+        return (([self.kafka()] if with_kafka else []) + ([self.triton()] if with_triton else [])
+                + ([self.prometheus()] if with_prometheus else []))
+
+    def up(self, *, with_kafka: bool = True, with_triton: bool = True,
+           with_prometheus: bool = False) -> dict[str, int]:
         """Start what is not running; returns ``{name: pid}`` once all are healthy.
 
         If one service fails, the ones this call started are stopped again.
@@ -84,7 +96,8 @@ class LocalStack:
         started: list[Service] = []
         pids: dict[str, int] = {}
         try:
-            for service in self.services(with_kafka=with_kafka, with_triton=with_triton):
+            for service in self.services(with_kafka=with_kafka, with_triton=with_triton,
+                                         with_prometheus=with_prometheus):
                 was_running = service.pid() is not None
                 pids[service.name] = service.start(timeout_s=self.settings.startup_timeout_s)
                 if not was_running:
@@ -99,7 +112,7 @@ class LocalStack:
         """Stop every service that runs from this home (workers first); returns their names."""
         run_dir = self.settings.home / "run"
         workers = sorted(p.stem for p in run_dir.glob("worker-*.pid")) if run_dir.exists() else []
-        return [name for name in (*workers, "triton", "kafka") if self._stoppable(name).stop()]
+        return [name for name in (*workers, "prometheus", "triton", "kafka") if self._stoppable(name).stop()]
 
     def _stoppable(self, name: str) -> Service:
         # Stopping needs only the PID file, not a provisioned runtime.
@@ -118,6 +131,11 @@ class LocalStack:
             "triton", triton_pid, triton.triton_ready(s.triton_http_url),
             f"grpc {s.triton_url}, http {s.triton_http_url}, metrics :{s.triton_metrics_port}",
             str(s.home / "run" / "triton.log")))
+        prometheus_pid = self._stoppable("prometheus").pid()
+        if prometheus_pid is not None:
+            url = f"http://127.0.0.1:{s.prometheus_port}"
+            out.append(ServiceStatus("prometheus", prometheus_pid, prometheus.prometheus_ready(url), url,
+                                     str(s.home / "run" / "prometheus.log")))
         return out
 
 

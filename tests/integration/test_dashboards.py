@@ -8,7 +8,6 @@ import asyncio
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from deploy.grafana.dashboards import expressions
 from models.online import simulate_clicks
 from streams.adapters.kafka_io import produce_lines
 from streams.local.process import free_port
+from streams.local.prometheus import binary, prometheus_service
 from streams.settings import Settings
 from streams.testing import click_record, planted_reviews, synthetic_events
 from streams.topics import TopicNames
@@ -30,7 +30,7 @@ from tests.integration.test_text_path import ids_in
 
 pytestmark = pytest.mark.integration
 
-PROMETHEUS = shutil.which("prometheus")
+PROMETHEUS = binary()
 
 
 def _get(url: str) -> dict:
@@ -39,31 +39,13 @@ def _get(url: str) -> dict:
 
 
 class PrometheusProcess:
-    """Debian's Prometheus server, scraping ``targets`` every second, under ``home``."""
+    """The local stack's Prometheus (``streams.local.prometheus``) scraping ``targets`` every
+    second, under ``home``."""
 
     def __init__(self, home: Path, targets: dict[str, list[str]]) -> None:
         self.port = free_port()
-        home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "deploy" / "prometheus" / "rules.yml", home / "rules.yml")
-        config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                  "rule_files": ["rules.yml"],
-                  "scrape_configs": [{"job_name": job, "static_configs": [{"targets": hosts}]}
-                                     for job, hosts in targets.items()]}
-        (home / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-        self.log = home / "prometheus.log"
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/-/ready", timeout=2)
-                return
-            except OSError:
-                assert self.proc.poll() is None, self.log.read_text()[-2000:]
-                time.sleep(0.5)
-        raise TimeoutError(self.log.read_text()[-2000:])
+        self.service = prometheus_service(home=home, port=self.port, targets=targets, scrape_interval_s=1)
+        self.service.start(timeout_s=60)
 
     @property
     def url(self) -> str:
@@ -73,9 +55,7 @@ class PrometheusProcess:
         return _get(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
+        self.service.stop()
 
 
 def test_every_dashboard_query_returns_data_from_a_live_pipeline(
