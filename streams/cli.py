@@ -169,8 +169,15 @@ def worker(
     except OSError as exc:
         raise _fail(f"metrics port {settings.metrics_host}:{port} is not free ({exc}); "
                     "use another --index or STREAMSENSE_METRICS_PORT") from None
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     faust_app = create_app(settings, worker_index=index, metrics=metrics)
+    # The tables' changelog topics too, before Faust starts: on a fresh cluster Faust creates
+    # them itself, and a table read before its consumer's metadata lists the new topic crashed
+    # the agent ("changelog topic ... has 0 partitions"), which took the worker down.
+    loop.run_until_complete(ensure_topics(
+        settings, [table.changelog_topic.get_topic_name() for table in faust_app.tables.values()],
+        config={"cleanup.policy": "compact"}))
     run_dir = settings.home / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     pid_file = run_dir / f"worker-{index}.pid"

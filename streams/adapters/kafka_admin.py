@@ -21,7 +21,7 @@ _TOPIC_CONFIG = {"cleanup.policy": "delete"}
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str], *,
-                        partitions: int | None = None) -> list[str]:
+                        partitions: int | None = None, config: dict[str, str] | None = None) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
     admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
     await admin.start()
@@ -32,7 +32,7 @@ async def ensure_topics(settings: Settings, names: Iterable[str], *,
             return []
         new = [NewTopic(name=n, num_partitions=partitions or settings.topic_partitions,
                         replication_factor=settings.topic_replication_factor,
-                        topic_configs=_TOPIC_CONFIG) for n in missing]
+                        topic_configs=config or _TOPIC_CONFIG) for n in missing]
         # Another worker may create them between our list and create.
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(new)
