@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_key_password: SecretStr | None = None
+    # The local broker's own TLS identity under SASL_SSL (`streamsense up`, tests): one PEM file
+    # with its unencrypted PKCS#8 key and certificate chain; clients trust kafka_ssl_cafile.
+    kafka_broker_pem: Path | None = None
     # The local broker's JVM heap: it shares two cores and 24 GB with Triton and the workers.
     kafka_heap: str = "512m"
 

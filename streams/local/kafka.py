@@ -11,12 +11,13 @@ import asyncio
 import base64
 import shutil
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.local.paths import repo_root
 from streams.local.process import Service, ServiceError, port_in_use, run_step
 
-__all__ = ["KAFKA_VERSION", "broker_service", "kafka_answers", "provision"]
+__all__ = ["KAFKA_VERSION", "BrokerSecurity", "broker_service", "kafka_answers", "provision"]
 
 # Newest Kafka that faust-streaming + aiokafka work with here; see README "Kafka version".
 KAFKA_VERSION = "4.3.1"
@@ -60,16 +61,62 @@ def provision(libs_dir: Path, *, quiet: bool = True) -> Path:
     return libs_dir
 
 
-def _server_properties(*, host: str, port: int, controller_port: int, data_dir: Path) -> str:
+@dataclass(frozen=True, slots=True)
+class BrokerSecurity:
+    """A SASL_SSL client listener (SCRAM) for the local broker.
+
+    ``pem``: the broker's unencrypted PKCS#8 key and certificate chain in one PEM file;
+    ``cafile``: the CA that signed it (the broker's truststore: it talks to itself over the
+    same listener). The SCRAM user is created when the storage is formatted, so a broker first
+    started without it must have its ``kafka/`` data removed. The KRaft controller listener
+    stays PLAINTEXT on 127.0.0.1: Kafka's controllers take no SCRAM (their credentials live in
+    the metadata they serve).
+    """
+
+    mechanism: str  # SCRAM-SHA-256 or SCRAM-SHA-512
+    username: str
+    password: str = field(repr=False)
+    pem: Path
+    cafile: Path
+    client_kwargs: dict[str, object] = field(repr=False, default_factory=dict)  # for health checks
+
+    def __post_init__(self) -> None:
+        if not self.mechanism.startswith("SCRAM-"):
+            raise ServiceError(f"the local broker's SASL_SSL listener takes SCRAM-SHA-256 or -512, "
+                               f"not {self.mechanism}")
+        for what, path in (("STREAMSENSE_KAFKA_BROKER_PEM", self.pem),
+                           ("STREAMSENSE_KAFKA_SSL_CAFILE", self.cafile)):
+            if not Path(path).is_file():
+                raise ServiceError(f"the local SASL_SSL broker needs {what}: {path} is not a file")
+        if any(c in self.username + self.password for c in '"\\'):
+            raise ServiceError("the local broker's SCRAM user name and password cannot hold '\"' or '\\'")
+
+
+def _server_properties(*, host: str, port: int, controller_port: int, data_dir: Path,
+                       security: BrokerSecurity | None = None) -> str:
+    listener = "SASL_SSL" if security else "PLAINTEXT"
+    secured = [] if security is None else [
+        f"sasl.enabled.mechanisms={security.mechanism}",
+        f"sasl.mechanism.inter.broker.protocol={security.mechanism}",
+        f"listener.name.sasl_ssl.{security.mechanism.lower()}.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{security.username}" password="{security.password}";',
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={Path(security.pem).resolve()}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={Path(security.cafile).resolve()}",
+        "ssl.endpoint.identification.algorithm=https",
+    ]
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@{host}:{controller_port}",
-        f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://{host}:{port}",
+        f"listeners={listener}://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        f"advertised.listeners={listener}://{host}:{port}",
         "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"inter.broker.listener.name={listener}",
+        f"listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT",
+        *secured,
         f"log.dirs={data_dir.resolve()}",
         "num.partitions=4",
         # One node: internal topics (offsets, transactions) cannot have more replicas.
@@ -88,8 +135,11 @@ def _server_properties(*, host: str, port: int, controller_port: int, data_dir: 
 
 
 def broker_service(*, home: Path, libs_dir: Path, bootstrap: str, controller_port: int,
-                   heap: str = "512m") -> Service:
-    """The broker as a :class:`Service`; formats its storage on first use."""
+                   heap: str = "512m", security: BrokerSecurity | None = None) -> Service:
+    """The broker as a :class:`Service`; formats its storage on first use.
+
+    With ``security`` its client listener is SASL_SSL (SCRAM) instead of PLAINTEXT.
+    """
     host, port_text = bootstrap.rsplit(":", 1)
     if "," in bootstrap or host not in ("127.0.0.1", "localhost"):
         raise ServiceError(
@@ -101,21 +151,24 @@ def broker_service(*, home: Path, libs_dir: Path, bootstrap: str, controller_por
     data_dir = kafka_dir / "data"
     kafka_dir.mkdir(parents=True, exist_ok=True)
     props = kafka_dir / "server.properties"
+    props.touch(mode=0o600)  # the SCRAM password of the inter-broker login is in it
+    props.chmod(0o600)
     props.write_text(_server_properties(host=host, port=port, controller_port=controller_port,
-                                        data_dir=data_dir))
+                                        data_dir=data_dir, security=security))
     log4j = kafka_dir / "log4j2.properties"
     log4j.write_text(_LOG4J2)
     java = ["java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j.resolve()}",
             "-cp", f"{libs_dir.resolve()}/*"]
     if not (data_dir / "meta.properties").exists():
-        _format_storage(java, props)
+        _format_storage(java, props, security)
+    client = {} if security is None else security.client_kwargs
     return Service(
         name="kafka",
         argv=[*java, "kafka.Kafka", str(props.resolve())],
         run_dir=home / "run",
         ports=[(host, port), (host, controller_port)],
-        health=lambda: kafka_answers(f"{host}:{port}"),
+        health=lambda: kafka_answers(f"{host}:{port}", **client),
     )
 
 
@@ -134,10 +187,12 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _format_storage(java: list[str], props: Path) -> None:
+def _format_storage(java: list[str], props: Path, security: BrokerSecurity | None = None) -> None:
     cluster_id = new_cluster_id()
-    run_step([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props.resolve())],
-             what="formatting Kafka storage")
+    scram = [] if security is None else [
+        "--add-scram", f'{security.mechanism}=[name="{security.username}",password="{security.password}"]']
+    run_step([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props.resolve()),
+              *scram], what="formatting Kafka storage", secrets=[security.password] if security else [])
 
 
 def kafka_answers(bootstrap: str, *, timeout_s: float = 3.0, **client_kwargs: object) -> bool:

@@ -54,14 +54,17 @@ def tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def run_step(cmd: Sequence[str], *, what: str, quiet: bool = True) -> None:
+def run_step(cmd: Sequence[str], *, what: str, quiet: bool = True, secrets: Sequence[str] = ()) -> None:
     """Run a provisioning command; on failure raise with what failed and its output's tail.
 
-    ``quiet`` captures the output (shown only on failure) instead of streaming it.
+    ``quiet`` captures the output (shown only on failure) instead of streaming it; any of
+    ``secrets`` in that output is masked.
     """
-    result = subprocess.run(list(cmd), capture_output=quiet, text=True, check=False)
+    result = subprocess.run(list(cmd), capture_output=quiet or bool(secrets), text=True, check=False)
     if result.returncode != 0:
         output = f"{(result.stdout or '')[-3000:]}{(result.stderr or '')[-2000:]}"
+        for secret in secrets:
+            output = output.replace(secret, "***")
         raise ServiceError(f"{what} failed (exit {result.returncode}):\n{output}")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streams.local import kafka, prometheus, triton
 from streams.local.paths import repo_root
-from streams.local.process import Service, free_port
+from streams.local.process import Service, ServiceError, free_port
 from streams.settings import Settings
 
 __all__ = ["LocalStack", "ServiceStatus"]
@@ -62,10 +62,24 @@ class LocalStack:
         triton.provision(self.triton_runtime, quiet=quiet)
 
     def kafka(self) -> Service:
+        """The broker: PLAINTEXT, or SASL_SSL (SCRAM) when the settings ask clients for it."""
         s = self.settings
+        security = None
+        if s.kafka_security_protocol == "SASL_SSL":
+            if s.kafka_broker_pem is None or s.kafka_ssl_cafile is None:
+                raise ServiceError("a local SASL_SSL broker needs STREAMSENSE_KAFKA_BROKER_PEM (its key and "
+                                   "certificate) and STREAMSENSE_KAFKA_SSL_CAFILE (the CA that signed it)")
+            assert s.kafka_sasl_mechanism and s.kafka_sasl_username and s.kafka_sasl_password
+            security = kafka.BrokerSecurity(
+                mechanism=s.kafka_sasl_mechanism, username=s.kafka_sasl_username,
+                password=s.kafka_sasl_password.get_secret_value(), pem=s.kafka_broker_pem,
+                cafile=s.kafka_ssl_cafile, client_kwargs=_security(s))
+        elif s.kafka_security_protocol != "PLAINTEXT":
+            raise ServiceError(f"the local broker serves PLAINTEXT or SASL_SSL, not "
+                               f"{s.kafka_security_protocol} (an existing cluster needs no local broker)")
         return kafka.broker_service(home=s.home, libs_dir=self.kafka_libs,
-                                    bootstrap=s.kafka_bootstrap,
-                                    controller_port=s.kafka_controller_port, heap=s.kafka_heap)
+                                    bootstrap=s.kafka_bootstrap, controller_port=s.kafka_controller_port,
+                                    heap=s.kafka_heap, security=security)
 
     def triton(self) -> Service:
         s = self.settings
