@@ -222,6 +222,29 @@ def test_mention_surge_false_alarms_and_detection():
     assert "ARL0 >= 10000 buckets" in detector.guarantee
 
 
+def test_mentions_from_an_input_running_behind_do_not_fake_a_surge():
+    """An entity named in two inputs whose event-time clocks drift apart (one replayed 1.5x
+    faster than the other), the lagging one processed in batches of 40 as its worker catches
+    up: counted into the open bucket, each batch looked like a surge."""
+    from models.sequential.surge import MentionSurgeDetector
+
+    alarms, late = 0, 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        detector = MentionSurgeDetector(bucket_s=60, warmup=30, arl0=10_000)
+        ahead = [m * 60 + 1 for m in range(600) for _ in range(rng.poisson(1.0))]
+        behind = [m * 60 + 2 for m in range(400) for _ in range(rng.poisson(1.0))]
+        # Processing order: both progress together in wall time, the lagging one in batches.
+        order = sorted([(i / len(ahead), t) for i, t in enumerate(ahead)]
+                       + [((i // 40 + 1) * 40 / len(behind), t) for i, t in enumerate(behind)])
+        for _, ts in order:
+            detector.update(ts)
+            alarms += detector.drift_detected
+        late += detector.late
+    assert alarms == 0
+    assert late > 0.9 * 20 * 400  # nearly all of the lagging input's mentions were set aside
+
+
 def test_stream_drift_monitor_null_and_shift():
     from models.sequential.drift import StreamDriftMonitor
 
