@@ -19,9 +19,12 @@ The world, all seeded:
   the last item engaged, one random item); the user clicks at most one, with probability
   growing with taste for its genre, its quality and whether it complements the last item; a
   click may lead to add-to-cart and purchase.
-* Optionally a planted change (``shift_at``): from that session on every item's quality is
-  reversed (``q -> 1 - q``): what shoppers clicked they now pass over and the other way round,
-  the shift in click behaviour a click-through model's error should reveal.
+* Optionally a planted change from session ``shift_at`` on, of one of two kinds (``shift``):
+  ``"reverse_quality"``: every item's quality is reversed (``q -> 1 - q``), what shoppers
+  clicked they now pass over and the other way round (a recommender's accuracy drops; an online
+  click-through model, which keeps learning per item, adapts within a few hundred events);
+  ``"fewer_clicks"``: shoppers click a fifth as often as before (a broken page, a redesign),
+  which the click-through rate shows.
 
 >>> data = simulate_clicks(users=50, items=40, sessions=20, seed=3)
 >>> len(data.events) > 100, data.events[0].action
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from models.online.recommender import ClickEvent
 
@@ -52,7 +55,10 @@ class SimulatedClicks:
 
 def simulate_clicks(*, users: int = 2000, items: int = 400, genres: int = 8, sessions: int = 6000,
                     seed: int = 0, start_ts: float = 1_763_805_600.0,
-                    shift_at: int | None = None) -> SimulatedClicks:
+                    shift_at: int | None = None,
+                    shift: Literal["reverse_quality", "fewer_clicks"] = "reverse_quality") -> SimulatedClicks:
+    if shift not in ("reverse_quality", "fewer_clicks"):
+        raise ValueError(f"shift must be 'reverse_quality' or 'fewer_clicks', not {shift!r}")
     rng = random.Random(seed)
     item_ids = [f"i{n}" for n in range(items)]
     genre = {item: n % genres for n, item in enumerate(item_ids)}
@@ -77,6 +83,7 @@ def simulate_clicks(*, users: int = 2000, items: int = 400, genres: int = 8, ses
     ts = start_ts
     counter = 0
     shift_index = None
+    click_factor = 1.0
 
     def emit(user: str, item: str, action: str, session: str) -> None:
         nonlocal counter
@@ -85,7 +92,10 @@ def simulate_clicks(*, users: int = 2000, items: int = 400, genres: int = 8, ses
 
     for s in range(sessions):
         if s == shift_at:
-            quality = {item: 1.0 - q for item, q in quality.items()}
+            if shift == "reverse_quality":
+                quality = {item: 1.0 - q for item, q in quality.items()}
+            else:
+                click_factor = 1 / 5
             shift_index = len(events)
         user = rng.choice(user_ids)
         session = f"s{seed}-{s}"
@@ -105,7 +115,7 @@ def simulate_clicks(*, users: int = 2000, items: int = 400, genres: int = 8, ses
                       for i in shown_items]
             choice = rng.choices(shown_items, weights=appeal)[0]
             ts += rng.uniform(5, 30)
-            if rng.random() < min(0.9, 0.15 + 1.2 * appeal[shown_items.index(choice)]):
+            if rng.random() < click_factor * min(0.9, 0.15 + 1.2 * appeal[shown_items.index(choice)]):
                 emit(user, choice, "click", session)
                 last = choice
                 if rng.random() < buyer[user] * quality[choice]:

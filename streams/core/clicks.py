@@ -57,9 +57,12 @@ __all__ = ["MODEL_NAME", "PartitionModel", "checkpoint_chunks", "decode_click", 
            "recommendation", "restore_checkpoint", "signal_item"]
 
 MODEL_NAME = "click-ranker"
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: PartitionModel.behaviour (version 1 checkpoints are migrated)
 _CHUNK_BYTES = 256 * 1024  # well under Kafka's default 1 MB message limit once base64-encoded
 _ERROR_WARMUP = 2000  # labelled examples before the model-error drift monitor starts
+# ... and before the click-through rate monitor starts: at first only clicks resolve (an
+# impression counts as not clicked only when it expires), so the early rate runs high.
+_RATE_WARMUP = 500
 
 
 def decode_click(raw: bytes | None, *, fallback_ts: datetime) -> ClickEvent | DecodeError:
@@ -75,16 +78,26 @@ def decode_click(raw: bytes | None, *, fallback_ts: datetime) -> ClickEvent | De
 
 @dataclass
 class PartitionModel:
-    """The online model of one clicks partition plus its model-error drift monitor."""
+    """The online model of one clicks partition plus two drift monitors: the model's error
+    (log loss on impressions, once the model is warm; rises only) and the shoppers' behaviour
+    (click-through rate of impressions, from the first; either way). They see different
+    changes: a flip of what shoppers like raises the error until the model has re-learned (an
+    online model re-learns fast, so the error may not show it), while shoppers clicking less
+    overall barely moves the error of a model that keeps learning, but is plain in the rate."""
 
     partition: int
     config: MonitorConfig
     recommender: ClickRecommender = field(default_factory=ClickRecommender)
     errors: StreamMonitor = field(init=False)
+    behaviour: StreamMonitor = field(init=False)
 
     def __post_init__(self) -> None:
         self.errors = StreamMonitor(f"click-through:p{self.partition}", self.config, subject_type="model",
                                     increases_only=True)
+        self.behaviour = self._behaviour_monitor()
+
+    def _behaviour_monitor(self) -> StreamMonitor:
+        return StreamMonitor(f"clicks:p{self.partition}", self.config)
 
     @property
     def version(self) -> str:
@@ -95,12 +108,16 @@ class PartitionModel:
                 item_signals: Mapping[str, Mapping[str, Any]]) -> tuple[Step, list[Alert]]:
         step = self.recommender.observe(user, event, item_signals)
         alerts: list[Alert] = []
-        if self.recommender.examples <= _ERROR_WARMUP:
-            return step, alerts  # a cold model's error moves as it learns: not a drift
+        if not step.labelled:
+            return step, alerts
         now = datetime.fromtimestamp(event.ts, UTC)
+        examples = self.recommender.examples
         for p, clicked in step.labelled:
-            log_loss = -math.log(p if clicked else 1.0 - p)
-            alerts += self.errors.observe_channels({"log_loss": log_loss}, now)
+            if examples > _RATE_WARMUP:
+                alerts += self.behaviour.observe_channels({"click_through": float(clicked)}, now)
+            if examples > _ERROR_WARMUP:  # a cold model's error moves as it learns
+                log_loss = -math.log(p if clicked else 1.0 - p)
+                alerts += self.errors.observe_channels({"log_loss": log_loss}, now)
         return step, alerts
 
     def dumps(self) -> bytes:
@@ -109,8 +126,10 @@ class PartitionModel:
     @classmethod
     def loads(cls, data: bytes) -> PartitionModel:
         version, model = pickle.loads(zlib.decompress(data))
-        if version != _STATE_VERSION:
-            raise ValueError(f"checkpoint version {version}, this code reads {_STATE_VERSION}")
+        if version not in (1, _STATE_VERSION):
+            raise ValueError(f"checkpoint version {version}, this code reads 1 to {_STATE_VERSION}")
+        if version == 1:  # learned before the behaviour monitor existed: keep the model, add it
+            model.behaviour = model._behaviour_monitor()
         return model
 
 

@@ -121,6 +121,27 @@ def test_model_error_drift_raises_a_model_alert_when_clicks_stop_following_the_m
     assert 6000 <= first < 7000, first
 
 
+def test_a_drop_in_the_click_through_rate_raises_a_stream_alert_and_a_steady_rate_none():
+    model = PartitionModel(partition=1, config=MonitorConfig(cooldown_s=0))
+    rng = random.Random(1)
+    users = {f"u{n}": UserState() for n in range(50)}
+    alerts = []
+    for n in range(9000):
+        user = f"u{rng.randrange(50)}"
+        item = f"i{rng.randrange(40)}"
+        ts = 1_763_805_600.0 + n
+        _, found = model.observe(users[user], ClickEvent(f"e{n}", user, item, "impression", ts), {})
+        alerts += found
+        if rng.random() < (0.3 if n < 5000 else 0.1):  # shoppers click a third as often from 5000 on
+            _, found = model.observe(users[user], ClickEvent(f"c{n}", user, item, "click", ts + 0.5), {})
+            alerts += found
+    rate = [a for a in alerts if a.subject.id == "clicks:p1:click_through"]
+    assert rate and rate[0].subject.type == "stream", alerts
+    first = datetime.fromisoformat(str(rate[0].detected_at)).timestamp() - 1_763_805_600.0
+    assert 5000 <= first < 6500, first
+    assert rate[0].current["rate"] < rate[0].baseline["rate"]
+
+
 def test_a_checkpoint_torn_halfway_leaves_the_previous_one_readable():
     table: dict[str, str] = {}
     table.update(checkpoint_chunks(1, 1, b"old" * 100_000, events=10))
