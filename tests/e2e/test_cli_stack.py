@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,8 @@ def _ports(env: dict[str, str]) -> list[int]:
             int(env["STREAMSENSE_KAFKA_CONTROLLER_PORT"]),
             int(env["STREAMSENSE_TRITON_URL"].rsplit(":", 1)[1]),
             int(env["STREAMSENSE_TRITON_HTTP_URL"].rsplit(":", 1)[1]),
-            int(env["STREAMSENSE_TRITON_METRICS_PORT"])]
+            int(env["STREAMSENSE_TRITON_METRICS_PORT"]), int(env["STREAMSENSE_PROMETHEUS_PORT"]),
+            int(env["STREAMSENSE_METRICS_PORT"])]
 
 
 def test_up_status_produce_tail_down(tmp_path: Path):
@@ -99,21 +102,49 @@ def test_bad_settings_are_reported(tmp_path: Path):
     assert result.returncode == 2 and "STREAMSENSE_KAFKA_SASL_MECHANISM" in result.stderr
 
 
-def test_demo_short_run_enriches_everything_and_stops(tmp_path: Path):
+def test_demo_stops_cleanly_on_ctrl_c_and_the_next_run_catches_the_planted_changes(tmp_path: Path):
     env = stack_env(tmp_path / "home")
-    result = run(env, "demo", "--events", "3000", "--rate", "1000", timeout=600)
-    out = result.stderr
+    run_dir = tmp_path / "home" / "run"
+    # Ctrl-C in a terminal signals the foreground process group: the demo, not the services it
+    # started in their own sessions; it must stop them.
+    demo = subprocess.Popen([*CLI, "demo", "--events", "4000", "--rate", "200"], cwd=REPO,
+                            env={**os.environ, **env, "COLUMNS": "200"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = ""
+    try:
+        for line in demo.stdout:
+            seen += line
+            if line.startswith("worker started"):
+                break
+        time.sleep(4)  # mid-replay
+        assert demo.poll() is None, seen
+        assert len(list(run_dir.glob("*.pid"))) >= 3, seen  # kafka, triton, worker (and prometheus)
+        os.killpg(demo.pid, signal.SIGINT)
+        rest, _ = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert demo.returncode == 130, seen + rest
+    assert "interrupted; everything the demo started was stopped" in rest, rest[-3000:]
+    assert not list(run_dir.glob("*.pid")), rest[-3000:]
+    assert not any(port_in_use("127.0.0.1", p) for p in _ports(env))
+
+    # The next run on the same home, the default stream (15,000 events): all three planted
+    # changes are caught and no stable key raises an alert.
+    result = run(env, "demo", "--events", "15000", "--rate", "1000", timeout=900)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
     assert "stack up" in out and "worker started" in out
-    # 3000 events: 600 reviews and 300 articles (the rest are clicks), all enriched
-    assert "900 reviews and articles processed" in out, out[-3000:]
-    assert "reviews.enriched (new) │ 600" in out and "news.enriched (new)    │ 300" in out
-    # The planted product turning sour is caught, and the stable ones stay quiet.
-    assert "planted change caught" in out, out[-3000:]
-    assert "false alerts on the stable products: 0" in out
-    # Every simulated click, add-to-cart and purchase got its recommendation list.
+    # 3000 reviews (500 for each of 6 products) and 1500 articles, all enriched
+    assert "4500 reviews and articles processed" in out, out[-4000:]
+    assert "planted changes caught: 3 of 3" in out, out[-4000:]
+    assert "false alerts on the stable keys: 0" in out, out[-4000:]
     made, engagements = map(int, re.search(r"recommendations: (\d+) for (\d+) clicks", out).groups())
     assert made == engagements > 100, out[-3000:]
     assert "shoppers' next click was in their top 10" in out
-    assert "stopped: triton, kafka" in out
-    assert not list((tmp_path / "home" / "run").glob("*.pid"))
+    report = Path(re.search(r"report: (\S+\.html)", out).group(1))
+    page = report.read_text()
+    assert page.count("<svg") == 13 and "planted change" in page and "sentiment_shift" in page
+    assert "stopped: prometheus, triton, kafka" in out, out[-2000:]
+    assert not list(run_dir.glob("*.pid"))
     assert not any(port_in_use("127.0.0.1", p) for p in _ports(env))
