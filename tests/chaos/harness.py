@@ -1,0 +1,244 @@
+"""The chaos suite's tools: a mixed input stream, an independent checker that reconciles every
+output topic against what was produced, worker fleets that can be killed, and a TCP proxy that
+makes Triton slow.
+
+The checker shares no code path with the workers: it reads the output topics with its own
+aiokafka consumer (no group, ``read_committed``, from the beginning), counts each review and
+article id in its enriched topic and each bad record's ``(source_topic, partition, offset)``
+in ``deadletter``. Lost: produced but never seen; duplicated: seen more than once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+from streams.adapters.kafka_io import produce_lines
+from streams.settings import Settings
+from streams.testing import malformed_records, synthetic_events
+from streams.topics import TopicNames
+from tests.conftest import WorkerProcess
+
+__all__ = ["OUTCOMES", "Fleet", "LatencyProxy", "Outcome", "Stream", "reconcile"]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Reviews and articles with unique ids, and malformed records interleaved with them."""
+
+    reviews: list[bytes]
+    news: list[bytes]
+    review_ids: frozenset[str]
+    article_ids: frozenset[str]
+    bad: int  # malformed records among ``reviews`` and ``news``
+
+    @classmethod
+    def build(cls, run: str, *, reviews: int, news: int, bad: int, seed: int) -> Stream:
+        rng = random.Random(seed)
+        good_reviews = [{**r, "review_id": f"{run}-r{i}"}
+                        for i, r in enumerate(synthetic_events("reviews", reviews, seed=seed))]
+        good_news = [{**n, "article_id": f"{run}-n{i}"}
+                     for i, n in enumerate(synthetic_events("news", news, seed=seed + 1))]
+        review_lines = [json.dumps(r).encode() for r in good_reviews]
+        news_lines = [json.dumps(n).encode() for n in good_news]
+        bad_reviews = [raw for _, raw in malformed_records("reviews", bad // 2, seed=seed)]
+        bad_news = [raw for _, raw in malformed_records("news", bad - bad // 2, seed=seed)]
+        for lines, extra in ((review_lines, bad_reviews), (news_lines, bad_news)):
+            for raw in extra:
+                lines.insert(rng.randrange(len(lines) + 1), raw)
+        return cls(review_lines, news_lines, frozenset(r["review_id"] for r in good_reviews),
+                   frozenset(n["article_id"] for n in good_news), bad)
+
+    @property
+    def size(self) -> int:
+        return len(self.reviews) + len(self.news)
+
+    def produce(self, settings: Settings, names: TopicNames, *, rate: float, part: slice = slice(None)) -> None:
+        """Send (a slice of) both inputs at ``rate`` records/s in all; blocks until acked."""
+        reviews, news = self.reviews[part], self.news[part]
+        total = len(reviews) + len(news)
+
+        async def both() -> None:
+            await asyncio.gather(
+                produce_lines(settings, names.reviews, "reviews", reviews, rate=rate * len(reviews) / total),
+                produce_lines(settings, names.news, "news", news, rate=rate * len(news) / total))
+
+        asyncio.run(both())
+
+    def produce_in_background(self, settings: Settings, names: TopicNames, *, rate: float) -> threading.Thread:
+        thread = threading.Thread(target=self.produce, args=(settings, names), kwargs={"rate": rate},
+                                  daemon=True)
+        thread.start()
+        return thread
+
+
+@dataclass
+class Seen:
+    reviews: Counter = field(default_factory=Counter)
+    news: Counter = field(default_factory=Counter)
+    dead: Counter = field(default_factory=Counter)  # (source topic, partition, offset)
+
+    def complete(self, stream: Stream) -> bool:
+        return (stream.review_ids <= self.reviews.keys() and stream.article_ids <= self.news.keys()
+                and len(self.dead) >= stream.bad)
+
+
+def read_outputs(settings: Settings, names: TopicNames, *, until=None, timeout_s: float = 5.0,
+                 idle_s: float = 3.0) -> Seen:
+    """Everything committed in the enriched topics and ``deadletter`` so far; keeps reading
+    until ``until(seen)`` holds and nothing new came for ``idle_s`` (or ``timeout_s``)."""
+    async def read() -> Seen:
+        seen = Seen()
+        topics = [names.reviews_enriched, names.news_enriched, names.deadletter]
+        consumer = AIOKafkaConsumer(*topics, **settings.kafka_client_kwargs(), group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    isolation_level="read_committed", request_timeout_ms=10_000)
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + timeout_s
+            last_new = time.monotonic()
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for tp, records in batch.items():
+                    for r in records:
+                        body = json.loads(r.value)
+                        if tp.topic == names.reviews_enriched:
+                            seen.reviews[body["review_id"]] += 1
+                        elif tp.topic == names.news_enriched:
+                            seen.news[body["article_id"]] += 1
+                        else:
+                            seen.dead[body["source_topic"], body["partition"], body["offset"]] += 1
+                if batch:
+                    last_new = time.monotonic()
+                elif time.monotonic() - last_new >= idle_s and (until is None or until(seen)):
+                    break
+            return seen
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    scenario: str
+    guarantee: str
+    produced: int  # good records
+    bad: int
+    lost: int
+    duplicated: int
+    dead_lost: int
+    dead_duplicated: int
+    faults: str
+    seconds: float
+
+    def row(self) -> str:
+        return (f"| {self.scenario} | {self.guarantee} | {self.faults} | {self.produced} + {self.bad} bad | "
+                f"{self.lost} | {self.duplicated} | {self.dead_lost} / {self.dead_duplicated} | "
+                f"{self.seconds:.0f} s |")
+
+
+OUTCOMES: list[Outcome] = []  # rows for the terminal summary (tests/chaos/conftest.py)
+
+
+def reconcile(scenario: str, guarantee: str, stream: Stream, seen: Seen, *, faults: str,
+              started: float) -> Outcome:
+    lost = len(stream.review_ids - seen.reviews.keys()) + len(stream.article_ids - seen.news.keys())
+    duplicated = (sum(seen.reviews[i] - 1 for i in stream.review_ids if seen.reviews[i] > 1)
+                  + sum(seen.news[i] - 1 for i in stream.article_ids if seen.news[i] > 1))
+    outcome = Outcome(scenario, guarantee, len(stream.review_ids) + len(stream.article_ids), stream.bad,
+                      lost, duplicated, max(0, stream.bad - len(seen.dead)),
+                      sum(n - 1 for n in seen.dead.values()), faults, time.monotonic() - started)
+    OUTCOMES.append(outcome)
+    return outcome
+
+
+class Fleet:
+    """Worker processes by index; any can be SIGKILLed and replaced."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, *, workers: int) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.workers = {i: WorkerProcess(env, index=i, log_dir=log_dir) for i in range(workers)}
+        self.kills = 0
+
+    def kill_and_replace(self, rng: random.Random, *, down_s: float = 1.0) -> None:
+        index = rng.choice(sorted(self.workers))
+        self.workers[index].kill(signal.SIGKILL)
+        self.kills += 1
+        time.sleep(down_s)
+        self.workers[index] = WorkerProcess(self.env, index=index, log_dir=self.log_dir)
+
+    def alive(self) -> bool:
+        return all(w.proc.poll() is None for w in self.workers.values())
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+
+    def tails(self) -> str:
+        return "\n".join(f"--- worker {i}\n{w.tail()}" for i, w in self.workers.items())
+
+
+class LatencyProxy:
+    """A TCP proxy on 127.0.0.1 that holds every chunk ``delay_s`` before passing it on (both
+    directions): a slow server, as the client sees it. ``delay_s`` can change while it runs."""
+
+    def __init__(self, target: str, *, delay_s: float) -> None:
+        self.target_host, port = target.rsplit(":", 1)
+        self.target_port = int(port)
+        self.delay_s = delay_s
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LatencyProxy:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await src.read(65536):
+                    await asyncio.sleep(self.delay_s)
+                    dst.write(chunk)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
