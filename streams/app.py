@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import io
 import logging
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import faust
@@ -29,10 +28,9 @@ from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import Inferencer, TritonInferencer
 from streams.agents.alerts import send_alerts
 from streams.agents.clicks import ClickProcessor
-from streams.agents.outputs import SourceRevoked, SourceTransactionTopic
 from streams.agents.tables import as_current_event
 from streams.core.clicks import item_signal_update, signal_item
-from streams.core.flow import CommitGate, StallDetector
+from streams.core.flow import StallDetector
 from streams.core.monitoring import (
     EntityMention,
     MonitorConfig,
@@ -41,7 +39,7 @@ from streams.core.monitoring import (
     observe_enriched,
 )
 from streams.core.text import Analysis, RawRecord, decode_batch, enrich
-from streams.records import dead_letter, encode
+from streams.records import Alert, dead_letter, encode
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -95,12 +93,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_serializer="raw", value_serializer="raw")
 
-    exactly_once = settings.processing_guarantee == "exactly_once"
-
-    def output(name: str) -> SourceTransactionTopic:
-        return SourceTransactionTopic(app, topic(name), exactly_once=exactly_once)
-
-    deadletter = output(names.deadletter)
+    deadletter = topic(names.deadletter)
     config = MonitorConfig(arl0=settings.detector_arl0, warmup=settings.detector_warmup,
                            cooldown_s=settings.alert_cooldown_s, surge_bucket_s=settings.surge_bucket_s)
 
@@ -121,44 +114,38 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
 
     item_signals = table("item-signals", global_=True)
     detectors = Detectors(
-        alerts=output(names.alerts), mentions=output(names.entity_mentions), metrics=metrics,
+        alerts=topic(names.alerts), mentions=topic(names.entity_mentions), metrics=metrics,
         subjects={"reviews": monitors("product"), "news": monitors("source")},
         streams={"reviews": StreamMonitor("reviews", config), "news": StreamMonitor("news", config)},
         entities=monitors("entity", with_surge=True), item_signals=item_signals)
     clicks = ClickProcessor(
         users=table("click-users"), models=table("click-models"), signals=item_signals,
-        recommendations=output(names.recommendations), alerts=output(names.alerts), deadletter=deadletter,
+        recommendations=topic(names.recommendations), alerts=topic(names.alerts), deadletter=deadletter,
         metrics=metrics, config=config, checkpoint_s=settings.click_checkpoint_s,
         checkpoint_events=settings.click_checkpoint_events)
 
-    # Batches hold the gate; under exactly-once every commit waits for the batches in flight.
-    gate = CommitGate()
-    if exactly_once:
-        _commit_between_batches(app, gate)
+    busy = _Busy()
 
-    def text_agent(base: str, enriched: SourceTransactionTopic):
+    def text_agent(base: str, output: faust.TopicT):
         async def agent(stream):
             async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-                async with gate.batch():
-                    with _skip_if_revoked(base):
-                        await process_text_events(base, events, inferencer=inferencer, output=enriched,
-                                                  deadletter=deadletter, metrics=metrics, detectors=detectors)
+                with busy:
+                    await process_text_events(base, events, inferencer=inferencer, output=output,
+                                              deadletter=deadletter, metrics=metrics, detectors=detectors)
         agent.__name__ = f"{base}_agent"
         return agent
 
     @app.agent(topic(names.entity_mentions), name="entities")
     async def entities_agent(stream):
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            async with gate.batch():
-                with _skip_if_revoked("entity-mentions"):
-                    await detectors.on_mentions(events)
+            with busy:
+                await detectors.on_mentions(events)
 
     @app.agent(topic(names.clicks), name="clicks")
     async def clicks_agent(stream):
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            async with gate.batch():
-                with _skip_if_revoked("clicks"):
-                    await clicks.process(events)
+            with busy:
+                await clicks.process(events)
 
     @app.timer(settings.click_checkpoint_s)
     async def checkpoint_click_models() -> None:
@@ -191,7 +178,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         offsets = {tp: (consumer._read_offset.get(tp), consumer._committed_offset.get(tp), ends.get(tp))
                    for tp in assigned}
         # Faust pauses the inputs while it recovers tables: no progress then is not a stall.
-        stalled = stalls.check(offsets, busy=gate.active > 0 or bool(getattr(app, "in_recovery", False)))
+        stalled = stalls.check(offsets, busy=busy.value > 0 or bool(getattr(app, "in_recovery", False)))
         if stalled:
             metrics.errors.labels(kind="stalled_partition").inc(len(stalled))
             log.warning("partitions with records to process made no progress: %s (read, committed, end "
@@ -212,43 +199,22 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
             metrics.errors.labels(kind="lag_probe").inc()
             log.debug("reading consumer lag failed", exc_info=True)
 
-    app.agent(topic(names.reviews), name="reviews")(text_agent("reviews", output(names.reviews_enriched)))
-    app.agent(topic(names.news), name="news")(text_agent("news", output(names.news_enriched)))
+    app.agent(topic(names.reviews), name="reviews")(text_agent("reviews", topic(names.reviews_enriched)))
+    app.agent(topic(names.news), name="news")(text_agent("news", topic(names.news_enriched)))
     return app
 
 
-@contextlib.contextmanager
-def _skip_if_revoked(base: str) -> Iterator[None]:
-    """Exactly-once: a batch whose input partition was revoked mid-way is left to the next owner
-    (its open transaction is aborted when that owner takes the partition over)."""
-    try:
-        yield
-    except SourceRevoked as exc:
-        log.info("left a %s batch to the partition's next owner: %s", base, exc)
+class _Busy:
+    """How many agent batches are being processed right now."""
 
+    def __init__(self) -> None:
+        self.value = 0
 
-def _commit_between_batches(app: faust.App, gate: CommitGate) -> None:
-    """Every commit of the app's consumer (Faust's timer, rebalances, shutdown) goes through
-    the gate: under exactly-once a commit ends the transaction, see :class:`CommitGate`.
+    def __enter__(self) -> None:
+        self.value += 1
 
-    The consumer is wrapped once it exists, at the first assignment (before any record is
-    processed): creating it earlier, before the worker has started, makes Faust build it
-    without transactions (``Consumer.in_transaction`` is read from the app at construction,
-    and the app is only "in a worker" once the worker starts)."""
-
-    @app.on_partitions_assigned.connect
-    async def gate_commits(sender, assigned, **kwargs) -> None:
-        consumer = app.consumer
-        if getattr(consumer, "_streamsense_gated", False):
-            return
-        commit = consumer.commit
-
-        async def gated_commit(*args, **kwargs):
-            async with gate.commit():
-                return await commit(*args, **kwargs)
-
-        consumer.commit = gated_commit
-        consumer._streamsense_gated = True
+    def __exit__(self, *exc) -> None:
+        self.value -= 1
 
 
 def _log_task_stacks(app: faust.App) -> None:
@@ -330,28 +296,28 @@ class Detectors:
         """``pairs``: (event, enriched record, event time, model text, unknown-token share) in
         input order."""
         batch = self.subjects[base].batch()
+        alerts: list[Alert] = []
         for event, record, ts, text, unknown in pairs:
             subject_id, observation, mentions = observe_enriched(record, ts)
             features = text_features(text)
             if unknown is not None:
                 features["unknown_token_share"] = unknown
-            alerts = self.streams[base].observe(features, observation.label, ts)
+            alerts += self.streams[base].observe(features, observation.label, ts)
             alerts += batch.get(subject_id, subject_id, event).observe(observation)
-            # Under the record's own event: table writes go to its partition's changelog and
-            # sends into its partition's transaction (exactly-once).
-            with as_current_event(event):
-                if self.item_signals is not None:  # item features for the click model
+            if self.item_signals is not None:  # item features for the click model
+                with as_current_event(event):
                     item, value = item_signal_update(record, self.item_signals.get(signal_item(record)))
                     self.item_signals[item] = value
-                for mention in mentions:
-                    await self.mentions.send(key=mention.key.encode(), value=mention.to_json())
-                await send_alerts(self.alerts, alerts, self.metrics)
+            for mention in mentions:
+                await self.mentions.send(key=mention.key.encode(), value=mention.to_json())
         batch.save()
         if self.item_signals is not None:
             self.metrics.item_signals.set(len(self.item_signals))
+        await send_alerts(self.alerts, alerts, self.metrics)
 
     async def on_mentions(self, events: Sequence) -> None:
         batch = self.entities.batch()
+        alerts: list[Alert] = []
         for event in events:
             try:
                 mention = EntityMention.from_json(event.message.value)
@@ -359,10 +325,9 @@ class Detectors:
                 self.metrics.errors.labels(kind="bad_entity_mention").inc()
                 log.warning("skipping an unreadable entity mention at offset %s", event.message.offset)
                 continue
-            alerts = batch.get(mention.key, mention.name, event).observe(mention.observation)
-            with as_current_event(event):
-                await send_alerts(self.alerts, alerts, self.metrics)
+            alerts += batch.get(mention.key, mention.name, event).observe(mention.observation)
         batch.save()
+        await send_alerts(self.alerts, alerts, self.metrics)
 
 
 async def process_text_events(base: str, events: Sequence, *, inferencer: Inferencer, output,
@@ -377,7 +342,7 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
             await _process(base, raws, inferencer=inferencer, output=output, deadletter=deadletter,
                            metrics=metrics, detectors=detectors, events=events)
             return
-        except (asyncio.CancelledError, SourceRevoked):
+        except asyncio.CancelledError:
             raise
         except Exception:
             # The batch must not crash the agent: Faust would ack it anyway (data loss).
@@ -388,14 +353,13 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
         try:
             await _process(base, [raw], inferencer=inferencer, output=output, deadletter=deadletter,
                            metrics=metrics, detectors=detectors, events=[event])
-        except (asyncio.CancelledError, SourceRevoked):
+        except asyncio.CancelledError:
             raise
         except Exception as exc:
             record = dead_letter(source_topic=raw.topic, partition=raw.partition, offset=raw.offset,
                                  raw=raw.value, error=f"processing failed: {exc!r}"[:1000],
                                  now=datetime.now(UTC))
-            with as_current_event(event):
-                await deadletter.send(key=raw.key, value=encode(record))
+            await deadletter.send(key=raw.key, value=encode(record))
             metrics.deadlettered.labels(source_topic=base).inc()
 
 
@@ -410,26 +374,24 @@ async def _process(base: str, raws: list[RawRecord], *, inferencer: Inferencer, 
     observed = []
     for item, enriched, analysis in zip(batch.items, enrich(batch.items, analyses, now=now), analyses,
                                         strict=True):
-        event = event_of[item.raw.partition, item.raw.offset]
-        with as_current_event(event):  # exactly-once: into the transaction of its input partition
-            await output.send(key=item.raw.key, value=encode(enriched))
+        await output.send(key=item.raw.key, value=encode(enriched))
         metrics.sentiment.labels(topic=base, label=enriched.sentiment.label).inc()
         event_time = item.record.ts or (datetime.fromtimestamp(item.raw.timestamp_ms / 1000, UTC)
                                         if item.raw.timestamp_ms else now)
         metrics.end_to_end_seconds.labels(topic=base).observe(max(0.0, (now - event_time).total_seconds()))
+        event = event_of[item.raw.partition, item.raw.offset]
         observed.append((event, enriched, event_time, item.model_text,
                          analysis.unknown_token_share if analysis else None))
     metrics.events_out.labels(topic=f"{base}.enriched").inc(len(batch.items))
     if detectors is not None and observed:
         try:
             await detectors.on_enriched(base, observed)
-        except (asyncio.CancelledError, SourceRevoked):
+        except asyncio.CancelledError:
             raise
         except Exception:
             # Detection is downstream of enrichment: its failure must not dead-letter good records.
             metrics.errors.labels(kind="detector_failed").inc()
             log.exception("detectors failed on a %s batch; enriched records were sent", base)
     for record in batch.dead:
-        with as_current_event(event_of[record.partition, record.offset]):
-            await deadletter.send(key=None, value=encode(record))
+        await deadletter.send(key=None, value=encode(record))
     metrics.deadlettered.labels(source_topic=base).inc(len(batch.dead))

@@ -45,15 +45,23 @@ class WorkerProcess:
              "--loglevel", os.environ.get("TEST_WORKER_LOGLEVEL", "warn")],
             env={**os.environ, **env}, cwd=REPO, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True)
+        self.hung_on_stop = False
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=60)
 
-    def stop(self) -> None:
+    def stop(self, *, timeout_s: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s`` (as a process manager would); a worker
+        that needed the SIGKILL is marked ``hung_on_stop``."""
         if self.proc.poll() is None:
-            self.kill(signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.hung_on_stop = True
+                self.kill(signal.SIGKILL)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]

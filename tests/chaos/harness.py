@@ -163,30 +163,53 @@ def reconcile(scenario: str, guarantee: str, stream: Stream, seen: Seen, *, faul
 
 
 class Fleet:
-    """Worker processes by index; any can be SIGKILLed and replaced."""
+    """Worker processes by index, under a supervisor (as Kubernetes or systemd would run them):
+    any can be SIGKILLed and replaced, and one that exits on its own is restarted and counted
+    in ``crashes`` with the tail of its log."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, *, workers: int) -> None:
         self.env = env
         self.log_dir = log_dir
         self.workers = {i: WorkerProcess(env, index=i, log_dir=log_dir) for i in range(workers)}
         self.kills = 0
+        self.crashes: list[str] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(1.0):
+            with self._lock:
+                for index, worker in list(self.workers.items()):
+                    if worker.proc.poll() is not None:
+                        self.crashes.append(f"worker {index} exited ({worker.proc.returncode}):\n{worker.tail()}")
+                        self.workers[index] = WorkerProcess(self.env, index=index, log_dir=self.log_dir)
 
     def kill_and_replace(self, rng: random.Random, *, down_s: float = 1.0) -> None:
-        index = rng.choice(sorted(self.workers))
-        self.workers[index].kill(signal.SIGKILL)
-        self.kills += 1
-        time.sleep(down_s)
-        self.workers[index] = WorkerProcess(self.env, index=index, log_dir=self.log_dir)
+        with self._lock:
+            index = rng.choice(sorted(self.workers))
+            self.workers[index].kill(signal.SIGKILL)
+            self.kills += 1
+            time.sleep(down_s)
+            self.workers[index] = WorkerProcess(self.env, index=index, log_dir=self.log_dir)
+
+    def faults(self) -> str:
+        crashed = f", {len(self.crashes)} crashed and restarted" if self.crashes else ""
+        return f"{self.kills} kills{crashed}"
 
     def alive(self) -> bool:
-        return all(w.proc.poll() is None for w in self.workers.values())
+        return not self.crashes and all(w.proc.poll() is None for w in self.workers.values())
 
     def stop(self) -> None:
+        self._stopping.set()
+        self._supervisor.join(5)
         for worker in self.workers.values():
             worker.stop()
 
     def tails(self) -> str:
-        return "\n".join(f"--- worker {i}\n{w.tail()}" for i, w in self.workers.items())
+        crashes = "".join(f"--- crash\n{c[-2000:]}\n" for c in self.crashes)
+        return crashes + "\n".join(f"--- worker {i}\n{w.tail()}" for i, w in self.workers.items())
 
 
 class LatencyProxy:

@@ -187,8 +187,12 @@ def test_worker_sigkill_loses_nothing(kafka: Settings, triton: Settings, stack_e
     try:
         producer = threading.Thread(target=_produce_at_rate, args=(settings, names.reviews, reviews, 150.0))
         producer.start()
-        time.sleep(5)
-        partial = ids_in(settings, names.reviews_enriched, "review_id", expect=10**9, timeout_s=2)
+        # Kill it once it has output something (under exactly-once: a committed transaction).
+        deadline = time.monotonic() + 90
+        partial = Counter()
+        while not partial and time.monotonic() < deadline:
+            time.sleep(2)
+            partial = ids_in(settings, names.reviews_enriched, "review_id", expect=10**9, timeout_s=2)
         first.kill()
         second = WorkerProcess(env, log_dir=tmp_path)
         producer.join()
