@@ -178,11 +178,10 @@ def _start_worker(settings: Settings) -> subprocess.Popen:
 class _View:
     """The live terminal view: replay bars, per-topic progress and lag, alerts, recommendations."""
 
-    def __init__(self, stream: DemoStream, counts: dict[str, int]) -> None:
+    def __init__(self, counts: dict[str, int]) -> None:
         self.progress = Progress(TextColumn("{task.fields[topic]:>8}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]:>6.0f} ev/s"), TimeElapsedColumn())
         self.tasks = {t: self.progress.add_task(t, total=n, topic=t, rate=0.0) for t, n in counts.items()}
-        self.products = set(stream.products)
         self.lag: dict[str, int] = {}
         self.peak_lag: Counter[str] = Counter()
         self.alerts: deque[dict] = deque(maxlen=8)
@@ -216,7 +215,7 @@ async def _live(settings: Settings, names: TopicNames, options: DemoOptions, str
     events = {"reviews": stream.reviews, "clicks": [click_record(e) for e in stream.clicks],
               "news": stream.news}
     total = sum(len(v) for v in events.values())
-    view = _View(stream, {t: len(v) for t, v in events.items()})
+    view = _View({t: len(v) for t, v in events.items()})
     outputs = DemoOutputs()
     t0 = time.monotonic()
 

@@ -74,10 +74,6 @@ class DemoStream:
     changes: list[PlantedChange]
 
     @property
-    def products(self) -> list[str]:
-        return list(PRODUCTS)
-
-    @property
     def engagements(self) -> list[ClickEvent]:
         return [e for e in self.clicks if e.action != "impression"]
 

@@ -58,10 +58,6 @@ class Stream:
         return cls(review_lines, news_lines, frozenset(r["review_id"] for r in good_reviews),
                    frozenset(n["article_id"] for n in good_news), bad)
 
-    @property
-    def size(self) -> int:
-        return len(self.reviews) + len(self.news)
-
     def produce(self, settings: Settings, names: TopicNames, *, rate: float, part: slice = slice(None)) -> None:
         """Send (a slice of) both inputs at ``rate`` records/s in all; blocks until acked."""
         reviews, news = self.reviews[part], self.news[part]
@@ -170,7 +166,7 @@ class Fleet:
     def __init__(self, env: dict[str, str], log_dir: Path, *, workers: int) -> None:
         self.env = env
         self.log_dir = log_dir
-        self.workers = {i: WorkerProcess(env, index=i, log_dir=log_dir) for i in range(workers)}
+        self.workers = {i: self._start(i) for i in range(workers)}
         self.kills = 0
         self.crashes: list[str] = []
         self._lock = threading.Lock()
@@ -178,13 +174,16 @@ class Fleet:
         self._supervisor = threading.Thread(target=self._supervise, daemon=True)
         self._supervisor.start()
 
+    def _start(self, index: int) -> WorkerProcess:
+        return WorkerProcess(self.env, index=index, log_dir=self.log_dir)
+
     def _supervise(self) -> None:
         while not self._stopping.wait(1.0):
             with self._lock:
                 for index, worker in list(self.workers.items()):
                     if worker.proc.poll() is not None:
                         self.crashes.append(f"worker {index} exited ({worker.proc.returncode}):\n{worker.tail()}")
-                        self.workers[index] = WorkerProcess(self.env, index=index, log_dir=self.log_dir)
+                        self.workers[index] = self._start(index)
 
     def kill_and_replace(self, rng: random.Random, *, down_s: float = 1.0) -> None:
         with self._lock:
@@ -192,7 +191,7 @@ class Fleet:
             self.workers[index].kill(signal.SIGKILL)
             self.kills += 1
             time.sleep(down_s)
-            self.workers[index] = WorkerProcess(self.env, index=index, log_dir=self.log_dir)
+            self.workers[index] = self._start(index)
 
     def faults(self) -> str:
         crashed = f", {len(self.crashes)} crashed and restarted" if self.crashes else ""
