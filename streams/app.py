@@ -7,7 +7,9 @@ No data is lost because (1) Faust acks a ``take_events`` batch only after the lo
 finished with it, and commits offsets only after flushing the producer (or inside the Kafka
 transaction in ``exactly_once`` mode); and (2) the body never raises: Triton failures are
 retried until they succeed (which also stops the stream pulling: backpressure), and a record
-whose processing keeps failing is dead-lettered with the error after ``_ATTEMPTS`` tries.
+whose processing keeps failing is dead-lettered with the error after ``_ATTEMPTS`` tries;
+(3) should anything still escape a batch, the worker exits before committing it (``_Batches``):
+Faust itself would ack the batch and restart the agent.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import base64
 import io
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -30,7 +33,7 @@ from streams.agents.alerts import send_alerts
 from streams.agents.clicks import ClickProcessor
 from streams.agents.tables import as_current_event
 from streams.core.clicks import item_signal_update, signal_item
-from streams.core.flow import StallDetector
+from streams.core.flow import StallDetector, cancelling
 from streams.core.monitoring import (
     EntityMention,
     MonitorConfig,
@@ -124,28 +127,27 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         metrics=metrics, config=config, checkpoint_s=settings.click_checkpoint_s,
         checkpoint_events=settings.click_checkpoint_events)
 
-    busy = _Busy()
+    batches = _Batches()
 
     def text_agent(base: str, output: faust.TopicT):
         async def agent(stream):
+            async def process(events):
+                await process_text_events(base, events, inferencer=inferencer, output=output,
+                                          deadletter=deadletter, metrics=metrics, detectors=detectors)
             async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-                with busy:
-                    await process_text_events(base, events, inferencer=inferencer, output=output,
-                                              deadletter=deadletter, metrics=metrics, detectors=detectors)
+                await batches.run(base, process, events)
         agent.__name__ = f"{base}_agent"
         return agent
 
     @app.agent(topic(names.entity_mentions), name="entities")
     async def entities_agent(stream):
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            with busy:
-                await detectors.on_mentions(events)
+            await batches.run("entities", detectors.on_mentions, events)
 
     @app.agent(topic(names.clicks), name="clicks")
     async def clicks_agent(stream):
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            with busy:
-                await clicks.process(events)
+            await batches.run("clicks", clicks.process, events)
 
     @app.timer(settings.click_checkpoint_s)
     async def checkpoint_click_models() -> None:
@@ -178,7 +180,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         offsets = {tp: (consumer._read_offset.get(tp), consumer._committed_offset.get(tp), ends.get(tp))
                    for tp in assigned}
         # Faust pauses the inputs while it recovers tables: no progress then is not a stall.
-        stalled = stalls.check(offsets, busy=busy.value > 0 or bool(getattr(app, "in_recovery", False)))
+        stalled = stalls.check(offsets, busy=batches.value > 0 or bool(getattr(app, "in_recovery", False)))
         if stalled:
             metrics.errors.labels(kind="stalled_partition").inc(len(stalled))
             log.warning("partitions with records to process made no progress: %s (read, committed, end "
@@ -204,17 +206,42 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     return app
 
 
-class _Busy:
-    """How many agent batches are being processed right now."""
+class _Batches:
+    """Runs the agents' batches: counts those in progress (for the stall check) and stops the
+    worker when one escapes the agent's own error handling.
 
-    def __init__(self) -> None:
+    ``take_events`` acks a batch in its ``finally`` even when the agent body raised, and Faust
+    then restarts the agent and commits: the batch would be lost. Every agent body handles its
+    records' errors itself (retry, then dead-letter); anything that still escapes is a bug or
+    an outage we did not foresee, and the only safe answer is to exit before anything is
+    committed, so the restarted worker (or the partition's next owner) processes it again.
+    """
+
+    def __init__(self, exit_worker=None) -> None:
         self.value = 0
+        self._exit = exit_worker or _exit_worker
 
-    def __enter__(self) -> None:
+    async def run(self, agent: str, process, events: Sequence) -> None:
         self.value += 1
+        try:
+            await process(events)
+        except asyncio.CancelledError:
+            if cancelling():
+                raise  # the worker is stopping or rebalancing: Faust redelivers from the commit
+            log.critical("a %s batch was cancelled from inside (not by the worker); exiting without "
+                         "committing it so that it is processed again", agent, exc_info=True)
+            self._exit()
+        except Exception:
+            log.critical("a %s batch failed outside the per-record error handling; exiting without "
+                         "committing it so that it is processed again", agent, exc_info=True)
+            self._exit()
+        finally:
+            self.value -= 1
 
-    def __exit__(self, *exc) -> None:
-        self.value -= 1
+
+def _exit_worker() -> None:
+    logging.shutdown()
+    os._exit(70)  # EX_SOFTWARE; no atexit, no Faust stop: nothing is committed on the way out
 
 
 def _log_task_stacks(app: faust.App) -> None:
@@ -343,7 +370,11 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
                            metrics=metrics, detectors=detectors, events=events)
             return
         except asyncio.CancelledError:
-            raise
+            if cancelling():
+                raise
+            metrics.errors.labels(kind="batch_failed").inc()
+            log.warning("a %s batch was cancelled from inside (attempt %d/%d)", base, attempt, _ATTEMPTS,
+                        exc_info=True)
         except Exception:
             # The batch must not crash the agent: Faust would ack it anyway (data loss).
             metrics.errors.labels(kind="batch_failed").inc()

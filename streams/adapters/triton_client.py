@@ -18,7 +18,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from streams.core.flow import AdaptiveBatchSize, AdaptiveLimiter, CircuitBreaker, backoff_s
+from streams.core.flow import AdaptiveBatchSize, AdaptiveLimiter, CircuitBreaker, backoff_s, cancelling
 from streams.core.text import Analysis
 
 __all__ = ["Inferencer", "TritonInferencer"]
@@ -45,6 +45,10 @@ class TritonInferencer:
         self.breaker = CircuitBreaker()
         self.metrics = metrics
         self._client: grpcclient.InferenceServerClient | None = None
+        # Calls in flight per channel: a channel is closed only when none is left on it, because
+        # closing it cancels them (grpc raises CancelledError inside their awaits).
+        self._users: dict[int, int] = {}
+        self._retired: dict[int, grpcclient.InferenceServerClient] = {}
 
     def _get_client(self) -> grpcclient.InferenceServerClient:
         if self._client is None:
@@ -52,9 +56,11 @@ class TritonInferencer:
         return self._client
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        clients = [*self._retired.values(), *([self._client] if self._client is not None else [])]
+        self._client = None
+        self._retired.clear()
+        for client in clients:
+            await client.close()
 
     async def analyse(self, texts: list[str]) -> list[Analysis]:
         if not texts:
@@ -71,10 +77,19 @@ class TritonInferencer:
             await self.breaker.wait_until_callable()
             async with self.limiter.slot(), self._counted_in_flight():
                 started = time.monotonic()
+                client = self._get_client()
+                self._users[id(client)] = self._users.get(id(client), 0) + 1
                 try:
                     inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
                     inp.set_data_from_numpy(data)
-                    result = await self._get_client().infer(self.model, [inp], client_timeout=self.timeout_s)
+                    try:
+                        result = await client.infer(self.model, [inp], client_timeout=self.timeout_s)
+                    except asyncio.CancelledError:
+                        if cancelling():
+                            raise
+                        # Not our task's cancellation: grpc cancels calls on a channel that
+                        # failed or closed under them. Retried like any outage.
+                        raise InferenceServerException("cancelled by its channel (unavailable)") from None
                     out = result.as_numpy("ANALYSIS")
                     if out is None or len(out) != len(texts):
                         raise InferenceServerException(f"expected {len(texts)} results")
@@ -87,7 +102,7 @@ class TritonInferencer:
                         log.warning("Triton %s failed (%s: %s); retrying with backoff (attempt %d)",
                                     self.model, kind, str(exc)[:200], attempt + 1)
                     if kind == "unavailable":
-                        await self._reset_client()
+                        self._retire(client)
                 else:
                     latency = time.monotonic() - started
                     self.breaker.success()
@@ -97,6 +112,8 @@ class TritonInferencer:
                         self.metrics.triton_request_seconds.observe(latency)
                         self.metrics.triton_batch_size.observe(len(texts))
                     return [Analysis.from_json(v[0].decode("utf-8")) for v in out]
+                finally:
+                    await self._release(client)
             attempt += 1
             await asyncio.sleep(backoff_s(attempt))
 
@@ -110,14 +127,24 @@ class TritonInferencer:
             if self.metrics:
                 self.metrics.triton_in_flight.dec()
 
-    async def _reset_client(self) -> None:
+    def _retire(self, client: grpcclient.InferenceServerClient) -> None:
         # A restarted server needs a fresh channel; the old one can stay in a failed state.
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                await client.close()
-            except Exception:
-                log.debug("closing the old Triton channel failed", exc_info=True)
+        # Calls still on the old one finish (or fail) there; the last of them closes it.
+        if self._client is client:
+            self._client = None
+            self._retired[id(client)] = client
+
+    async def _release(self, client: grpcclient.InferenceServerClient) -> None:
+        key = id(client)
+        self._users[key] -= 1
+        if self._users[key] == 0:
+            del self._users[key]
+            retired = self._retired.pop(key, None)
+            if retired is not None:
+                try:
+                    await retired.close()
+                except Exception:
+                    log.debug("closing the old Triton channel failed", exc_info=True)
 
 
 def _kind(exc: BaseException) -> str:

@@ -29,7 +29,18 @@ import random
 import time
 from collections.abc import AsyncIterator
 
-__all__ = ["AdaptiveBatchSize", "AdaptiveLimiter", "CircuitBreaker", "StallDetector", "backoff_s"]
+__all__ = ["AdaptiveBatchSize", "AdaptiveLimiter", "CircuitBreaker", "StallDetector", "backoff_s",
+           "cancelling"]
+
+
+def cancelling() -> bool:
+    """Whether the running task itself was asked to stop.
+
+    A ``CancelledError`` can also come out of a library (grpc cancels the calls on a channel
+    that closed under them); that one is a failure to handle, not a request to stop.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def backoff_s(attempt: int, *, base_s: float = 0.1, cap_s: float = 10.0,

@@ -2,6 +2,7 @@ import asyncio
 import json
 
 import numpy as np
+import pytest
 
 from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import TritonInferencer
@@ -11,22 +12,23 @@ ANALYSIS = json.dumps({"sentiment": {"label": "neutral", "score": 1.0,
                        "entities": [], "model": "m"}).encode()
 
 
+class _Result:
+    def __init__(self, n):
+        self.n = n
+
+    def as_numpy(self, name):
+        return np.array([[ANALYSIS]] * self.n, dtype=np.object_)
+
+
 def test_in_flight_gauge_counts_requests_while_they_run_and_returns_to_zero():
     metrics = Metrics()
     seen = []
-
-    class Result:
-        def __init__(self, n):
-            self.n = n
-
-        def as_numpy(self, name):
-            return np.array([[ANALYSIS]] * self.n, dtype=np.object_)
 
     class Client:
         async def infer(self, model, inputs, client_timeout):
             seen.append(metrics.triton_in_flight._value.get())
             await asyncio.sleep(0.01)
-            return Result(inputs[0].shape()[0])
+            return _Result(inputs[0].shape()[0])
 
     inferencer = TritonInferencer(url="unused", metrics=metrics)
     inferencer._get_client = Client
@@ -34,3 +36,76 @@ def test_in_flight_gauge_counts_requests_while_they_run_and_returns_to_zero():
     assert [r.sentiment["label"] for r in results] == ["neutral"] * 3
     assert seen and min(seen) >= 1
     assert metrics.triton_in_flight._value.get() == 0
+
+
+class _Channel:
+    """A fake Triton client; ``script`` says what each call does: "ok", "down", "cancelled", "slow"."""
+
+    def __init__(self, script, log):
+        self.script, self.log, self.closed = script, log, False
+
+    async def infer(self, model, inputs, client_timeout):
+        from tritonclient.utils import InferenceServerException
+        step = self.script.pop(0)
+        self.log.append((id(self), step))
+        if step == "down":
+            raise InferenceServerException("[StatusCode.UNAVAILABLE] failed to connect to all addresses")
+        if step == "cancelled":  # what grpc raises in a call whose channel was closed under it
+            raise asyncio.CancelledError()
+        if step == "slow":
+            await asyncio.sleep(0.2)
+            assert not self.closed, "the channel was closed under a call still in flight"
+        return _Result(inputs[0].shape()[0])
+
+    async def close(self):
+        self.closed = True
+
+
+def _inferencer(channels):
+    inferencer = TritonInferencer(url="unused", max_chunk=1)
+    made = iter(channels)
+    original = inferencer._get_client
+
+    def get_client():
+        if inferencer._client is None:
+            inferencer._client = next(made)
+        return original()
+    inferencer._get_client = get_client
+    return inferencer
+
+
+def test_a_cancelled_error_from_the_channel_is_retried_not_raised():
+    # A CancelledError that is not the task's own cancellation crashed the agent (and Faust then
+    # acked its batch: records lost when Triton was killed mid-stream). It is an outage: retry.
+    log = []
+    broken, fresh = _Channel(["cancelled"], log), _Channel(["ok"], log)
+    results = asyncio.run(_inferencer([broken, fresh])._call(["a"]))
+    assert len(results) == 1 and [step for _, step in log] == ["cancelled", "ok"]
+    assert broken.closed and not fresh.closed  # a channel that cancels calls is replaced
+
+
+def test_an_outage_retires_the_channel_but_closes_it_only_after_its_calls_finish():
+    log = []
+    old = _Channel(["slow", "down"], log)   # one call in flight, the other finds Triton down
+    new = _Channel(["ok"], log)
+    inferencer = _inferencer([old, new])
+
+    async def run():
+        return await inferencer.analyse(["a", "b"])   # max_chunk=1: two concurrent calls
+    results = asyncio.run(run())
+    assert len(results) == 2
+    assert old.closed and not new.closed              # retired, closed after its slow call ended
+    assert inferencer._client is new and not inferencer._retired and not inferencer._users
+
+
+def test_the_tasks_own_cancellation_still_propagates():
+    log = []
+    inferencer = _inferencer([_Channel(["slow"], log)])
+
+    async def run():
+        task = asyncio.ensure_future(inferencer._call(["a"]))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await task
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(run())
