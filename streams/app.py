@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import faust
@@ -31,9 +32,10 @@ from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import Inferencer, TritonInferencer
 from streams.agents.alerts import send_alerts
 from streams.agents.clicks import ClickProcessor
+from streams.agents.outputs import SourceRevoked, SourceTransactionTopic
 from streams.agents.tables import as_current_event
 from streams.core.clicks import item_signal_update, signal_item
-from streams.core.flow import StallDetector, cancelling
+from streams.core.flow import CommitGate, StallDetector, cancelling
 from streams.core.monitoring import (
     EntityMention,
     MonitorConfig,
@@ -42,7 +44,7 @@ from streams.core.monitoring import (
     observe_enriched,
 )
 from streams.core.text import Analysis, RawRecord, decode_batch, enrich
-from streams.records import Alert, dead_letter, encode
+from streams.records import dead_letter, encode
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -96,7 +98,12 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_serializer="raw", value_serializer="raw")
 
-    deadletter = topic(names.deadletter)
+    exactly_once = settings.processing_guarantee == "exactly_once"
+
+    def output(name: str) -> SourceTransactionTopic:
+        return SourceTransactionTopic(app, topic(name), exactly_once=exactly_once)
+
+    deadletter = output(names.deadletter)
     config = MonitorConfig(arl0=settings.detector_arl0, warmup=settings.detector_warmup,
                            cooldown_s=settings.alert_cooldown_s, surge_bucket_s=settings.surge_bucket_s)
 
@@ -117,19 +124,23 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
 
     item_signals = table("item-signals", global_=True)
     detectors = Detectors(
-        alerts=topic(names.alerts), mentions=topic(names.entity_mentions), metrics=metrics,
+        alerts=output(names.alerts), mentions=output(names.entity_mentions), metrics=metrics,
         subjects={"reviews": monitors("product"), "news": monitors("source")},
         streams={"reviews": StreamMonitor("reviews", config), "news": StreamMonitor("news", config)},
         entities=monitors("entity", with_surge=True), item_signals=item_signals)
     clicks = ClickProcessor(
         users=table("click-users"), models=table("click-models"), signals=item_signals,
-        recommendations=topic(names.recommendations), alerts=topic(names.alerts), deadletter=deadletter,
+        recommendations=output(names.recommendations), alerts=output(names.alerts), deadletter=deadletter,
         metrics=metrics, config=config, checkpoint_s=settings.click_checkpoint_s,
         checkpoint_events=settings.click_checkpoint_events)
 
-    batches = _Batches()
+    # Batches hold the gate; under exactly-once every commit waits for the batches in flight.
+    gate = CommitGate()
+    if exactly_once:
+        _commit_between_batches(app, gate)
+    batches = _Batches(gate)
 
-    def text_agent(base: str, output: faust.TopicT):
+    def text_agent(base: str, enriched: SourceTransactionTopic):
         async def agent(stream):
             async def process(events):
                 await process_text_events(base, events, inferencer=inferencer, output=output,
@@ -201,8 +212,8 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
             metrics.errors.labels(kind="lag_probe").inc()
             log.debug("reading consumer lag failed", exc_info=True)
 
-    app.agent(topic(names.reviews), name="reviews")(text_agent("reviews", topic(names.reviews_enriched)))
-    app.agent(topic(names.news), name="news")(text_agent("news", topic(names.news_enriched)))
+    app.agent(topic(names.reviews), name="reviews")(text_agent("reviews", output(names.reviews_enriched)))
+    app.agent(topic(names.news), name="news")(text_agent("news", output(names.news_enriched)))
     return app
 
 
@@ -217,14 +228,25 @@ class _Batches:
     committed, so the restarted worker (or the partition's next owner) processes it again.
     """
 
-    def __init__(self, exit_worker=None) -> None:
-        self.value = 0
+    def __init__(self, gate: CommitGate, exit_worker=None) -> None:
+        self.gate = gate
         self._exit = exit_worker or _exit_worker
 
+    @property
+    def value(self) -> int:
+        return self.gate.active
+
     async def run(self, agent: str, process, events: Sequence) -> None:
-        self.value += 1
+        async with self.gate.batch():
+            await self._run(agent, process, events)
+
+    async def _run(self, agent: str, process, events: Sequence) -> None:
         try:
             await process(events)
+        except SourceRevoked as exc:
+            # Exactly-once: the input partition was revoked mid-batch; its open transaction is
+            # aborted when the next owner takes the partition over, and that owner redoes it.
+            log.info("left a %s batch to the partition's next owner: %s", agent, exc)
         except asyncio.CancelledError:
             if cancelling():
                 raise  # the worker is stopping or rebalancing: Faust redelivers from the commit
@@ -235,13 +257,35 @@ class _Batches:
             log.critical("a %s batch failed outside the per-record error handling; exiting without "
                          "committing it so that it is processed again", agent, exc_info=True)
             self._exit()
-        finally:
-            self.value -= 1
 
 
 def _exit_worker() -> None:
     logging.shutdown()
     os._exit(70)  # EX_SOFTWARE; no atexit, no Faust stop: nothing is committed on the way out
+
+
+def _commit_between_batches(app: faust.App, gate: CommitGate) -> None:
+    """Every commit of the app's consumer (Faust's timer, rebalances, shutdown) goes through
+    the gate: under exactly-once a commit ends the transaction, see :class:`CommitGate`.
+
+    The consumer is wrapped once it exists, at the first assignment (before any record is
+    processed): creating it earlier, before the worker has started, makes Faust build it
+    without transactions (``Consumer.in_transaction`` is read from the app at construction,
+    and the app is only "in a worker" once the worker starts)."""
+
+    @app.on_partitions_assigned.connect
+    async def gate_commits(sender, assigned, **kwargs) -> None:
+        consumer = app.consumer
+        if getattr(consumer, "_streamsense_gated", False):
+            return
+        commit = consumer.commit
+
+        async def gated_commit(*args, **kwargs):
+            async with gate.commit():
+                return await commit(*args, **kwargs)
+
+        consumer.commit = gated_commit
+        consumer._streamsense_gated = True
 
 
 def _log_task_stacks(app: faust.App) -> None:
@@ -323,28 +367,28 @@ class Detectors:
         """``pairs``: (event, enriched record, event time, model text, unknown-token share) in
         input order."""
         batch = self.subjects[base].batch()
-        alerts: list[Alert] = []
         for event, record, ts, text, unknown in pairs:
             subject_id, observation, mentions = observe_enriched(record, ts)
             features = text_features(text)
             if unknown is not None:
                 features["unknown_token_share"] = unknown
-            alerts += self.streams[base].observe(features, observation.label, ts)
+            alerts = self.streams[base].observe(features, observation.label, ts)
             alerts += batch.get(subject_id, subject_id, event).observe(observation)
-            if self.item_signals is not None:  # item features for the click model
-                with as_current_event(event):
+            # Under the record's own event: table writes go to its partition's changelog and
+            # sends into its partition's transaction (exactly-once).
+            with as_current_event(event):
+                if self.item_signals is not None:  # item features for the click model
                     item, value = item_signal_update(record, self.item_signals.get(signal_item(record)))
                     self.item_signals[item] = value
-            for mention in mentions:
-                await self.mentions.send(key=mention.key.encode(), value=mention.to_json())
+                for mention in mentions:
+                    await self.mentions.send(key=mention.key.encode(), value=mention.to_json())
+                await send_alerts(self.alerts, alerts, self.metrics)
         batch.save()
         if self.item_signals is not None:
             self.metrics.item_signals.set(len(self.item_signals))
-        await send_alerts(self.alerts, alerts, self.metrics)
 
     async def on_mentions(self, events: Sequence) -> None:
         batch = self.entities.batch()
-        alerts: list[Alert] = []
         for event in events:
             try:
                 mention = EntityMention.from_json(event.message.value)
@@ -352,9 +396,10 @@ class Detectors:
                 self.metrics.errors.labels(kind="bad_entity_mention").inc()
                 log.warning("skipping an unreadable entity mention at offset %s", event.message.offset)
                 continue
-            alerts += batch.get(mention.key, mention.name, event).observe(mention.observation)
+            alerts = batch.get(mention.key, mention.name, event).observe(mention.observation)
+            with as_current_event(event):
+                await send_alerts(self.alerts, alerts, self.metrics)
         batch.save()
-        await send_alerts(self.alerts, alerts, self.metrics)
 
 
 async def process_text_events(base: str, events: Sequence, *, inferencer: Inferencer, output,
@@ -369,6 +414,8 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
             await _process(base, raws, inferencer=inferencer, output=output, deadletter=deadletter,
                            metrics=metrics, detectors=detectors, events=events)
             return
+        except SourceRevoked:
+            raise
         except asyncio.CancelledError:
             if cancelling():
                 raise
@@ -384,13 +431,14 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
         try:
             await _process(base, [raw], inferencer=inferencer, output=output, deadletter=deadletter,
                            metrics=metrics, detectors=detectors, events=[event])
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, SourceRevoked):
             raise
         except Exception as exc:
             record = dead_letter(source_topic=raw.topic, partition=raw.partition, offset=raw.offset,
                                  raw=raw.value, error=f"processing failed: {exc!r}"[:1000],
                                  now=datetime.now(UTC))
-            await deadletter.send(key=raw.key, value=encode(record))
+            with as_current_event(event):
+                await deadletter.send(key=raw.key, value=encode(record))
             metrics.deadlettered.labels(source_topic=base).inc()
 
 
@@ -405,24 +453,26 @@ async def _process(base: str, raws: list[RawRecord], *, inferencer: Inferencer, 
     observed = []
     for item, enriched, analysis in zip(batch.items, enrich(batch.items, analyses, now=now), analyses,
                                         strict=True):
-        await output.send(key=item.raw.key, value=encode(enriched))
+        event = event_of[item.raw.partition, item.raw.offset]
+        with as_current_event(event):  # exactly-once: into the transaction of its input partition
+            await output.send(key=item.raw.key, value=encode(enriched))
         metrics.sentiment.labels(topic=base, label=enriched.sentiment.label).inc()
         event_time = item.record.ts or (datetime.fromtimestamp(item.raw.timestamp_ms / 1000, UTC)
                                         if item.raw.timestamp_ms else now)
         metrics.end_to_end_seconds.labels(topic=base).observe(max(0.0, (now - event_time).total_seconds()))
-        event = event_of[item.raw.partition, item.raw.offset]
         observed.append((event, enriched, event_time, item.model_text,
                          analysis.unknown_token_share if analysis else None))
     metrics.events_out.labels(topic=f"{base}.enriched").inc(len(batch.items))
     if detectors is not None and observed:
         try:
             await detectors.on_enriched(base, observed)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, SourceRevoked):
             raise
         except Exception:
             # Detection is downstream of enrichment: its failure must not dead-letter good records.
             metrics.errors.labels(kind="detector_failed").inc()
             log.exception("detectors failed on a %s batch; enriched records were sent", base)
     for record in batch.dead:
-        await deadletter.send(key=None, value=encode(record))
+        with as_current_event(event_of[record.partition, record.offset]):
+            await deadletter.send(key=None, value=encode(record))
     metrics.deadlettered.labels(source_topic=base).inc(len(batch.dead))

@@ -1,9 +1,14 @@
 """Triton at the edge: batched ``text_analysis`` calls with bounded, adaptive concurrency.
 
-Every failure is retried (timeouts, refused connections, a server restarting, a full queue):
-Triton being slow or down delays processing and never drops events. The retry loop backs off
-with jitter and a circuit breaker, so callers block and the agent stops pulling from Kafka
-(backpressure) instead of buffering without bound.
+Outages are retried without limit (timeouts, refused connections, a server restarting, a full
+queue): Triton being slow or down delays processing and never drops events. The retry loop
+backs off with jitter and a circuit breaker, so callers block and the agent stops pulling from
+Kafka (backpressure) instead of buffering without bound.
+
+A batch the server *rejects* while it is up and the model ready (the model failed on these
+texts) is different: retrying it forever would block its partition behind one poison text. After
+``max_rejections`` such answers in a row :class:`InferenceRejected` is raised, and the agent
+narrows the batch down to the culprit and dead-letters it (``streams.app.process_text_events``).
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ from tritonclient.utils import InferenceServerException
 from streams.core.flow import AdaptiveBatchSize, AdaptiveLimiter, CircuitBreaker, backoff_s, cancelling
 from streams.core.text import Analysis
 
-__all__ = ["Inferencer", "TritonInferencer"]
+__all__ = ["InferenceRejected", "Inferencer", "TritonInferencer"]
 
 log = logging.getLogger(__name__)
+
+
+class InferenceRejected(Exception):
+    """Triton, up and with the model ready, kept failing this batch: something in it."""
 
 
 class Inferencer(Protocol):
@@ -35,10 +44,11 @@ class Inferencer(Protocol):
 class TritonInferencer:
     def __init__(self, *, url: str, model: str = "text_analysis", timeout_s: float = 30.0,
                  max_chunk: int = 64, max_in_flight: int = 8, latency_target_s: float = 1.0,
-                 metrics=None) -> None:
+                 max_rejections: int = 3, metrics=None) -> None:
         self.url = url
         self.model = model
         self.timeout_s = timeout_s
+        self.max_rejections = max_rejections
         self.batch_size = AdaptiveBatchSize(initial=min(16, max_chunk), maximum=max_chunk,
                                             target_s=latency_target_s)
         self.limiter = AdaptiveLimiter(initial=2, maximum=max_in_flight)
@@ -72,7 +82,7 @@ class TritonInferencer:
 
     async def _call(self, texts: list[str]) -> list[Analysis]:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-        attempt = 0
+        attempt = rejections = 0
         while True:
             await self.breaker.wait_until_callable()
             async with self.limiter.slot(), self._counted_in_flight():
@@ -103,6 +113,10 @@ class TritonInferencer:
                                     self.model, kind, str(exc)[:200], attempt + 1)
                     if kind == "unavailable":
                         self._retire(client)
+                    rejections = rejections + 1 if kind == "error" else 0
+                    if rejections >= self.max_rejections and await self._model_ready(client):
+                        raise InferenceRejected(f"Triton {self.model} failed this batch of {len(texts)} "
+                                                f"{rejections} times while ready: {str(exc)[:300]}") from exc
                 else:
                     latency = time.monotonic() - started
                     self.breaker.success()
@@ -126,6 +140,12 @@ class TritonInferencer:
         finally:
             if self.metrics:
                 self.metrics.triton_in_flight.dec()
+
+    async def _model_ready(self, client) -> bool:
+        try:
+            return bool(await client.is_model_ready(self.model))
+        except Exception:  # cannot tell: an outage, keep waiting
+            return False
 
     def _retire(self, client: grpcclient.InferenceServerClient) -> None:
         # A restarted server needs a fresh channel; the old one can stay in a failed state.

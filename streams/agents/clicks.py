@@ -127,7 +127,8 @@ class ClickProcessor:
             now = datetime.now(UTC)
             click = decode_click(msg.value, fallback_ts=datetime.fromtimestamp(msg.timestamp, UTC))
             if isinstance(click, DecodeError):
-                await self._dead_letter(msg, click.reason, now)
+                with as_current_event(event):  # exactly-once: the transaction of its partition
+                    await self._dead_letter(msg, click.reason, now)
                 continue
             try:
                 held = self._model(msg.partition)
@@ -136,17 +137,19 @@ class ClickProcessor:
                 step, alerts = held.model.observe(user, click, self.signals)
             except Exception as exc:
                 log.exception("click %s could not be processed", msg.offset)
-                await self._dead_letter(msg, f"processing failed: {exc!r}"[:1000], now)
+                with as_current_event(event):
+                    await self._dead_letter(msg, f"processing failed: {exc!r}"[:1000], now)
                 continue
             touched[msg.partition] = event
             self._record_step(step)
-            if step.items is not None:
-                out = recommendation(click.user_id, click.event_id, step.items, model=held.model.version,
-                                     now=datetime.now(UTC))
-                await self.recommendations.send(key=click.user_id.encode(), value=encode(out))
-                sent += 1
-                m.end_to_end_seconds.labels(topic="clicks").observe(max(0.0, time.time() - click.ts))
-            await send_alerts(self.alerts, alerts, self.metrics)
+            with as_current_event(event):  # exactly-once: the transaction of its partition
+                if step.items is not None:
+                    out = recommendation(click.user_id, click.event_id, step.items,
+                                         model=held.model.version, now=datetime.now(UTC))
+                    await self.recommendations.send(key=click.user_id.encode(), value=encode(out))
+                    sent += 1
+                    m.end_to_end_seconds.labels(topic="clicks").observe(max(0.0, time.time() - click.ts))
+                await send_alerts(self.alerts, alerts, self.metrics)
         m.events_out.labels(topic="recommendations").inc(sent)
         for user_id, (state, event) in states.items():
             with as_current_event(event):

@@ -29,8 +29,8 @@ import random
 import time
 from collections.abc import AsyncIterator
 
-__all__ = ["AdaptiveBatchSize", "AdaptiveLimiter", "CircuitBreaker", "StallDetector", "backoff_s",
-           "cancelling"]
+__all__ = ["AdaptiveBatchSize", "AdaptiveLimiter", "CircuitBreaker", "CommitGate", "StallDetector",
+           "backoff_s", "cancelling"]
 
 
 def cancelling() -> bool:
@@ -209,3 +209,81 @@ class StallDetector:
         for tp in set(self._seen) - set(offsets):
             del self._seen[tp]
         return stalled
+
+
+class CommitGate:
+    """Commits happen between batches, never in the middle of one (exactly-once).
+
+    Under exactly-once a commit ends the Kafka transaction with the offsets of the records
+    acknowledged so far *and every output sent so far*. Faust commits on a timer and while a
+    rebalance waits for in-flight work, so a commit in the middle of a batch put the outputs of
+    its first records in a committed transaction while their offsets were not: a worker killed
+    before the next commit left them to be processed again by the next owner, and read
+    committed, they were duplicates (see ``streams/agents/outputs.py`` for the other half of
+    the fix and the chaos suite's numbers).
+
+    Batches hold the gate shared (:meth:`batch`); a commit (:meth:`commit`) waits until none
+    is in flight, and batches that start meanwhile wait for the commit. Faust acknowledges a
+    batch's records right after the batch body returns, with no await in between, so no commit
+    can fall between the body and the acks. ``active`` is how many batches are in flight.
+
+    >>> gate, log = CommitGate(), []
+    >>> async def work(name, seconds):
+    ...     async with gate.batch():
+    ...         log.append(f"{name} starts")
+    ...         await asyncio.sleep(seconds)
+    ...         log.append(f"{name} ends")
+    >>> async def commit():
+    ...     await asyncio.sleep(0.01)
+    ...     async with gate.commit():
+    ...         log.append("commit")
+    >>> async def scenario():
+    ...     await asyncio.gather(work("a", 0.05), commit(), work("b", 0.0), _later(work("c", 0), 0.02))
+    >>> async def _later(coro, seconds):
+    ...     await asyncio.sleep(seconds)
+    ...     await coro
+    >>> asyncio.run(scenario())
+    >>> log
+    ['a starts', 'b starts', 'b ends', 'a ends', 'commit', 'c starts', 'c ends']
+    """
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._idle: asyncio.Event | None = None
+        self._open: asyncio.Event | None = None
+        self._committing = 0
+
+    def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
+        # Created on first use, inside the running loop.
+        if self._idle is None or self._open is None:
+            self._idle, self._open = asyncio.Event(), asyncio.Event()
+            self._idle.set()
+            self._open.set()
+        return self._idle, self._open
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        idle, open_ = self._events()
+        while self._committing:
+            await open_.wait()
+        self.active += 1
+        idle.clear()
+        try:
+            yield
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                idle.set()
+
+    @contextlib.asynccontextmanager
+    async def commit(self) -> AsyncIterator[None]:
+        idle, open_ = self._events()
+        self._committing += 1
+        open_.clear()
+        try:
+            await idle.wait()
+            yield
+        finally:
+            self._committing -= 1
+            if not self._committing:
+                open_.set()

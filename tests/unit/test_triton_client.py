@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from streams.adapters.metrics import Metrics
-from streams.adapters.triton_client import TritonInferencer
+from streams.adapters.triton_client import InferenceRejected, TritonInferencer
 
 ANALYSIS = json.dumps({"sentiment": {"label": "neutral", "score": 1.0,
                                      "probs": {"negative": 0.0, "neutral": 1.0, "positive": 0.0}},
@@ -41,8 +41,8 @@ def test_in_flight_gauge_counts_requests_while_they_run_and_returns_to_zero():
 class _Channel:
     """A fake Triton client; ``script`` says what each call does: "ok", "down", "cancelled", "slow"."""
 
-    def __init__(self, script, log):
-        self.script, self.log, self.closed = script, log, False
+    def __init__(self, script, log, *, ready=True):
+        self.script, self.log, self.closed, self.ready = script, log, False, ready
 
     async def infer(self, model, inputs, client_timeout):
         from tritonclient.utils import InferenceServerException
@@ -52,6 +52,9 @@ class _Channel:
             raise InferenceServerException("[StatusCode.UNAVAILABLE] failed to connect to all addresses")
         if step == "cancelled":  # what grpc raises in a call whose channel was closed under it
             raise asyncio.CancelledError()
+        if step == "error":  # the model failed on these texts (the server itself is fine)
+            raise InferenceServerException("text_analysis failed on this request: ValueError()",
+                                           status="StatusCode.INTERNAL")
         if step == "slow":
             await asyncio.sleep(0.2)
             assert not self.closed, "the channel was closed under a call still in flight"
@@ -59,6 +62,9 @@ class _Channel:
 
     async def close(self):
         self.closed = True
+
+    async def is_model_ready(self, model):
+        return self.ready
 
 
 def _inferencer(channels):
@@ -109,3 +115,18 @@ def test_the_tasks_own_cancellation_still_propagates():
         await task
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(run())
+
+
+def test_a_batch_the_ready_model_keeps_failing_is_rejected_after_a_bounded_number_of_tries():
+    log = []
+    inferencer = _inferencer([_Channel(["error"] * 5, log)])
+    with pytest.raises(InferenceRejected, match="3 times while ready"):
+        asyncio.run(inferencer._call(["poison"]))
+    assert len(log) == 3
+
+
+def test_errors_while_the_model_is_not_ready_are_an_outage_and_retried():
+    log = []
+    channel = _Channel(["error", "error", "error", "error", "ok"], log, ready=False)
+    results = asyncio.run(_inferencer([channel])._call(["a"]))
+    assert len(results) == 1 and len(log) == 5

@@ -44,19 +44,33 @@ class TritonPythonModel:
         self.unk_id = self.tokenizer.token_to_id("[UNK]")
 
     def execute(self, requests):
-        texts, sizes = [], []
+        batches = []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
-            batch = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in raw]
-            texts += batch
-            sizes.append(len(batch))
-        results = self._analyse(texts)
+            batches.append([t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in raw])
+        try:
+            results = self._analyse([t for batch in batches for t in batch])
+        except Exception:
+            # The dynamic batcher merged several clients' requests into this call: a text that
+            # breaks the model must fail only its own request, not the others'.
+            return [self._respond_alone(batch) for batch in batches]
         responses, at = [], 0
-        for size in sizes:
-            out = np.array(results[at:at + size], dtype=np.object_).reshape(-1, 1)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("ANALYSIS", out)]))
-            at += size
+        for batch in batches:
+            responses.append(self._response(results[at:at + len(batch)]))
+            at += len(batch)
         return responses
+
+    def _respond_alone(self, texts):
+        try:
+            return self._response(self._analyse(texts))
+        except Exception as exc:
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(f"text_analysis failed on this request: {exc!r}"[:1000]))
+
+    @staticmethod
+    def _response(results):
+        out = np.array(results, dtype=np.object_).reshape(-1, 1)
+        return pb_utils.InferenceResponse([pb_utils.Tensor("ANALYSIS", out)])
 
     def _analyse(self, texts):
         results = [None] * len(texts)

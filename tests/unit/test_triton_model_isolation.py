@@ -1,0 +1,64 @@
+"""The Python-backend model fails only the request holding a text it cannot analyse, not the
+other requests Triton's dynamic batcher merged into the same call. Runs the model's ``execute``
+with a stand-in for Triton's ``triton_python_backend_utils`` (only importable inside Triton)."""
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MODEL = Path(__file__).resolve().parents[2] / "triton_repo" / "text_analysis" / "1" / "model.py"
+
+
+class _Response:
+    def __init__(self, tensors=None, error=None):
+        self.tensors, self.error = tensors, error
+
+
+def _pb_utils():
+    module = types.ModuleType("triton_python_backend_utils")
+    module.get_input_tensor_by_name = lambda request, name: types.SimpleNamespace(as_numpy=lambda: request)
+    module.InferenceResponse = _Response
+    module.Tensor = lambda name, array: (name, array)
+    module.TritonError = lambda message: message
+    return module
+
+
+@pytest.fixture
+def model(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    if not (MODEL.parent / "pipeline.py").exists():
+        pytest.skip("triton_repo is built by `make setup`")
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _pb_utils())
+    spec = importlib.util.spec_from_file_location("text_analysis_model", MODEL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    instance = module.TritonPythonModel()  # no initialize(): the network is not needed here
+
+    def analyse(texts):
+        if any("POISON" in t for t in texts):
+            raise ValueError("cannot analyse this text")
+        return [f"analysis of {t}" for t in texts]
+    instance._analyse = analyse
+    return instance
+
+
+def _request(*texts):
+    return np.array([[t.encode()] for t in texts], dtype=np.object_)
+
+
+def test_a_failing_text_fails_only_its_own_request(model):
+    responses = model.execute([_request("good", "fine"), _request("POISON"), _request("ok")])
+    assert [r.error is None for r in responses] == [True, False, True]
+    assert "cannot analyse this text" in responses[1].error
+    assert responses[0].tensors[0][1].reshape(-1).tolist() == ["analysis of good", "analysis of fine"]
+    assert responses[2].tensors[0][1].reshape(-1).tolist() == ["analysis of ok"]
+
+
+def test_merged_requests_are_answered_in_order(model):
+    responses = model.execute([_request("a"), _request("b", "c")])
+    assert [r.tensors[0][1].reshape(-1).tolist() for r in responses] == [["analysis of a"],
+                                                                         ["analysis of b", "analysis of c"]]
