@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import io
 import logging
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import faust
 
 from models.sequential import text_features
+from streams.adapters import faust_fixes
 from streams.adapters.kafka_admin import consumer_lag
 from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import Inferencer, TritonInferencer
 from streams.agents.alerts import send_alerts
 from streams.agents.clicks import ClickProcessor
+from streams.agents.journal import CrashJournal
 from streams.agents.outputs import SourceRevoked, SourceTransactionTopic
 from streams.agents.tables import as_current_event
 from streams.core.clicks import item_signal_update, signal_item
@@ -68,6 +69,7 @@ def _credentials(settings: Settings):
 
 def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferencer | None = None,
                metrics: Metrics | None = None) -> faust.App:
+    faust_fixes.apply()
     metrics = metrics or Metrics()
     inferencer = inferencer or TritonInferencer(
         url=settings.triton_url, timeout_s=settings.triton_request_timeout_s,
@@ -138,12 +140,13 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     gate = CommitGate()
     if exactly_once:
         _commit_between_batches(app, gate)
-    batches = _Batches(gate)
+    batches = _Batches(gate, journal=CrashJournal(datadir / "crash-journal.json"), deadletter=deadletter,
+                       metrics=metrics)
 
     def text_agent(base: str, enriched: SourceTransactionTopic):
         async def agent(stream):
             async def process(events):
-                await process_text_events(base, events, inferencer=inferencer, output=output,
+                await process_text_events(base, events, inferencer=inferencer, output=enriched,
                                           deadletter=deadletter, metrics=metrics, detectors=detectors)
             async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
                 await batches.run(base, process, events)
@@ -195,9 +198,9 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         if stalled:
             metrics.errors.labels(kind="stalled_partition").inc(len(stalled))
             log.warning("partitions with records to process made no progress: %s (read, committed, end "
-                        "offsets %s); seeking back to the committed offsets",
+                        "offsets %s); seeking back to the committed offsets\n%s",
                         ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled),
-                        [offsets[tp] for tp in stalled])
+                        [offsets[tp] for tp in stalled], _fetch_states(consumer, stalled))
             # All partitions, as Faust does after a rebalance: seeking only the stalled ones
             # left some records unprocessed in our trials.
             await consumer.perform_seek()
@@ -218,18 +221,26 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
 
 
 class _Batches:
-    """Runs the agents' batches: counts those in progress (for the stall check) and stops the
-    worker when one escapes the agent's own error handling.
+    """Runs the agents' batches: counts those in progress (for the stall check), stops the
+    worker when one escapes the agent's own error handling, and keeps records that took the
+    worker down from doing it forever (:mod:`streams.agents.journal`).
 
     ``take_events`` acks a batch in its ``finally`` even when the agent body raised, and Faust
     then restarts the agent and commits: the batch would be lost. Every agent body handles its
     records' errors itself (retry, then dead-letter); anything that still escapes is a bug or
     an outage we did not foresee, and the only safe answer is to exit before anything is
-    committed, so the restarted worker (or the partition's next owner) processes it again.
+    committed, so the restarted worker (or the partition's next owner) processes it again. The
+    journal counts that exit against the batch's offsets; after ``max_crashes`` a record is
+    dead-lettered instead of processed.
     """
 
-    def __init__(self, gate: CommitGate, exit_worker=None) -> None:
+    def __init__(self, gate: CommitGate, *, journal: CrashJournal | None = None, deadletter=None,
+                 metrics: Metrics | None = None, max_crashes: int = 3, exit_worker=None) -> None:
         self.gate = gate
+        self.journal = journal
+        self.deadletter = deadletter
+        self.metrics = metrics
+        self.max_crashes = max_crashes
         self._exit = exit_worker or _exit_worker
 
     @property
@@ -238,25 +249,68 @@ class _Batches:
 
     async def run(self, agent: str, process, events: Sequence) -> None:
         async with self.gate.batch():
-            await self._run(agent, process, events)
+            if self.journal is None or not self.journal.suspects(events):
+                await self._journaled(agent, process, events)
+                return
+            log.warning("a %s batch holds records that were in flight when the worker died; processing "
+                        "it one record at a time", agent)
+            for event in events:
+                crashes = self.journal.crashes(event)
+                if crashes >= self.max_crashes:
+                    await self._dead_letter(agent, event, crashes)
+                    self.journal.end(agent, [event])
+                else:
+                    await self._journaled(agent, process, [event])
 
-    async def _run(self, agent: str, process, events: Sequence) -> None:
+    async def _journaled(self, agent: str, process, events: Sequence) -> None:
+        if self.journal is None:
+            await self._run(agent, process, events)
+            return
+        self.journal.begin(agent, events)
+        try:
+            done = await self._run(agent, process, events)
+        except asyncio.CancelledError:
+            self.journal.abandon(agent)  # stopping or rebalancing: not the records' doing
+            raise
+        # Not reached when the worker exits (or dies): the journal then keeps the batch.
+        if done:
+            self.journal.end(agent, events)
+        else:
+            self.journal.abandon(agent)
+
+    async def _run(self, agent: str, process, events: Sequence) -> bool:
+        """True when the batch was processed; False when it was left to another worker."""
         try:
             await process(events)
+            return True
         except SourceRevoked as exc:
             # Exactly-once: the input partition was revoked mid-batch; its open transaction is
             # aborted when the next owner takes the partition over, and that owner redoes it.
             log.info("left a %s batch to the partition's next owner: %s", agent, exc)
+            return False
         except asyncio.CancelledError:
             if cancelling():
                 raise  # the worker is stopping or rebalancing: Faust redelivers from the commit
             log.critical("a %s batch was cancelled from inside (not by the worker); exiting without "
                          "committing it so that it is processed again", agent, exc_info=True)
-            self._exit()
         except Exception:
             log.critical("a %s batch failed outside the per-record error handling; exiting without "
                          "committing it so that it is processed again", agent, exc_info=True)
-            self._exit()
+        self._exit()
+        return False
+
+    async def _dead_letter(self, agent: str, event, crashes: int) -> None:
+        msg = event.message
+        log.error("dead-lettering %s[%d] offset %d: the worker died %d times while it was being processed",
+                  msg.topic, msg.partition, msg.offset, crashes)
+        reason = (f"processing took the worker down {crashes} times (crash, kill or exit while this "
+                  "record was in flight); not processed again")
+        record = dead_letter(source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                             raw=msg.value, error=reason, now=datetime.now(UTC))
+        with as_current_event(event):  # exactly-once: the transaction of its partition
+            await self.deadletter.send(key=msg.key, value=encode(record))
+        if self.metrics is not None:
+            self.metrics.deadlettered.labels(source_topic=agent).inc()
 
 
 def _exit_worker() -> None:
@@ -295,6 +349,7 @@ def _log_task_stacks(app: faust.App) -> None:
         out.write(f"consumer.{name}: {sorted(getattr(consumer, name, None) or ())}\n")
     out.write(f"in_recovery: {app.in_recovery}; flow_control active: {app.flow_control.is_active()}\n")
     out.write(f"read offsets: {dict(consumer._read_offset)}\n")
+    out.write(_fetch_states(consumer))
     for task in asyncio.all_tasks():
         out.write(f"--- {task.get_name()}\n")
         coro = task.get_coro()
@@ -307,6 +362,24 @@ def _log_task_stacks(app: faust.App) -> None:
                 out.write(f"    awaiting {coro!r}\n"[:300])
                 break
     log.warning("asyncio tasks on SIGUSR1:\n%s", out.getvalue())
+
+
+def _fetch_states(consumer, only=None) -> str:
+    """What Kafka's own client (in Faust's consumer thread) holds per assigned partition: paused,
+    position status, position, last highwater and last stable offset seen in a fetch."""
+    try:
+        assignment = consumer._thread._consumer._subscription.subscription.assignment
+        lines = []
+        for tp in sorted(assignment.tps):
+            if only is not None and (tp.topic, tp.partition) not in {(t.topic, t.partition) for t in only}:
+                continue
+            state = assignment.state_value(tp)
+            position = state.position if state.has_valid_position else None
+            lines.append(f"  {tp.topic}[{tp.partition}]: paused={state.paused} status={state._status.name} "
+                         f"position={position} highwater={state.highwater} lso={state.lso}")
+        return "kafka client partition states:\n" + "\n".join(lines) + "\n"
+    except Exception as exc:  # a debugging aid: never let it fail the dump
+        return f"kafka client partition states unavailable: {exc!r}\n"
 
 
 class KeyedMonitors:

@@ -169,6 +169,7 @@ class Fleet:
         self.workers = {i: self._start(i) for i in range(workers)}
         self.kills = 0
         self.crashes: list[str] = []
+        self.hung: list[int] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, daemon=True)
@@ -195,16 +196,23 @@ class Fleet:
 
     def faults(self) -> str:
         crashed = f", {len(self.crashes)} crashed and restarted" if self.crashes else ""
-        return f"{self.kills} kills{crashed}"
+        hung = f", {len(self.hung)} ignored SIGTERM" if self.hung else ""
+        return f"{self.kills} kills{crashed}{hung}"
 
     def alive(self) -> bool:
         return not self.crashes and all(w.proc.poll() is None for w in self.workers.values())
 
     def stop(self) -> None:
+        """SIGTERM to every worker at once; those that ignore it for 30 s are SIGKILLed and
+        listed in ``hung`` (a worker must stop when told: a hang is a failure)."""
         self._stopping.set()
         self._supervisor.join(5)
-        for worker in self.workers.values():
-            worker.stop()
+        stoppers = [threading.Thread(target=w.stop) for w in self.workers.values()]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
+        self.hung = [i for i, w in self.workers.items() if w.hung_on_stop]
 
     def tails(self) -> str:
         crashes = "".join(f"--- crash\n{c[-2000:]}\n" for c in self.crashes)

@@ -1,10 +1,14 @@
 """An agent batch that raises must stop the worker uncommitted, never reach Faust (which acks it)."""
 
 import asyncio
+import json
+import types
 
 import pytest
 
+from streams.agents.journal import CrashJournal
 from streams.app import _Batches
+from streams.core.flow import CommitGate
 
 
 class _Exited(Exception):
@@ -17,7 +21,7 @@ def _batches():
     def exit_worker():
         exits.append(True)
         raise _Exited  # stands in for os._exit: nothing after it runs
-    return _Batches(exit_worker=exit_worker), exits
+    return _Batches(CommitGate(), exit_worker=exit_worker), exits
 
 
 @pytest.mark.parametrize("error", [RuntimeError("bug"), asyncio.CancelledError()])
@@ -59,3 +63,67 @@ def test_a_good_batch_runs_once():
 
     asyncio.run(batches.run("news", process, [1, 2]))
     assert seen == [1, 2] and exits == []
+
+
+class _Event(types.SimpleNamespace):
+    __slots__ = ("__weakref__",)  # Faust's current-event context holds a weak reference
+
+
+def _event(offset, text):
+    return _Event(message=types.SimpleNamespace(topic="reviews", partition=0, offset=offset,
+                                                key=b"k", value=text.encode()))
+
+
+class _DeadLetters:
+    def __init__(self):
+        self.sent = []
+
+    async def send(self, *, key, value):
+        self.sent.append(json.loads(value))
+
+
+def test_a_record_that_keeps_taking_the_worker_down_is_dead_lettered_after_three_crashes(tmp_path):
+    events = [_event(i, "POISON" if i == 2 else f"fine {i}") for i in range(4)]
+    processed, dead = [], _DeadLetters()
+
+    async def process(batch):
+        if any(e.message.value == b"POISON" for e in batch):
+            raise RuntimeError("a bug this record triggers")
+        processed.extend(e.message.offset for e in batch)
+
+    def restart():  # a new worker process: a fresh journal read from the same file
+        batches, _ = _batches()
+        batches.journal = CrashJournal(tmp_path / "journal.json")
+        batches.deadletter = dead
+        return batches
+
+    redelivered = events
+    for _ in range(4):
+        batches = restart()
+        try:
+            asyncio.run(batches.run("reviews", process, redelivered))
+            break
+        except _Exited:  # nothing committed: the next worker gets the records from the failed one on
+            redelivered = [e for e in events if e.message.offset not in processed]
+    assert processed == [0, 1, 3]
+    [letter] = dead.sent
+    assert letter["offset"] == 2 and "took the worker down 3 times" in letter["error"]
+    assert not CrashJournal(tmp_path / "journal.json").crashed  # all resolved
+
+
+def test_a_cancelled_batch_is_not_counted_against_its_records(tmp_path):
+    batches, exits = _batches()
+    batches.journal = CrashJournal(tmp_path / "journal.json")
+
+    async def process(events):
+        await asyncio.sleep(10)
+
+    async def run():
+        task = asyncio.ensure_future(batches.run("reviews", process, [_event(0, "x")]))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(run())
+    assert not exits and not CrashJournal(tmp_path / "journal.json").crashed
