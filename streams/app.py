@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import signal
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -201,6 +202,15 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
                         "offsets %s); seeking back to the committed offsets\n%s",
                         ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled),
                         [offsets[tp] for tp in stalled], _fetch_states(consumer, stalled))
+            if stalls.stuck:
+                # The seek did not help (a partition never fetched since a rebalance): a fresh
+                # Kafka client does. Nothing is in flight (no batch is running), so restarting
+                # loses nothing: uncommitted work is redone (at-least-once) or its transaction
+                # aborted (exactly-once).
+                log.error("partitions still stalled after seeking back: %s; the worker restarts itself "
+                          "in place (same process id, new Kafka client)",
+                          ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalls.stuck))
+                _restart_in_place()
             # All partitions, as Faust does after a rebalance: seeking only the stalled ones
             # left some records unprocessed in our trials.
             await consumer.perform_seek()
@@ -311,6 +321,13 @@ class _Batches:
             await self.deadletter.send(key=msg.key, value=encode(record))
         if self.metrics is not None:
             self.metrics.deadlettered.labels(source_topic=agent).inc()
+
+
+def _restart_in_place() -> None:
+    """Replace this process with a fresh run of the same command (``exec``: same PID, so pid
+    files and process managers keep tracking it; sockets close, the new run binds them again)."""
+    logging.shutdown()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def _exit_worker() -> None:

@@ -197,7 +197,14 @@ class Fleet:
     def faults(self) -> str:
         crashed = f", {len(self.crashes)} crashed and restarted" if self.crashes else ""
         hung = f", {len(self.hung)} ignored SIGTERM" if self.hung else ""
-        return f"{self.kills} kills{crashed}{hung}"
+        restarts = self.self_restarts()
+        restarted = f", {restarts} restarted itself (stalled partition)" if restarts else ""
+        return f"{self.kills} kills{crashed}{hung}{restarted}"
+
+    def self_restarts(self) -> int:
+        """Workers that restarted themselves in place (a partition stalled past a seek)."""
+        return sum(log.read_text(errors="replace").count("restarts itself in place")
+                   for log in self.log_dir.glob("worker-*.log"))
 
     def alive(self) -> bool:
         return not self.crashes and all(w.proc.poll() is None for w in self.workers.values())

@@ -127,3 +127,22 @@ def test_a_cancelled_batch_is_not_counted_against_its_records(tmp_path):
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(run())
     assert not exits and not CrashJournal(tmp_path / "journal.json").crashed
+
+
+def test_the_worker_restarts_itself_in_place_with_the_same_command_and_pid(tmp_path):
+    # What the stall handler does when a seek does not unstick a partition.
+    import subprocess
+    import sys
+    marker = tmp_path / "first-pid"
+    code = ("import os, sys, pathlib\n"
+            "from streams.app import _restart_in_place\n"
+            "marker = pathlib.Path(sys.argv[1])\n"
+            "if not marker.exists():\n"
+            "    marker.write_text(str(os.getpid()))\n"
+            "    _restart_in_place()\n"
+            "print(marker.read_text(), os.getpid(), sys.argv[1:])\n")
+    done = subprocess.run([sys.executable, "-c", code, str(marker), "--index", "3"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    first, second, args = done.stdout.split(" ", 2)
+    assert first == second and args.strip() == repr([str(marker), "--index", "3"])
