@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import logging
 import os
@@ -172,6 +173,18 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     async def forget_click_models(sender, revoked, **kwargs) -> None:
         clicks.forget({tp.partition for tp in revoked if tp.topic == names.clicks})
 
+    if exactly_once:
+        # Sent after Faust has ended (or left to be aborted) every transaction of the revoked
+        # partitions: what the ledger held for them is gone with them.
+        faust_fixes.LEDGER.on_unsafe = _restart_in_place
+
+        @app.on_partitions_revoked.connect
+        async def forget_open_transactions(sender, revoked, **kwargs) -> None:
+            for tp in revoked:
+                with contextlib.suppress(KeyError):  # a topic outside Faust's topic groups
+                    faust_fixes.LEDGER.closed(
+                        f"{app.conf.id}-{app.assignor.group_for_topic(tp.topic)}-{tp.partition}")
+
     @app.task
     async def dump_tasks_on_sigusr1() -> None:
         # `kill -USR1 <worker pid>` logs where every coroutine waits: for a stalled worker.
@@ -202,14 +215,14 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
                         "offsets %s); seeking back to the committed offsets\n%s",
                         ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled),
                         [offsets[tp] for tp in stalled], _fetch_states(consumer, stalled))
-            if stalls.stuck:
-                # The seek did not help (a partition never fetched since a rebalance): a fresh
-                # Kafka client does. Nothing is in flight (no batch is running), so restarting
-                # loses nothing: uncommitted work is redone (at-least-once) or its transaction
-                # aborted (exactly-once).
-                log.error("partitions still stalled after seeking back: %s; the worker restarts itself "
-                          "in place (same process id, new Kafka client)",
-                          ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalls.stuck))
+            if stalls.stuck or exactly_once:
+                # A fresh Kafka client cures it. Under exactly-once a restart is the clean cure
+                # from the start: the open transaction is aborted and the tables are rebuilt from
+                # what was committed, where a seek would redo records inside the open
+                # transaction. Otherwise only once the seek did not help (a partition never
+                # fetched since a rebalance). No batch is in flight, so nothing is lost.
+                log.error("stalled partitions %s; the worker restarts itself in place (same process id, "
+                          "new Kafka client)", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled))
                 _restart_in_place()
             # All partitions, as Faust does after a rebalance: seeking only the stalled ones
             # left some records unprocessed in our trials.

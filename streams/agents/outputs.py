@@ -14,6 +14,8 @@ and :class:`~streams.core.flow.CommitGate`).
 :class:`SourceTransactionTopic` sends into the transaction of Faust's *current event*, which
 the agents set to the record being handled (:func:`~streams.agents.tables.as_current_event`),
 so an output commits or aborts with its input's offset. Under at-least-once it is a plain send.
+Each send is entered in :data:`~streams.adapters.faust_fixes.LEDGER`, which refuses a commit that
+would not cover the input offsets of the outputs it holds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import faust
 from faust.exceptions import ProducerSendError
 from faust.streams import current_event
+
+from streams.adapters.faust_fixes import LEDGER
 
 __all__ = ["SourceRevoked", "SourceTransactionTopic"]
 
@@ -44,7 +48,9 @@ class SourceTransactionTopic:
         tp = event.message.tp
         transactional_id = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
         try:
-            return await self.app.producer.send(self.name, key, value, None, None, None,
+            sent = await self.app.producer.send(self.name, key, value, None, None, None,
                                                 transactional_id=transactional_id)
         except ProducerSendError as exc:
             raise SourceRevoked(f"{tp.topic}[{tp.partition}] was revoked: {exc}") from exc
+        LEDGER.sent(transactional_id, tp, event.message.offset)  # its commit must cover this offset
+        return sent

@@ -157,14 +157,17 @@ class StallDetector:
       processed nor committed until the worker restarts (a worker restarted while its input grew
       stopped at offset 292 of 480 of one partition): read offset > committed offset;
     * records never read: a partition assigned after a restart on a broker holding older state
-      was never fetched (read offset == committed offset, the log end beyond both).
+      was never fetched (read offset == committed offset, the log end beyond both);
+    * a hole: records dropped unprocessed while later ones are processed. Faust commits a
+      partition only up to the first hole in what was acknowledged, so its committed offset
+      stands still while the read offset moves on (``commit_checks`` checks in a row).
 
     A partition is stalled when, at ``checks`` consecutive checks with no batch in progress, it
     is behind in either way and neither its read nor its committed offset has moved. The log
     end may move meanwhile (producers go on writing). ``min_gap``: how far the log end must be
     beyond the read position; 2 under exactly-once, where a transaction marker follows the last
     record of each transaction and is never delivered. The cure is a seek back to the committed
-    offsets.
+    offsets, or a restart of the worker (at once under exactly-once, see ``streams.app``).
 
     Offsets as Faust keeps them: ``read`` and ``committed`` are offsets of the last record read
     and processed (None before the first), ``end`` the offset the next record will get.
@@ -186,11 +189,15 @@ class StallDetector:
     ['p1']
     >>> d.check({"p2": (99, 99, 100)}, busy=False), d.check({"p2": (99, 99, 100)}, busy=False)
     ([], [])
+    >>> [d.check({"p4": (read, 200, read + 10)}, busy=read == 350) for read in (300, 350, 400, 450, 500)]
+    [[], [], [], ['p4'], []]
     """
 
-    def __init__(self, *, checks: int = 2, min_gap: int = 1) -> None:
+    def __init__(self, *, checks: int = 2, min_gap: int = 1, commit_checks: int = 3) -> None:
         self.checks = checks
         self.min_gap = min_gap
+        self.commit_checks = commit_checks
+        self._commits: dict[object, tuple[int | None, int | None, int]] = {}  # committed, read, count
         self._seen: dict[object, tuple[tuple[int | None, int | None], int]] = {}
         self._reported: dict[object, tuple[int | None, int | None]] = {}
         self.stuck: list = []
@@ -207,6 +214,9 @@ class StallDetector:
         stalled = []
         self.stuck = []
         for tp, (read, committed, end) in offsets.items():
+            if not busy and self._hole(tp, read, committed):
+                stalled.append(tp)
+                continue
             if busy or not self._behind(read, committed, end):
                 self._seen.pop(tp, None)
                 if not busy:
@@ -228,7 +238,27 @@ class StallDetector:
             del self._seen[tp]
         for tp in set(self._reported) - set(offsets):
             del self._reported[tp]
+        for tp in set(self._commits) - set(offsets):
+            del self._commits[tp]
         return stalled
+
+    def _hole(self, tp, read: int | None, committed: int | None) -> bool:
+        """The committed offset stood still for ``commit_checks`` checks while reads went on.
+        Checks during a batch neither count nor reset: a batch waiting on Triton holds commits
+        back while the consumer reads ahead, and that is not a hole."""
+        if read is None or (committed is not None and read <= committed):
+            self._commits.pop(tp, None)
+            return False
+        last_committed, last_read, count = self._commits.get(tp, (None, None, 0))
+        if last_committed != committed or last_read is None:
+            count = 1
+        elif read != last_read:
+            count += 1
+        self._commits[tp] = (committed, read, count)
+        if count >= self.commit_checks:
+            del self._commits[tp]
+            return True
+        return False
 
 
 class CommitGate:

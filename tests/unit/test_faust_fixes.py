@@ -7,7 +7,7 @@ from collections import defaultdict
 from aiokafka.errors import ProducerFenced
 
 from streams.adapters import faust_fixes
-from streams.adapters.faust_fixes import _commit_transactions, _highwaters, _maybe_begin_transaction
+from streams.adapters.faust_fixes import LEDGER, _commit_transactions, _highwaters, _maybe_begin_transaction
 
 
 class _Txn:
@@ -37,6 +37,11 @@ class _TxnProducer:
     async def commit_transaction(self):
         assert self._txn_manager.open, "IllegalOperation: Not in the middle of a transaction"
         self.calls.append("commit")
+        self._txn_manager.open = False
+
+    async def abort_transaction(self):
+        assert self._txn_manager.open
+        self.calls.append("abort")
         self._txn_manager.open = False
 
     async def stop(self):
@@ -112,3 +117,21 @@ def test_apply_patches_faust_once():
     faust_fixes.apply()
     assert driver.AIOKafkaConsumerThread._highwaters is _highwaters
     assert driver.Producer.commit_transactions is _commit_transactions
+
+
+def test_a_commit_that_would_not_cover_its_outputs_inputs_is_aborted_and_the_worker_restarted(monkeypatch):
+    # Faust stops advancing a partition's offset at a hole in what was acknowledged; committing
+    # the outputs sent since then would make them visible without their inputs' offsets, and
+    # the next owner would make them again (duplicates under exactly-once).
+    restarts = []
+    monkeypatch.setattr(LEDGER, "on_unsafe", lambda: restarts.append(True))
+    monkeypatch.setattr(LEDGER, "open", {})
+    txn, fine = _TxnProducer(), _TxnProducer()
+    producer = _Producer(a=txn, b=fine)
+    LEDGER.sent("a", "reviews-2", 57)
+    LEDGER.sent("b", "news-1", 9)
+    asyncio.run(_commit_transactions(producer, {"a": {"reviews-2": 50, "clicks-2": 80}, "b": {"news-1": 10}},
+                                     "group"))
+    assert txn.calls == ["abort"] and restarts == [True]
+    assert fine.calls == [("offsets", {"news-1": 10}), "commit", "begin"]
+    assert LEDGER.open == {}
