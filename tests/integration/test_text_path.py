@@ -206,6 +206,7 @@ def test_worker_sigkill_loses_nothing(kafka: Settings, triton: Settings, stack_e
             second.stop()
     assert sum(partial.values()) > 0, first.tail()
     assert set(enriched) == {r["review_id"] for r in reviews}, second.tail() if second else ""
+    assert second is not None and not second.hung_on_stop, f"ignored SIGTERM for 30 s\n{second.tail()}"
     duplicates = sum(enriched.values()) - len(enriched)
     print(f"{guarantee}: lost 0, duplicated {duplicates}")
     if guarantee == "exactly_once":
