@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,6 +297,9 @@ def demo(
     live view, summarise, write a report, stop."""
     from streams.demo import DemoOptions, run_demo
 
+    # Ctrl-C (or `kill -INT`) stops the demo and everything it started, also when it was launched
+    # from a shell that starts background jobs with SIGINT ignored (the disposition is inherited).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = _settings()
     overrides = {k: v for k, v in {"kafka_bootstrap": kafka, "triton_url": triton}.items() if v}
     settings = settings.model_copy(update=overrides)
