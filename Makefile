@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint schemas eval bench clean down
+.PHONY: setup demo test test-unit lint schemas eval bench soak clean down
 
 # Idempotent: the venv is rebuilt only when pyproject.toml changes; the Kafka jars and Triton's
 # runtime are provisioned once into .streamsense/ (their stamps make later runs instant).
@@ -54,3 +54,7 @@ bench: setup
 	$(PY) -m models.sequential.evaluate --write BENCHMARKS.md
 	$(PY) -m models.online.evaluate --write BENCHMARKS.md
 	$(PY) -m streams.bench --write BENCHMARKS.md
+
+# One worker's memory over per-key state for 100k click users and 100k entities (~10 minutes).
+soak: setup
+	$(PY) -m streams.bench --only soak --write BENCHMARKS.md

@@ -12,7 +12,9 @@ Sections (each replaces its part of BENCHMARKS.md with ``--write``):
 * ``latency``: end-to-end p50/p95/p99 (``processed_at - ts`` of each enriched review) at 25%,
   50% and 80% of the one-worker saturation rate, with a rate-controlled producer;
 * ``clicks``: one worker's click path against a bare aiokafka consume->produce loop;
-* ``profile``: where one worker spends its time on the text path (py-spy, when it may attach).
+* ``profile``: where one worker spends its time on the text path (py-spy, when it may attach);
+* ``soak`` (only when asked for: ``make soak``): one worker's resident memory while it takes
+  per-key state for 100k click users and then 100k entities, each seen twice.
 
 Rates are taken between 10% and 90% of the input consumed (startup and the tail excluded). The
 review texts are the synthetic templates of ``streams.testing`` (short); the ceiling uses the
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import statistics
@@ -43,8 +46,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from models.benchmarks import write_section
 from models.online import simulate_clicks
-from streams.adapters.kafka_admin import ensure_topics
+from streams.adapters.kafka_admin import consumer_lag, ensure_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
+from streams.core.monitoring import EntityMention, Observation
 from streams.local.stack import LocalStack, private_stack_env
 from streams.settings import Settings
 from streams.testing import click_record, synthetic_events
@@ -53,7 +57,7 @@ from streams.topics import TopicNames
 __all__ = ["SECTIONS", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("inference", "text", "latency", "clicks", "profile")
+SECTIONS = ("inference", "text", "latency", "clicks", "profile", "soak")
 _BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
@@ -141,6 +145,19 @@ class _Workers:
         (t1, n1), (t2, n2) = marks[0.1], marks[0.9]
         self.cpu = {k: (samples[1][k] - samples[0][k], n2 - n1, t2 - t1) for k in samples[0]}
         return (n2 - n1) / (t2 - t1)
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        """Until every worker answers on its metrics port."""
+        deadline = time.monotonic() + timeout_s
+        for url in self.urls:
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=2).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"no worker answered on {url}") from None
+                    time.sleep(0.5)
 
     def pids(self) -> dict[str, int]:
         return {f"worker {i}": p.pid for i, p in enumerate(self.procs)}
@@ -496,11 +513,139 @@ def _profile_table(raw: str, top: int = 12) -> str:
     return "\n".join(lines)
 
 
+# -- soak ------------------------------------------------------------------------------------
+
+def _rss_mib(pid: int) -> float:
+    """Resident memory of one process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def _soak_clicks(keys: int, passes: int, seed: int) -> list[bytes]:
+    """``passes`` rounds over ``keys`` distinct users (shuffled each round), one impression each."""
+    rng = random.Random(seed)
+    out = []
+    for round_ in range(passes):
+        users = list(range(keys))
+        rng.shuffle(users)
+        for i, user in enumerate(users):
+            out.append(json.dumps({"event_id": f"s{round_}-{i}", "user_id": f"u{user}",
+                                   "item_id": f"i{rng.randrange(2000)}", "session_id": f"s{user}-{round_}",
+                                   "action": rng.choice(("impression", "impression", "click")),
+                                   "ts": 1_763_805_600_000 + (round_ * keys + i) * 10}).encode())
+    return out
+
+
+def _soak_mentions(keys: int, passes: int, seed: int) -> list[tuple[bytes, bytes]]:
+    """``passes`` rounds over ``keys`` distinct entities, as the text path would repartition them."""
+    rng = random.Random(seed)
+    out = []
+    start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    for round_ in range(passes):
+        names = list(range(keys))
+        rng.shuffle(names)
+        for i, n in enumerate(names):
+            label = rng.choice(("negative", "neutral", "positive"))
+            ts = datetime.fromtimestamp(start + (round_ * keys + i) * 0.05, UTC)
+            mention = EntityMention(f"entity {n}", f"Entity {n}", "ORG", Observation(
+                f"m{round_}-{i}", f"a text that names Entity {n}", label,
+                0.9 if label == "negative" else 0.05, ts))
+            out.append((mention.key.encode(), mention.to_json()))
+    return out
+
+
+async def _produce_keyed(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        pending = []
+        for key, value in records:
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 2000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def _committed(settings: Settings, topic: str) -> int:
+    rows = asyncio.run(consumer_lag(settings))
+    return sum(r.committed for r in rows if r.group == settings.consumer_group and r.topic == topic)
+
+
+def soak(stack: _Stack, keys: int, passes: int = 2) -> str:
+    """RSS of one worker sampled as it works through per-key state for ``keys`` users, then
+    ``keys`` entities, each seen ``passes`` times. Once every key is known (the later passes)
+    memory grows only as each key's state fills up to its cap."""
+    settings, env, names = stack.prefixed("bench-s.")
+    asyncio.run(ensure_topics(settings, names.all()))
+    phases = [("click users", names.clicks, [(None, v) for v in _soak_clicks(keys, passes, seed=5)]),
+              ("entities", names.entity_mentions, _soak_mentions(keys, passes, seed=6))]
+    rows = []
+    with _Workers(env, 1, stack.home) as running:
+        pid = running.procs[0].pid
+        running.wait_ready()
+        time.sleep(10)  # partitions assigned, tables recovered
+        rows.append(("start", 0, 0, _rss_mib(pid)))
+        for phase, topic, records in phases:
+            asyncio.run(_produce_keyed(settings, topic, records))
+            marks = [round(len(records) * k / 8) for k in range(1, 9)]
+            deadline = time.monotonic() + 1800
+            while marks and time.monotonic() < deadline:
+                if running.procs[0].poll() is not None:
+                    raise RuntimeError("the worker exited during the soak")
+                done = _committed(settings, topic)
+                if done >= marks[0]:
+                    rows.append((phase, done, min(keys, done), _rss_mib(pid)))
+                    marks = [m for m in marks if m > done]
+                time.sleep(0.5)
+            if marks:
+                raise RuntimeError(f"the soak's {phase} were not all processed within 30 minutes")
+    return _soak_table(rows, keys, passes)
+
+
+def _soak_table(rows: list[tuple[str, int, int, float]], keys: int, passes: int) -> str:
+    """The RSS curve and, per phase, MiB per 1,000 keys up to the first sample with every key
+    seen, and the growth after it (when every key is already known).
+
+    >>> print(_soak_table([("start", 0, 0, 100.0), ("users", 50, 50, 150.0), ("users", 100, 100, 200.0),
+    ...                    ("users", 150, 100, 201.0), ("users", 200, 100, 202.0)], 100, 2))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    | phase | events processed | keys known | worker RSS (MiB) |
+    |---|---|---|---|
+    | start | 0 | 0 | 100 |
+    | users | 50 | 50 | 150 |
+    | users | 100 | 100 | 200 |
+    | users | 150 | 100 | 201 |
+    | users | 200 | 100 | 202 |
+    <BLANKLINE>
+    | phase | first pass: MiB per 1,000 keys | later passes: growth (MiB) |
+    |---|---|---|
+    | users | 1000.0 | +2 |
+    """
+    lines = ["| phase | events processed | keys known | worker RSS (MiB) |", "|---|---|---|---|"]
+    lines += [f"| {p} | {n} | {k} | {rss:.0f} |" for p, n, k, rss in rows]
+    lines += ["", "| phase | first pass: MiB per 1,000 keys | later passes: growth (MiB) |", "|---|---|---|"]
+    before = rows[0][3]
+    for phase in dict.fromkeys(p for p, *_ in rows[1:]):
+        mine = [r for r in rows if r[0] == phase]
+        known = next(r for r in mine if r[1] >= keys)  # the first sample with every key seen
+        per_key = (known[3] - before) / known[1] * 1000
+        lines.append(f"| {phase} | {per_key:.1f} | {mine[-1][3] - known[3]:+.0f} |")
+        before = mine[-1][3]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    # The soak (about 10 minutes here) runs on its own: `make soak`.
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=[s for s in SECTIONS if s != "soak"])
     parser.add_argument("--reviews", type=int, default=3000, help="reviews per text-path run")
     parser.add_argument("--events", type=int, default=60_000, help="click events for the click path")
+    parser.add_argument("--soak-keys", type=int, default=100_000, help="distinct keys per soak phase")
     parser.add_argument("--seconds", type=float, default=15.0, help="per load level / batch size")
     parser.add_argument("--write", type=Path, help="replace each section's part of this file")
     args = parser.parse_args(argv)
@@ -531,6 +676,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             out("clicks", clicks(stack, args.events))
         if "profile" in args.only:
             out("profile", profile(stack, args.reviews))
+        if "soak" in args.only:
+            out("soak", soak(stack, args.soak_keys))
 
 
 if __name__ == "__main__":
