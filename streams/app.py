@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -51,7 +52,7 @@ from streams.records import dead_letter, encode
 from streams.settings import Settings
 from streams.topics import TopicNames
 
-__all__ = ["create_app"]
+__all__ = ["Worker", "create_app"]
 
 log = logging.getLogger(__name__)
 _ATTEMPTS = 3
@@ -243,6 +244,32 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     return app
 
 
+class Worker(faust.Worker):
+    """Faust's worker with a deadline on stopping. Its stop can hang for up to the group's
+    rebalance timeout (60 s) when the Kafka client is blocked in a group join, waiting for a
+    killed member's session to expire; process managers then escalate to SIGKILL anyway.
+    ``stop_timeout_s`` after SIGTERM or SIGINT the process exits: what was not committed is
+    processed again (at-least-once) or its transaction aborted (exactly-once), as after a kill."""
+
+    def __init__(self, *args, stop_timeout_s: float = 20.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_timeout_s = stop_timeout_s
+
+    def _schedule_shutdown(self, signal_: signal.Signals) -> None:
+        if not self._signal_stop_time:
+            deadline = threading.Timer(self.stop_timeout_s, _stop_overdue,
+                                       args=(signal_, self.stop_timeout_s))
+            deadline.daemon = True
+            deadline.start()
+        super()._schedule_shutdown(signal_)
+
+
+def _stop_overdue(signal_: signal.Signals, seconds: float) -> None:
+    log.error("the worker did not stop within %.0f s of %s; exiting now", seconds, signal_.name)
+    logging.shutdown()
+    os._exit(128 + int(signal_))
+
+
 class _Batches:
     """Runs the agents' batches: counts those in progress (for the stall check), stops the
     worker when one escapes the agent's own error handling, and keeps records that took the
@@ -340,6 +367,8 @@ def _restart_in_place() -> None:
     """Replace this process with a fresh run of the same command (``exec``: same PID, so pid
     files and process managers keep tracking it; sockets close, the new run binds them again)."""
     logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
     os.execv(sys.executable, sys.orig_argv)
 
 

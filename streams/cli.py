@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -152,13 +153,10 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug")] = "warn",
 ) -> None:
     """Run one Faust worker in the foreground (start several, each with its own --index)."""
-    import os
-
-    import faust
 
     from streams.adapters.kafka_admin import ensure_topics
     from streams.adapters.metrics import Metrics
-    from streams.app import create_app
+    from streams.app import Worker, create_app
 
     settings = _settings()
     try:
@@ -188,7 +186,7 @@ def worker(
     console.print(f"worker {index}: metrics http://{settings.metrics_host}:{port}/metrics, "
                   f"web http://{settings.web_host}:{settings.web_port + index}/")
     try:
-        runner = faust.Worker(faust_app, loglevel=loglevel, quiet=True)
+        runner = Worker(faust_app, loglevel=loglevel, quiet=True, stop_timeout_s=settings.stop_timeout_s)
         # Faust's terminal spinner sets the root logger to DEBUG, so every debug call in aiokafka
         # and Faust built a log record: 15% of the event loop in `make bench`'s profile.
         runner.spinner = None

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     click_checkpoint_events: int = Field(default=20_000, ge=1)
     # Seconds between checks for partitions whose records were read but never processed.
     stall_check_s: float = Field(default=10.0, gt=0)
+    # A worker told to stop (SIGTERM, Ctrl-C) exits after this many seconds even when Faust's
+    # stop hangs (its Kafka client blocked in a group join while a dead member times out).
+    stop_timeout_s: float = Field(default=20.0, gt=0)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
 
     # The first worker's ports; worker N adds N to each.
