@@ -132,7 +132,8 @@ def status() -> None:
 @app.command()
 def bench(
     only: Annotated[list[str] | None, typer.Option(help="sections: inference, text, latency, clicks, "
-                                                   "profile (repeat the option); default all")] = None,
+                                                   "profile, soak (repeat the option); default all "
+                                                   "but soak")] = None,
     write: Annotated[Path | None, typer.Option(help="replace each section's part of this Markdown file "
                                                "(BENCHMARKS.md)")] = None,
 ) -> None:
