@@ -36,7 +36,7 @@ from streams.adapters.triton_client import Inferencer, TritonInferencer
 from streams.agents.alerts import send_alerts
 from streams.agents.clicks import ClickProcessor
 from streams.agents.journal import CrashJournal
-from streams.agents.outputs import SourceRevoked, SourceTransactionTopic
+from streams.agents.outputs import SourceRevoked, SourceTransactionTopic, send_dead_letter, transactional_id
 from streams.agents.tables import as_current_event
 from streams.core.clicks import item_signal_update, signal_item
 from streams.core.flow import CommitGate, StallDetector, cancelling
@@ -183,8 +183,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         async def forget_open_transactions(sender, revoked, **kwargs) -> None:
             for tp in revoked:
                 with contextlib.suppress(KeyError):  # a topic outside Faust's topic groups
-                    faust_fixes.LEDGER.closed(
-                        f"{app.conf.id}-{app.assignor.group_for_topic(tp.topic)}-{tp.partition}")
+                    faust_fixes.LEDGER.closed(transactional_id(app, tp))
 
     @app.task
     async def dump_tasks_on_sigusr1() -> None:
@@ -212,18 +211,19 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         stalled = stalls.check(offsets, busy=batches.value > 0 or bool(getattr(app, "in_recovery", False)))
         if stalled:
             metrics.errors.labels(kind="stalled_partition").inc(len(stalled))
-            log.warning("partitions with records to process made no progress: %s (read, committed, end "
-                        "offsets %s); seeking back to the committed offsets\n%s",
-                        ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled),
-                        [offsets[tp] for tp in stalled], _fetch_states(consumer, stalled))
-            if stalls.stuck or exactly_once:
-                # A fresh Kafka client cures it. Under exactly-once a restart is the clean cure
-                # from the start: the open transaction is aborted and the tables are rebuilt from
-                # what was committed, where a seek would redo records inside the open
-                # transaction. Otherwise only once the seek did not help (a partition never
-                # fetched since a rebalance). No batch is in flight, so nothing is lost.
-                log.error("stalled partitions %s; the worker restarts itself in place (same process id, "
-                          "new Kafka client)", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled))
+            # A fresh Kafka client cures it. Under exactly-once a restart is the clean cure from
+            # the start: the open transaction is aborted and the tables are rebuilt from what was
+            # committed, where a seek would redo records inside the open transaction. Otherwise
+            # only once the seek did not help (a partition never fetched since a rebalance). No
+            # batch is in flight, so nothing is lost.
+            restart = bool(stalls.stuck) or exactly_once
+            log.log(logging.ERROR if restart else logging.WARNING,
+                    "partitions with records to process made no progress: %s (read, committed, end offsets "
+                    "%s); %s\n%s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled),
+                    [offsets[tp] for tp in stalled],
+                    "the worker restarts itself in place (same process id, new Kafka client)" if restart
+                    else "seeking back to the committed offsets", _fetch_states(consumer, stalled))
+            if restart:
                 _restart_in_place()
             # All partitions, as Faust does after a rebalance: seeking only the stalled ones
             # left some records unprocessed in our trials.
@@ -355,10 +355,8 @@ class _Batches:
                   msg.topic, msg.partition, msg.offset, crashes)
         reason = (f"processing took the worker down {crashes} times (crash, kill or exit while this "
                   "record was in flight); not processed again")
-        record = dead_letter(source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                             raw=msg.value, error=reason, now=datetime.now(UTC))
         with as_current_event(event):  # exactly-once: the transaction of its partition
-            await self.deadletter.send(key=msg.key, value=encode(record))
+            await send_dead_letter(self.deadletter, msg, reason, now=datetime.now(UTC))
         if self.metrics is not None:
             self.metrics.deadlettered.labels(source_topic=agent).inc()
 
@@ -428,9 +426,10 @@ def _fetch_states(consumer, only=None) -> str:
     position status, position, last highwater and last stable offset seen in a fetch."""
     try:
         assignment = consumer._thread._consumer._subscription.subscription.assignment
+        wanted = None if only is None else {(t.topic, t.partition) for t in only}
         lines = []
         for tp in sorted(assignment.tps):
-            if only is not None and (tp.topic, tp.partition) not in {(t.topic, t.partition) for t in only}:
+            if wanted is not None and (tp.topic, tp.partition) not in wanted:
                 continue
             state = assignment.state_value(tp)
             position = state.position if state.has_valid_position else None

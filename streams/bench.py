@@ -524,7 +524,7 @@ def _rss_mib(pid: int) -> float:
 
 
 def _soak_clicks(keys: int, passes: int, seed: int) -> list[bytes]:
-    """``passes`` rounds over ``keys`` distinct users (shuffled each round), one impression each."""
+    """``passes`` rounds over ``keys`` distinct users (shuffled each round), one event each."""
     rng = random.Random(seed)
     out = []
     for round_ in range(passes):
@@ -538,7 +538,7 @@ def _soak_clicks(keys: int, passes: int, seed: int) -> list[bytes]:
     return out
 
 
-def _soak_mentions(keys: int, passes: int, seed: int) -> list[tuple[bytes, bytes]]:
+def _soak_mentions(keys: int, passes: int, seed: int) -> list[bytes]:
     """``passes`` rounds over ``keys`` distinct entities, as the text path would repartition them."""
     rng = random.Random(seed)
     out = []
@@ -552,23 +552,8 @@ def _soak_mentions(keys: int, passes: int, seed: int) -> list[tuple[bytes, bytes
             mention = EntityMention(f"entity {n}", f"Entity {n}", "ORG", Observation(
                 f"m{round_}-{i}", f"a text that names Entity {n}", label,
                 0.9 if label == "negative" else 0.05, ts))
-            out.append((mention.key.encode(), mention.to_json()))
+            out.append(mention.to_json())
     return out
-
-
-async def _produce_keyed(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        pending = []
-        for key, value in records:
-            pending.append(await producer.send(topic, value, key=key))
-            if len(pending) >= 2000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
 
 
 def _committed(settings: Settings, topic: str) -> int:
@@ -582,16 +567,17 @@ def soak(stack: _Stack, keys: int, passes: int = 2) -> str:
     memory grows only as each key's state fills up to its cap."""
     settings, env, names = stack.prefixed("bench-s.")
     asyncio.run(ensure_topics(settings, names.all()))
-    phases = [("click users", names.clicks, [(None, v) for v in _soak_clicks(keys, passes, seed=5)]),
-              ("entities", names.entity_mentions, _soak_mentions(keys, passes, seed=6))]
+    phases = [("click users", "clicks", _soak_clicks(keys, passes, seed=5)),
+              ("entities", "entity-mentions", _soak_mentions(keys, passes, seed=6))]
     rows = []
     with _Workers(env, 1, stack.home) as running:
         pid = running.procs[0].pid
         running.wait_ready()
         time.sleep(10)  # partitions assigned, tables recovered
         rows.append(("start", 0, 0, _rss_mib(pid)))
-        for phase, topic, records in phases:
-            asyncio.run(_produce_keyed(settings, topic, records))
+        for phase, base, records in phases:
+            topic = names.name(base)
+            asyncio.run(produce_lines(settings, topic, base, records))
             marks = [round(len(records) * k / 8) for k in range(1, 9)]
             deadline = time.monotonic() + 1800
             while marks and time.monotonic() < deadline:

@@ -14,7 +14,8 @@ from streams.settings import Settings
 
 __all__ = ["ConsumedRecord", "natural_key", "produce_lines", "read_topic"]
 
-_KEYS = {"reviews": "product_id", "clicks": "user_id", "news": "source"}
+# The internal entity-mentions topic is keyed by the entity, as the worker sends it.
+_KEYS = {"reviews": "product_id", "clicks": "user_id", "news": "source", "entity-mentions": "key"}
 
 
 def natural_key(topic: str, value: bytes) -> bytes | None:

@@ -27,6 +27,7 @@ from typing import Any
 from models.online import UserState
 from streams.adapters.metrics import Metrics
 from streams.agents.alerts import send_alerts
+from streams.agents.outputs import send_dead_letter
 from streams.agents.tables import as_current_event
 from streams.core.clicks import (
     PartitionModel,
@@ -36,7 +37,7 @@ from streams.core.clicks import (
     restore_checkpoint,
 )
 from streams.core.monitoring import MonitorConfig
-from streams.records import DecodeError, dead_letter, encode
+from streams.records import DecodeError, encode
 
 __all__ = ["ClickProcessor", "ItemSignals"]
 
@@ -205,7 +206,5 @@ class ClickProcessor:
         self.metrics.model_checkpoint_seconds.observe(time.perf_counter() - started)
 
     async def _dead_letter(self, msg, reason: str, now: datetime) -> None:
-        record = dead_letter(source_topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                             raw=msg.value, error=reason, now=now)
-        await self.deadletter.send(key=msg.key, value=encode(record))
+        await send_dead_letter(self.deadletter, msg, reason, now=now)
         self.metrics.deadlettered.labels(source_topic="clicks").inc()

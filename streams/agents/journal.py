@@ -95,8 +95,9 @@ class CrashJournal:
     def begin(self, agent: str, events: Sequence) -> None:
         ranges: dict[str, list[int]] = {}
         for event in events:
-            first, last = ranges.get(_tp(event), (event.message.offset, event.message.offset))
-            ranges[_tp(event)] = [min(first, event.message.offset), max(last, event.message.offset)]
+            tp, offset = _tp(event), event.message.offset
+            first, last = ranges.get(tp, (offset, offset))
+            ranges[tp] = [min(first, offset), max(last, offset)]
         self.in_flight[agent] = ranges
         self._save()
 

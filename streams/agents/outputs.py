@@ -20,13 +20,29 @@ would not cover the input offsets of the outputs it holds.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import faust
 from faust.exceptions import ProducerSendError
 from faust.streams import current_event
 
 from streams.adapters.faust_fixes import LEDGER
+from streams.records import dead_letter, encode
 
-__all__ = ["SourceRevoked", "SourceTransactionTopic"]
+__all__ = ["SourceRevoked", "SourceTransactionTopic", "send_dead_letter", "transactional_id"]
+
+
+def transactional_id(app: faust.App, tp) -> str:
+    """The Kafka transaction Faust keeps for an input partition (its ``TransactionManager``
+    names them the same way)."""
+    return f"{app.conf.id}-{app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
+
+
+async def send_dead_letter(deadletter, message, reason: str, *, now: datetime) -> None:
+    """Dead-letter one consumed record (the raw bytes, where they came from, and why)."""
+    record = dead_letter(source_topic=message.topic, partition=message.partition, offset=message.offset,
+                         raw=message.value, error=reason, now=now)
+    await deadletter.send(key=message.key, value=encode(record))
 
 
 class SourceRevoked(Exception):
@@ -46,11 +62,10 @@ class SourceTransactionTopic:
         if event is None:
             return await self.topic.send(key=key, value=value)
         tp = event.message.tp
-        transactional_id = f"{self.app.conf.id}-{self.app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
+        tid = transactional_id(self.app, tp)
         try:
-            sent = await self.app.producer.send(self.name, key, value, None, None, None,
-                                                transactional_id=transactional_id)
+            sent = await self.app.producer.send(self.name, key, value, None, None, None, transactional_id=tid)
         except ProducerSendError as exc:
             raise SourceRevoked(f"{tp.topic}[{tp.partition}] was revoked: {exc}") from exc
-        LEDGER.sent(transactional_id, tp, event.message.offset)  # its commit must cover this offset
+        LEDGER.sent(tid, tp, event.message.offset)  # its commit must cover this offset
         return sent
