@@ -48,6 +48,7 @@ from models.benchmarks import write_section
 from models.online import simulate_clicks
 from streams.adapters.kafka_admin import consumer_lag, ensure_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
+from streams.bench_plots import render
 from streams.core.monitoring import EntityMention, Observation
 from streams.local.stack import LocalStack, private_stack_env
 from streams.settings import Settings
@@ -70,6 +71,7 @@ class _Stack:
     env: dict[str, str] = field(init=False)
     settings: Settings = field(init=False)
     triton_cpu_ms_per_text: float = 0.0
+    figures: dict[str, dict] = field(default_factory=dict)  # each section's numbers, for its plot
 
     def __post_init__(self) -> None:
         self.env = private_stack_env(self.home)
@@ -253,6 +255,7 @@ def inference(stack: _Stack, seconds: float) -> tuple[str, float]:
               for r in rows]
     ceiling = max(r["texts_per_s"] for r in rows)
     scaling = _instance_scaling(stack, texts, seconds)
+    stack.figures["inference"] = {"rows": rows, "scaling": scaling}
     lines += ["", "| Triton instances of `text_analysis` | texts/s at batch 16 | texts/s at batch 64 |",
               "|---|---|---|"]
     lines += [f"| {count} | {rates[16]:.0f} | {rates[64]:.0f} |" for count, rates in scaling.items()]
@@ -351,6 +354,7 @@ def text(stack: _Stack, ceiling: float, n: int) -> tuple[str, float]:
         ratio = f"**{rate / ceiling:.2f}**" if workers == 1 else f"{rate / ceiling:.2f}"
         lines.append(f"| {workers} | {rate:.0f} | {ratio} | {cpu['triton']:.2f} | {cpu['workers']:.2f} | "
                      f"{cpu['kafka']:.2f} | {cpu['cores busy']:.2f} |")
+    stack.figures["text"] = {"ceiling": ceiling, "rates": {w: rate for w, (rate, _) in runs.items()}}
     return "\n".join(lines), runs[1][0]
 
 
@@ -413,6 +417,8 @@ def latency(stack: _Stack, saturation: float, seconds: float) -> str:
 
             values = asyncio.run(collect())
             p50, p95, p99 = _percentiles(values)
+            stack.figures.setdefault("latency", {"rows": []})["rows"].append(
+                {"offered": share * saturation, "p50": p50, "p95": p95, "p99": p99})
             lines.append(f"| {share:.0%} | {share * saturation:.0f} | {1000 * p50:.0f} | {1000 * p95:.0f} | "
                          f"{1000 * p99:.0f} | {len(values)} of {sent} |")
     return "\n".join(lines)
@@ -452,22 +458,29 @@ async def _bare_loop(settings: Settings, source: str, sink: str, n: int) -> floa
 
 
 def clicks(stack: _Stack, n: int) -> str:
-    settings, env, names = stack.prefixed("bench-c.")
     values = _clicks(n)
-    asyncio.run(ensure_topics(settings, [*names.all(), "bare.clicks", "bare.out"]))
-    asyncio.run(produce_lines(settings, "bare.clicks", "clicks", values))
-    asyncio.run(produce_lines(settings, names.clicks, "clicks", values))
-    bare = asyncio.run(_bare_loop(settings, "bare.clicks", "bare.out", len(values)))
-    with _Workers(env, 1, stack.home) as running:
-        worker = running.rate('streamsense_events_in_total{topic="clicks"}', len(values))
+    base, _, _ = stack.prefixed("bench-c.")
+    asyncio.run(ensure_topics(base, ["bare.clicks", "bare.out"]))
+    asyncio.run(produce_lines(base, "bare.clicks", "clicks", values))
+    bare = asyncio.run(_bare_loop(base, "bare.clicks", "bare.out", len(values)))
+    rates = {}
+    for workers in (1, 2):
+        # A topic prefix (and so a consumer group and fresh tables) per run.
+        settings, env, names = stack.prefixed(f"bench-c{workers}.")
+        asyncio.run(ensure_topics(settings, names.all()))
+        with _Workers(env, workers, stack.home) as running:
+            asyncio.run(_wait_for_stable_group(settings, workers))  # no rebalance while measuring
+            asyncio.run(produce_lines(settings, names.clicks, "clicks", values))
+            rates[workers] = running.rate('streamsense_events_in_total{topic="clicks"}', len(values))
+    stack.figures["clicks"] = {"bare": bare, "rates": rates}
     share = sum(b'"action": "impression"' not in v for v in values) / len(values)
     return "\n".join([
         f"{len(values)} simulated click events ({share:.0%} of them engagements, each answered with a "
-        "recommendation), 4 partitions, one process each.", "",
-        "| consumer | clicks/s |", "|---|---|",
-        f"| bare aiokafka consume -> produce loop | {bare:.0f} |",
-        f"| StreamSense worker (full click path) | {worker:.0f} |",
-        f"| **ratio** | **{worker / bare:.2f}** |"])
+        "recommendation), 4 partitions; the bare loop is one process.", "",
+        "| consumer | clicks/s | / bare loop |", "|---|---|---|",
+        f"| bare aiokafka consume -> produce loop | {bare:.0f} | 1.00 |",
+        f"| StreamSense, 1 worker (full click path) | {rates[1]:.0f} | **{rates[1] / bare:.2f}** |",
+        f"| StreamSense, 2 workers | {rates[2]:.0f} | {rates[2] / bare:.2f} |"])
 
 
 # -- profile ---------------------------------------------------------------------------------
@@ -590,6 +603,7 @@ def soak(stack: _Stack, keys: int, passes: int = 2) -> str:
                 time.sleep(0.5)
             if marks:
                 raise RuntimeError(f"the soak's {phase} were not all processed within 30 minutes")
+    stack.figures["soak"] = {"rows": rows}
     return _soak_table(rows, keys, passes)
 
 
@@ -634,6 +648,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--soak-keys", type=int, default=100_000, help="distinct keys per soak phase")
     parser.add_argument("--seconds", type=float, default=15.0, help="per load level / batch size")
     parser.add_argument("--write", type=Path, help="replace each section's part of this file")
+    parser.add_argument("--plots", type=Path, default=REPO / "deploy" / "benchmarks",
+                        help="with --write: where each section's PNG goes (linked from the file)")
     args = parser.parse_args(argv)
     sections: dict[str, str] = {}
     machine = f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}"
@@ -642,6 +658,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sections[name] = body
         print(f"\n## {name}\n{body}", flush=True)
         if args.write:
+            png = render(name, stack.figures.get(name, {}), args.plots) if name in stack.figures else None
+            if png is not None:
+                link = os.path.relpath(png, args.write.resolve().parent)
+                body += f"\n\n![{name}]({link})"
+                print(f"plot: {png}", flush=True)
             command = f"python -m streams.bench --only {name} --write {args.write}"
             write_section(args.write, f"bench-{name}", f"Command: `{command}` ({machine})\n\n{body}")
 

@@ -1,0 +1,31 @@
+"""The benchmark's plots are drawn from the numbers each section measured."""
+
+import pytest
+
+from streams.bench_plots import render
+
+pytest.importorskip("matplotlib")
+
+FIGURES = {
+    "inference": {"rows": [{"batch": b, "texts_per_s": 100.0 * b ** 0.5, "p50_ms": 5.0 * b, "p99_ms": 9.0 * b}
+                           for b in (1, 2, 4, 8, 16, 32, 64)], "scaling": {1: {16: 400, 64: 700}}},
+    "text": {"ceiling": 700.0, "rates": {1: 420.0, 2: 445.0}},
+    "latency": {"rows": [{"offered": r, "p50": 0.1 * r / 100, "p95": 0.2 * r / 100, "p99": 0.3 * r / 100}
+                         for r in (100, 200, 320)]},
+    "clicks": {"bare": 40000.0, "rates": {1: 3000.0, 2: 5000.0}},
+    "soak": {"rows": [("start", 0, 0, 160.0), ("click users", 50, 50, 200.0), ("click users", 100, 50, 210.0),
+                      ("entities", 50, 50, 260.0), ("entities", 100, 50, 270.0)]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_each_section_renders_a_png(tmp_path, name):
+    path = render(name, FIGURES[name], tmp_path)
+    assert path == tmp_path / f"{name}.png"
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5_000
+
+
+def test_a_section_without_a_plot_gives_none(tmp_path):
+    assert render("profile", {}, tmp_path) is None
+    assert not list(tmp_path.iterdir())
