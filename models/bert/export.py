@@ -7,6 +7,11 @@ entity spans with ``pipeline.py``. The generated files (``model.onnx``, ``tokeni
 
 ONNX for onnxruntime was chosen over TorchScript and HF-in-Python on measured CPU throughput
 (see BENCHMARKS.md); the same graph runs on GPU with onnxruntime's CUDA or TensorRT providers.
+``model.fp16.onnx`` is the same graph in half precision (inputs and outputs stay int64 and
+float32) for GPUs, where it halves memory traffic and uses tensor cores: the GPU config
+(``configs/gpu.pbtxt``) selects it with ``precision: fp16``. It is checked here against the
+float32 graph on CPU (same labels, probabilities within 0.01); the CPU config keeps float32,
+which onnxruntime runs faster on CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 from models.bert import train
 from models.bert.pipeline import encode
 
-__all__ = ["MODEL_NAME", "export_onnx", "install", "main"]
+__all__ = ["MODEL_NAME", "export_onnx", "export_onnx_fp16", "install", "main"]
 
 MODEL_NAME = "text_analysis"
 _CHECK_TEXTS = ["Apple is opening a new store in Berlin, said Tim Cook.", "Terrible. Broke in a day.",
@@ -63,6 +68,35 @@ def export_onnx(folder: Path) -> Path:
     return target
 
 
+def export_onnx_fp16(folder: Path) -> Path:
+    """``folder/model.fp16.onnx``: the float32 graph converted to half precision; cached."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from tokenizers import Tokenizer
+
+    target = folder / "model.fp16.onnx"
+    if target.exists():
+        return target
+    source = export_onnx(folder)
+    tmp = folder / "model.fp16.onnx.tmp"
+    onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(tmp))
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    enc = encode(tokenizer, _CHECK_TEXTS, max_length=64)
+    feed = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "casing": enc.casing}
+    want = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, feed)
+    got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, feed)
+    mask = enc.attention_mask.astype(bool)
+    for name, g, w in zip(("sentiment", "tags"), got, want, strict=True):
+        same_labels = (g.argmax(-1) == w.argmax(-1)) if name == "sentiment" else \
+            (g.argmax(-1) == w.argmax(-1))[mask]
+        if not same_labels.all() or not np.allclose(g, w, atol=1e-2):
+            raise RuntimeError(f"the fp16 graph's {name} differs from float32 "
+                               f"(max {np.abs(g - w).max():.2e}, labels agree: {bool(same_labels.all())})")
+    tmp.rename(target)
+    return target
+
+
 def _check(onnx_path: Path, torch_model, inputs) -> None:
     import onnxruntime as ort
     import torch
@@ -88,9 +122,11 @@ def install(folder: Path, repository: Path) -> Path:
             "sentiment_labels": meta["sentiment_labels"], "tags": meta["tags"],
             "max_tokens": 256}
     current = version_dir / "model_info.json"
-    if current.exists() and json.loads(current.read_text()) == info and (version_dir / "model.onnx").exists():
+    if current.exists() and json.loads(current.read_text()) == info and \
+            all((version_dir / f).exists() for f in ("model.onnx", "model.fp16.onnx")):
         return version_dir
     shutil.copy2(export_onnx(folder), version_dir / "model.onnx")
+    shutil.copy2(export_onnx_fp16(folder), version_dir / "model.fp16.onnx")
     shutil.copy2(folder / "tokenizer.json", version_dir / "tokenizer.json")
     shutil.copy2(Path(__file__).with_name("pipeline.py"), version_dir / "pipeline.py")
     current.write_text(json.dumps(info, indent=2) + "\n")

@@ -3,6 +3,7 @@ other requests Triton's dynamic batcher merged into the same call. Runs the mode
 with a stand-in for Triton's ``triton_python_backend_utils`` (only importable inside Triton)."""
 
 import importlib.util
+import json
 import sys
 import types
 from pathlib import Path
@@ -27,16 +28,20 @@ def _pb_utils():
     return module
 
 
+def _model_module(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _pb_utils())
+    spec = importlib.util.spec_from_file_location("text_analysis_model", MODEL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def model(monkeypatch):
     pytest.importorskip("onnxruntime")
     if not (MODEL.parent / "pipeline.py").exists():
         pytest.skip("triton_repo is built by `make setup`")
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _pb_utils())
-    spec = importlib.util.spec_from_file_location("text_analysis_model", MODEL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    instance = module.TritonPythonModel()  # no initialize(): the network is not needed here
+    instance = _model_module(monkeypatch).TritonPythonModel()  # no initialize(): no network needed
 
     def analyse(texts):
         if any("POISON" in t for t in texts):
@@ -62,3 +67,32 @@ def test_merged_requests_are_answered_in_order(model):
     responses = model.execute([_request("a"), _request("b", "c")])
     assert [r.tensors[0][1].reshape(-1).tolist() for r in responses] == [["analysis of a"],
                                                                          ["analysis of b", "analysis of c"]]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_each_precision_loads_its_graph_and_gives_the_same_answers(monkeypatch, precision):
+    """The GPU config's ``precision: fp16`` runs model.fp16.onnx; on CPU it must agree with
+    float32 on labels and entity spans (probabilities differ in the third decimal)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tokenizers")
+    if not (MODEL.parent / "model.fp16.onnx").exists():
+        pytest.skip("triton_repo is built by `make setup`")
+    module = _model_module(monkeypatch)
+
+    def answers(precision):
+        instance = module.TritonPythonModel()
+        config = {"parameters": {"precision": {"string_value": precision}}}
+        instance.initialize({"model_config": json.dumps(config), "model_instance_kind": "CPU"})
+        [response] = instance.execute([_request(*TEXTS)])
+        return [json.loads(a) for a in response.tensors[0][1].reshape(-1)]
+
+    got, want = answers(precision), answers("fp32")
+    assert [a["sentiment"]["label"] for a in got] == [a["sentiment"]["label"] for a in want]
+    assert [[(e["start"], e["end"], e["type"]) for e in a["entities"]] for a in got] == \
+        [[(e["start"], e["end"], e["type"]) for e in a["entities"]] for a in want]
+    for g, w in zip(got, want, strict=True):
+        assert g["sentiment"]["probs"] == pytest.approx(w["sentiment"]["probs"], abs=0.01)
+
+
+TEXTS = ["Apple is opening a new store in Berlin, said Tim Cook.", "Terrible. Broke in a day.",
+         "The package arrived on Tuesday.", "Samsung unveiled the Galaxy S24 in Seoul; Lisa Su was there."]

@@ -23,7 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import pipeline  # noqa: E402
 
-# Texts are run in length-sorted chunks so short texts do not pay for a long one's padding.
+# Texts are run in length-sorted chunks so short texts do not pay for a long one's padding
+# (parameter "chunk": the GPU config runs larger ones).
 CHUNK = 32
 
 
@@ -32,6 +33,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.max_tokens = int(params.get("max_tokens", "256"))
+        self.chunk = int(params.get("chunk", str(CHUNK)))
         with open(os.path.join(HERE, "model_info.json"), encoding="utf-8") as fh:
             self.version = json.load(fh)["version"]
         options = ort.SessionOptions()
@@ -39,7 +41,9 @@ class TritonPythonModel:
         providers = ["CPUExecutionProvider"]
         if args.get("model_instance_kind") == "GPU":
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])}))
-        self.session = ort.InferenceSession(os.path.join(HERE, "model.onnx"), options, providers=providers)
+        # precision "fp16" (the GPU config) runs the half-precision copy of the graph.
+        graph = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}[params.get("precision", "fp32")]
+        self.session = ort.InferenceSession(os.path.join(HERE, graph), options, providers=providers)
         self.tokenizer = Tokenizer.from_file(os.path.join(HERE, "tokenizer.json"))
         self.unk_id = self.tokenizer.token_to_id("[UNK]")
 
@@ -75,8 +79,8 @@ class TritonPythonModel:
     def _analyse(self, texts):
         results = [None] * len(texts)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), CHUNK):
-            idx = order[start:start + CHUNK]
+        for start in range(0, len(order), self.chunk):
+            idx = order[start:start + self.chunk]
             chunk = [texts[i] for i in idx]
             enc = pipeline.encode(self.tokenizer, chunk, max_length=self.max_tokens)
             sentiment, tags = self.session.run(None, {"input_ids": enc.input_ids,
