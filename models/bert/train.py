@@ -4,6 +4,13 @@ Every training text gets entity tags from the spaCy teacher (generated sentences
 own spans), and tweets also carry a sentiment label, so one forward pass trains both heads and
 one forward pass at serving time answers both questions.
 
+Two stages. (1) The encoder is fine-tuned with both heads (the tagger a per-token MLP) on
+``train_tweets`` tweets and ``generated`` sentences: the expensive part (a backward pass
+through the encoder per text). (2) The encoder is frozen, its vectors are computed once for
+``tagger_tweets`` tweets and ``tagger_generated`` sentences, and a :class:`ContextTagger`
+(convolutions over the vectors, casing and neighbours) is trained on them for
+``tagger_epochs`` epochs: many more teacher-tagged texts and passes for the same time.
+
 The result is cached under ``<cache>/models/text-analysis-<key>/``, where the key hashes this
 package's code, the pinned data packages and the :class:`TrainConfig`: training runs only when
 that folder is missing (``python -m models.bert.train`` prints progress and the path).
@@ -48,6 +55,15 @@ class TrainConfig:
     tag_loss_weight: float = 1.0
     # Entity tags are rare next to O; weighting them counters a tagger that predicts O everywhere.
     entity_tag_weight: float = 1.0
+    # Stage 2: the served tagger, trained on the frozen encoder's vectors.
+    tagger_tweets: int = 40_000
+    tagger_generated: int = 8_000
+    tagger_epochs: int = 5
+    tagger_width: int = 192
+    tagger_kernel: int = 5
+    tagger_layers: int = 3
+    tagger_batch_size: int = 64
+    tagger_learning_rate: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,7 @@ def tag_ids(offsets: list[tuple[int, int]], spans: tuple[Span, ...]) -> list[int
 
 def cache_key(config: TrainConfig) -> str:
     digest = hashlib.sha256()
-    for module in ("data.py", "corpus.py", "pipeline.py", "train.py"):
+    for module in ("data.py", "corpus.py", "network.py", "pipeline.py", "train.py"):
         digest.update((Path(__file__).parent / module).read_bytes())
     digest.update(json.dumps([data.PACKAGES, asdict(config)], sort_keys=True).encode())
     return digest.hexdigest()[:12]
@@ -136,7 +152,7 @@ def build_examples(config: TrainConfig, *, log=print) -> tuple[list[Example], di
     examples = [Example(t.text, SENTIMENT_LABELS.index(t.label), s)
                 for t, s in zip(sample, spans, strict=True)]
     examples += [Example(g.text, None, g.entities)
-                 for g in generated_sentences(config.generated, seed=config.seed)]
+                 for g in generated_sentences(config.generated, seed=config.seed, part="train")]
     rng.shuffle(examples)
     heldout = {"tweets": heldout_tweets}
     return examples, heldout
@@ -197,6 +213,8 @@ def _train(config: TrainConfig, out: Path, *, log=print) -> None:
                 log(f"epoch {epoch + 1}/{config.epochs} step {step}/{total} loss {loss.item():.3f} "
                     f"({elapsed:.0f}s, ~{elapsed / step * (total - step):.0f}s left)")
     model.eval()
+    if config.tagger_epochs > 0:
+        model = _train_tagger(config, model, tokenizer, examples, started, log=log)
     torch.save(model.state_dict(), out / "weights.pt")
     shutil.copy2(encoder_path / "tokenizer.json", out / "tokenizer.json")
     shutil.copy2(encoder_path / "config.json", out / "encoder_config.json")
@@ -206,12 +224,97 @@ def _train(config: TrainConfig, out: Path, *, log=print) -> None:
         "seconds": round(time.monotonic() - started)}, indent=2))
 
 
-def _batches(examples: list[Example], config: TrainConfig, rng: random.Random) -> list[list[Example]]:
+def _batches(examples: list, config: TrainConfig, rng: random.Random, *, size: int | None = None,
+             length=lambda e: len(e.text)) -> list[list]:
     # Batches of similar length waste little compute on padding; their order is shuffled.
-    by_length = sorted(examples, key=lambda e: len(e.text))
-    batches = [by_length[i:i + config.batch_size] for i in range(0, len(by_length), config.batch_size)]
+    size = size or config.batch_size
+    by_length = sorted(examples, key=length)
+    batches = [by_length[i:i + size] for i in range(0, len(by_length), size)]
     rng.shuffle(batches)
     return batches
+
+
+def tagger_examples(config: TrainConfig, known: list[Example], *, log=print) -> list[Example]:
+    """Stage 2's texts: ``tagger_tweets`` training tweets and ``tagger_generated`` sentences
+    (teacher spans reused for the texts stage 1 already tagged)."""
+    train_tweets, _ = split_corpus(data.tweets(), heldout_fraction=config.heldout_fraction, seed=config.seed)
+    rng = random.Random(config.seed + 1)
+    sample = rng.sample(train_tweets, min(config.tagger_tweets, len(train_tweets)))
+    spans_of = {e.text: e.spans for e in known if e.sentiment is not None}
+    todo = sorted({t.text for t in sample if t.text not in spans_of})
+    log(f"teacher-tagging {len(todo)} more tweets with spaCy")
+    spans_of.update(zip(todo, teacher_spans(todo), strict=True))
+    examples = [Example(t.text, None, spans_of[t.text]) for t in sample]
+    examples += [Example(g.text, None, g.entities)
+                 for g in generated_sentences(config.tagger_generated, seed=config.seed + 1, part="train")]
+    return examples
+
+
+def _train_tagger(config: TrainConfig, tuned, tokenizer, known: list[Example], started: float, *, log=print):
+    """Stage 2: a :class:`ContextTagger` on the frozen encoder of the stage-1 model ``tuned``."""
+    import torch
+
+    from models.bert.network import TextAnalyzer
+
+    examples = tagger_examples(config, known, log=log)
+    model = TextAnalyzer(tuned.encoder, n_sentiment=len(SENTIMENT_LABELS), n_tags=len(TAGS),
+                         casing_classes=CASING_CLASSES, casing_dim=config.casing_dim, tagger="context",
+                         width=config.tagger_width, kernel=config.tagger_kernel, layers=config.tagger_layers)
+    # The sentiment head stays as stage 1 trained it with the encoder: refitting it on stage 2's
+    # tweets (mean vectors) made plain statements ("The package arrived on Tuesday.") positive.
+    model.sentiment.load_state_dict(tuned.sentiment.state_dict())
+    for p in [*model.encoder.parameters(), *model.sentiment.parameters()]:
+        p.requires_grad_(False)
+    # The encoder's vectors, once per text (float16 to halve the memory: ~1 GB for 40k tweets).
+    cached = []
+    order = sorted(examples, key=lambda e: len(e.text))
+    with torch.no_grad():
+        for i in range(0, len(order), 64):
+            batch = order[i:i + 64]
+            enc = encode(tokenizer, [e.text for e in batch], max_length=config.max_length)
+            hidden = model.encoder(input_ids=torch.from_numpy(enc.input_ids),
+                                   attention_mask=torch.from_numpy(enc.attention_mask)).last_hidden_state
+            for k, e in enumerate(batch):
+                n = int(enc.attention_mask[k].sum())
+                cached.append((hidden[k, :n].to(torch.float16), torch.from_numpy(enc.casing[k, :n]),
+                               torch.tensor(tag_ids(enc.offsets[k][:n], e.spans))))
+            if (i // 64) % 100 == 0:
+                log(f"tagger: encoder vectors {i + len(batch)}/{len(order)} "
+                    f"({time.monotonic() - started:.0f}s)")
+    params = list(model.tagger.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.tagger_learning_rate, weight_decay=0.01)
+    rng = random.Random(config.seed + 2)
+    batches = [_batches(cached, config, rng, size=config.tagger_batch_size, length=lambda c: len(c[2]))
+               for _ in range(config.tagger_epochs)]
+    total = sum(map(len, batches))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+    tag_weights = torch.tensor([1.0] + [config.entity_tag_weight] * (len(TAGS) - 1))
+    model.tagger.train()
+    step = 0
+    for epoch, epoch_batches in enumerate(batches):
+        for batch in epoch_batches:
+            width = max(len(c[2]) for c in batch)
+            hidden = torch.zeros(len(batch), width, cached[0][0].shape[-1])
+            casing = torch.zeros(len(batch), width, dtype=torch.long)
+            tags = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, 1)
+            for k, (h, c, t) in enumerate(batch):
+                n = len(t)
+                hidden[k, :n], casing[k, :n], tags[k, :n], mask[k, :n] = h.float(), c, t, 1.0
+            logits = model.tagger(hidden, casing, mask)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(TAGS)), tags.reshape(-1),
+                                                     weight=tag_weights, ignore_index=-100)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            if step % 100 == 0 or step == total:
+                log(f"tagger: epoch {epoch + 1}/{config.tagger_epochs} step {step}/{total} "
+                    f"loss {loss.item():.3f} ({time.monotonic() - started:.0f}s)")
+    model.eval()
+    return model
 
 
 def load(folder: Path):
@@ -224,8 +327,12 @@ def load(folder: Path):
     meta = json.loads((folder / "complete.json").read_text())
     encoder = BertModel(BertConfig.from_json_file(folder / "encoder_config.json"),
                         add_pooling_layer=False)
+    config = meta["config"]
     model = TextAnalyzer(encoder, n_sentiment=len(meta["sentiment_labels"]), n_tags=len(meta["tags"]),
-                         casing_classes=CASING_CLASSES, casing_dim=meta["config"]["casing_dim"])
+                         casing_classes=CASING_CLASSES, casing_dim=config["casing_dim"],
+                         tagger="context" if config.get("tagger_epochs", 0) > 0 else "mlp",
+                         width=config.get("tagger_width", 0), kernel=config.get("tagger_kernel", 1),
+                         layers=config.get("tagger_layers", 0))
     model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
     model.eval()
     return model

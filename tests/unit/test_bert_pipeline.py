@@ -69,3 +69,28 @@ def test_gold_set_parses_and_f1_counts_exact_matches():
     pred = [[{"start": 0, "end": 5, "type": "ORG"}, {"start": 32, "end": 38, "type": "PER"}]]
     scores = entity_f1([spans], pred)
     assert scores["precision"] == 0.5 and scores["recall"] == pytest.approx(1 / 3)
+
+
+def test_generated_heldout_part_uses_unseen_templates_and_names():
+    train_names = {e.text for s in generated_sentences(2000, seed=1) for e in s.entities}
+    held = generated_sentences(300, seed=2, part="heldout")
+    held_names = {e.text for s in held for e in s.entities}
+    assert held_names and not held_names & {n for n in train_names if " " not in n}
+    with pytest.raises(ValueError):
+        generated_sentences(1, part="test")
+
+
+def test_context_tagger_answers_do_not_depend_on_the_batch():
+    """Padding is zeroed after each layer, so a text tagged alone or next to a longer text
+    (Triton's dynamic batcher pads to the longest) gets the same logits."""
+    torch = pytest.importorskip("torch")
+    from models.bert.network import ContextTagger
+
+    torch.manual_seed(0)
+    tagger = ContextTagger(8, n_tags=len(TAGS), casing_classes=5, casing_dim=4, width=6, kernel=5, layers=2).eval()
+    hidden, casing = torch.randn(2, 9, 8), torch.randint(0, 5, (2, 9))
+    mask = torch.ones(2, 9, 1)
+    mask[0, 4:] = 0  # the first text has 4 tokens, the second 9
+    together = tagger(hidden, casing, mask)
+    alone = tagger(hidden[:1, :4], casing[:1, :4], mask[:1, :4])
+    assert torch.allclose(together[0, :4], alone[0], atol=1e-6)
