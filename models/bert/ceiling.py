@@ -2,8 +2,9 @@
 
 ``python -m models.bert.ceiling`` trains a fresh spaCy NER of the teacher's own kind (the
 same case-sensitive hash-embedding CNN and transition parser, no pretraining) on the teacher's
-entities for ``--tweets`` training tweets, and prints its entity F1 against the teacher on the
-same held-out tweets ``make eval`` uses, after each epoch. It takes about 10 minutes on two
+entities for ``--tweets`` training tweets, and prints its entity F1 against the teacher on
+1,500 tweets of the held-out split ``make eval`` draws from (split by tweet id), after each
+epoch. It takes about 10 minutes on two
 cores and is not part of ``make eval``.
 
 The teacher is consistent on clean prose and erratic on tweets (all-caps words, hashtags,
