@@ -255,7 +255,7 @@ def inference(stack: _Stack, seconds: float) -> tuple[str, float]:
               for r in rows]
     ceiling = max(r["texts_per_s"] for r in rows)
     scaling = _instance_scaling(stack, texts, seconds)
-    stack.figures["inference"] = {"rows": rows, "scaling": scaling}
+    stack.figures["inference"] = {"rows": rows}
     lines += ["", "| Triton instances of `text_analysis` | texts/s at batch 16 | texts/s at batch 64 |",
               "|---|---|---|"]
     lines += [f"| {count} | {rates[16]:.0f} | {rates[64]:.0f} |" for count, rates in scaling.items()]
@@ -658,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sections[name] = body
         print(f"\n## {name}\n{body}", flush=True)
         if args.write:
-            png = render(name, stack.figures.get(name, {}), args.plots) if name in stack.figures else None
+            png = render(name, stack.figures[name], args.plots) if name in stack.figures else None
             if png is not None:
                 link = os.path.relpath(png, args.write.resolve().parent)
                 body += f"\n\n![{name}]({link})"

@@ -8,7 +8,7 @@ pytest.importorskip("matplotlib")
 
 FIGURES = {
     "inference": {"rows": [{"batch": b, "texts_per_s": 100.0 * b ** 0.5, "p50_ms": 5.0 * b, "p99_ms": 9.0 * b}
-                           for b in (1, 2, 4, 8, 16, 32, 64)], "scaling": {1: {16: 400, 64: 700}}},
+                           for b in (1, 2, 4, 8, 16, 32, 64)]},
     "text": {"ceiling": 700.0, "rates": {1: 420.0, 2: 445.0}},
     "latency": {"rows": [{"offered": r, "p50": 0.1 * r / 100, "p95": 0.2 * r / 100, "p99": 0.3 * r / 100}
                          for r in (100, 200, 320)]},
