@@ -16,6 +16,10 @@ Sections (each replaces its part of BENCHMARKS.md with ``--write``):
 * ``soak`` (only when asked for: ``make soak``): one worker's resident memory while it takes
   per-key state for 100k click users and then 100k entities, each seen twice.
 
+Before each section the whole machine's CPU use is sampled for two seconds while our own stack
+is idle: above ``BUSY_WARNING`` (a quarter of all cores busy with other work) the section's
+text in BENCHMARKS.md says so, because on a small machine anything else running skews it.
+
 Rates are taken between 10% and 90% of the input consumed (startup and the tail excluded). The
 review texts are the synthetic templates of ``streams.testing`` (short); the ceiling uses the
 same texts, so the ratio compares like with like.
@@ -60,6 +64,29 @@ __all__ = ["SECTIONS", "main"]
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("inference", "text", "latency", "clicks", "profile", "soak")
 _BATCHES = (1, 2, 4, 8, 16, 32, 64)
+BUSY_WARNING = 0.25
+
+
+def _cpu_times(stat_line: str) -> tuple[int, int]:
+    """``(busy, total)`` jiffies from the aggregate ``cpu`` line of ``/proc/stat``.
+
+    >>> _cpu_times("cpu  4705 356 584 3699 23 23 0 0 0 0")
+    (5668, 9390)
+    """
+    values = [int(v) for v in stat_line.split()[1:9]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def _busy_fraction(seconds: float = 2.0) -> float | None:
+    """Share of all cores' time spent busy over the next ``seconds`` (None without /proc/stat)."""
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return None
+    busy0, total0 = _cpu_times(stat.read_text().splitlines()[0])
+    time.sleep(seconds)
+    busy1, total1 = _cpu_times(stat.read_text().splitlines()[0])
+    return (busy1 - busy0) / max(1, total1 - total0)
 
 
 @dataclass
@@ -652,9 +679,21 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="with --write: where each section's PNG goes (linked from the file)")
     args = parser.parse_args(argv)
     sections: dict[str, str] = {}
+    warnings: dict[str, str] = {}
     machine = f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}"
 
+    def check(*names: str) -> None:
+        # Our stack is idle between sections: what is busy now is other work on the machine.
+        busy = _busy_fraction()
+        if busy is not None and busy > BUSY_WARNING:
+            note = (f"**Warning:** {busy:.0%} of the machine's CPU time was taken by other work just "
+                    f"before this section ran; its numbers are likely low.")
+            print(note, file=sys.stderr, flush=True)
+            warnings.update(dict.fromkeys(names, note))
+
     def out(name: str, body: str) -> None:
+        if name in warnings:
+            body = f"{warnings[name]}\n\n{body}"
         sections[name] = body
         print(f"\n## {name}\n{body}", flush=True)
         if args.write:
@@ -670,20 +709,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     with _Stack(with_triton=needs_triton) as stack:
         ceiling = saturation = 0.0
         if {"inference", "text", "latency"} & set(args.only):
+            check("inference", "text", "latency")
             body, ceiling = inference(stack, args.seconds / 3)
             if "inference" in args.only:
                 out("inference", body)
         if {"text", "latency"} & set(args.only):
+            check("text", "latency")
             body, saturation = text(stack, ceiling, args.reviews)
             if "text" in args.only:
                 out("text", body)
         if "latency" in args.only:
+            check("latency")
             out("latency", latency(stack, saturation, args.seconds))
         if "clicks" in args.only:
+            check("clicks")
             out("clicks", clicks(stack, args.events))
         if "profile" in args.only:
+            check("profile")
             out("profile", profile(stack, args.reviews))
         if "soak" in args.only:
+            check("soak")
             out("soak", soak(stack, args.soak_keys))
 
 
