@@ -3,9 +3,10 @@
 The model is evaluated as Triton serves it: the exported ONNX graph run by onnxruntime with
 ``pipeline.py``'s pre- and post-processing. Sentiment: held-out tweets (split by tweet id) and
 drugs.com reviews (out of domain), against VADER. Entities: entity-level F1 (exact span and
-type) against the spaCy teacher on held-out tweets and on generated sentences from held-out
-templates and names (also scored against their construction), and against the hand-labelled
-gold set in ``tests/fixtures/ner_gold.txt`` (spaCy itself is the baseline there).
+type) against the spaCy teacher on held-out prose (Wikipedia and news articles neither training
+stage saw), on held-out tweets and on generated sentences from held-out templates and names
+(also scored against their construction), and against the hand-labelled gold set in
+``tests/fixtures/ner_gold.txt`` (spaCy itself is the baseline there).
 """
 
 from __future__ import annotations
@@ -55,8 +56,16 @@ class OnnxAnalyzer:
         return probs, entities
 
 
-def sentiment_scores(gold: list[str], probs: np.ndarray) -> dict[str, float]:
-    """3-class accuracy and macro-F1, and accuracy on polar texts (negative vs positive)."""
+def sentiment_scores(gold: list[str], probs: np.ndarray, groups: list[str] | None = None) -> dict[str, float]:
+    """3-class accuracy and macro-F1, and accuracy on polar texts (negative vs positive).
+
+    ``polar_se`` is the standard error of the polar accuracy by a bootstrap over ``groups``
+    (augmented copies of one tweet are correlated: resampling single texts would understate it).
+
+    >>> r = sentiment_scores(["positive", "negative", "neutral"], np.eye(3)[[2, 2, 1]], ["a", "b", "c"])
+    >>> r["accuracy"], r["polar_accuracy"], r["polar_se"] > 0
+    (0.6666666666666666, 0.5, True)
+    """
     pred = [SENTIMENT_LABELS[i] for i in probs.argmax(1)]
     f1s = []
     for label in SENTIMENT_LABELS:
@@ -67,9 +76,23 @@ def sentiment_scores(gold: list[str], probs: np.ndarray) -> dict[str, float]:
     neg, pos = SENTIMENT_LABELS.index("negative"), SENTIMENT_LABELS.index("positive")
     polar = [(g, "positive" if p[pos] > p[neg] else "negative")
              for g, p in zip(gold, probs, strict=True) if g != "neutral"]
+    hits = np.array([g == p for g, p in polar])
+    polar_groups = [k for k, g in zip(groups or range(len(gold)), gold, strict=True) if g != "neutral"]
     return {"n": len(gold), "accuracy": float(np.mean([g == p for g, p in zip(gold, pred, strict=True)])),
             "macro_f1": float(np.mean(f1s)),
-            "polar_n": len(polar), "polar_accuracy": float(np.mean([g == p for g, p in polar]))}
+            "polar_n": len(polar), "polar_accuracy": float(hits.mean()),
+            "polar_se": _group_bootstrap_se(hits, polar_groups)}
+
+
+def _group_bootstrap_se(hits: np.ndarray, groups: list, rounds: int = 1000, seed: int = 0) -> float:
+    members: dict = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    blocks = list(members.values())
+    rng = np.random.default_rng(seed)
+    means = [hits[np.concatenate([blocks[k] for k in rng.integers(0, len(blocks), len(blocks))])].mean()
+             for _ in range(rounds)]
+    return float(np.std(means))
 
 
 def entity_f1(gold: list[tuple[Span, ...]], pred: list[list[dict]]) -> dict[str, float]:
@@ -123,8 +146,12 @@ def evaluate(config: train.TrainConfig = train.TrainConfig(), *, tweets_limit: i
     heldout = [heldout[i] for i in rng.permutation(len(heldout))[:tweets_limit]]
     drugs = data.drug_reviews()
     tweet_texts, drug_texts = [t.text for t in heldout], [t.text for t in drugs]
+    tweet_gold, tweet_groups = [t.label for t in heldout], [t.group for t in heldout]
+    drug_gold = [t.label for t in drugs]
     tweet_probs, tweet_ents = analyzer(tweet_texts)
     drug_probs, _ = analyzer(drug_texts)
+    prose_texts = [p.text for p in train.heldout_prose(config)]
+    _, prose_ents = analyzer(prose_texts)
     # Templates and names the tagger never saw (corpus.py holds every fifth one out).
     generated = generated_sentences(500, seed=config.seed + 1000, part="heldout")
     _, gen_ents = analyzer([g.text for g in generated])
@@ -135,12 +162,13 @@ def evaluate(config: train.TrainConfig = train.TrainConfig(), *, tweets_limit: i
     results = {
         "model": folder.name,
         "sentiment": {
-            "tweets_heldout": sentiment_scores([t.label for t in heldout], tweet_probs),
-            "drug_reviews": sentiment_scores([t.label for t in drugs], drug_probs),
-            "vader_tweets_heldout": sentiment_scores([t.label for t in heldout], _vader(tweet_texts)),
-            "vader_drug_reviews": sentiment_scores([t.label for t in drugs], _vader(drug_texts)),
+            "tweets_heldout": sentiment_scores(tweet_gold, tweet_probs, tweet_groups),
+            "drug_reviews": sentiment_scores(drug_gold, drug_probs),
+            "vader_tweets_heldout": sentiment_scores(tweet_gold, _vader(tweet_texts), tweet_groups),
+            "vader_drug_reviews": sentiment_scores(drug_gold, _vader(drug_texts)),
         },
         "entities": {
+            "vs_teacher_prose_heldout": entity_f1(train.teacher_spans(prose_texts), prose_ents),
             "vs_teacher_tweets_heldout": entity_f1(train.teacher_spans(tweet_texts), tweet_ents),
             "vs_teacher_generated_heldout": entity_f1(
                 train.teacher_spans([g.text for g in generated]), gen_ents),
@@ -159,11 +187,11 @@ def main() -> None:
 
     results = evaluate()
     console = Console()
-    table = Table("sentiment set", "n", "accuracy", "macro-F1", "polar n", "polar accuracy",
+    table = Table("sentiment set", "n", "accuracy", "macro-F1", "polar n", "polar accuracy (SE)",
                   title=f"sentiment ({results['model']})")
     for name, r in results["sentiment"].items():
         table.add_row(name, str(r["n"]), f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}",
-                      str(r["polar_n"]), f"{r['polar_accuracy']:.3f}")
+                      str(r["polar_n"]), f"{r['polar_accuracy']:.3f} ({r['polar_se']:.3f})")
     console.print(table)
     table = Table("entity set", "gold entities", "precision", "recall", "F1", title="entities")
     for name, r in results["entities"].items():

@@ -5,7 +5,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ContextTagger", "TextAnalyzer"]
+__all__ = ["ContextTagger", "TextAnalyzer", "TokenTagger"]
+
+
+class TokenTagger(nn.Module):
+    """Tag logits from each token's encoder vector and its casing class alone (an MLP).
+
+    Used while the encoder is fine-tuned (stage 1), where the encoder itself supplies context.
+    """
+
+    def __init__(self, hidden: int, *, n_tags: int, casing_classes: int, casing_dim: int,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.casing = nn.Embedding(casing_classes, casing_dim)
+        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden + casing_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, n_tags))
+
+    def forward(self, hidden: torch.Tensor, casing: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([hidden, self.casing(casing)], dim=-1))
 
 
 class ContextTagger(nn.Module):
@@ -40,9 +57,10 @@ class TextAnalyzer(nn.Module):
     """``(input_ids, attention_mask, casing) -> (sentiment logits [B, S], tag logits [B, T, K])``.
 
     Sentiment reads the attention-masked mean of the encoder's last layer (how MiniLM was
-    trained for sentence embeddings). The tagger is either ``mlp`` (each token's vector next to
-    an embedding of its casing class; used while the encoder is fine-tuned) or ``context`` (a
-    :class:`ContextTagger`, trained afterwards on the frozen encoder; what is served).
+    trained for sentence embeddings). The tagger is either ``mlp`` (a :class:`TokenTagger`,
+    used while the encoder is fine-tuned) or ``context`` (a :class:`ContextTagger`, trained
+    afterwards on the frozen encoder; what is served). Both see the casing classes, which the
+    uncased encoder cannot.
     """
 
     def __init__(self, encoder: nn.Module, *, n_sentiment: int, n_tags: int, casing_classes: int,
@@ -53,11 +71,9 @@ class TextAnalyzer(nn.Module):
         hidden = encoder.config.hidden_size
         self.sentiment = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, n_sentiment))
         if tagger == "mlp":
-            self.casing = nn.Embedding(casing_classes, casing_dim)
-            self.tagger = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden + casing_dim, hidden),
-                                        nn.GELU(), nn.Linear(hidden, n_tags))
+            self.tagger = TokenTagger(hidden, n_tags=n_tags, casing_classes=casing_classes,
+                                      casing_dim=casing_dim, dropout=dropout)
         elif tagger == "context":
-            self.casing = None
             self.tagger = ContextTagger(hidden, n_tags=n_tags, casing_classes=casing_classes,
                                         casing_dim=casing_dim, width=width, kernel=kernel, layers=layers,
                                         dropout=dropout)
@@ -69,9 +85,4 @@ class TextAnalyzer(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return self.sentiment(pooled), self.tag_logits(hidden, casing, mask)
-
-    def tag_logits(self, hidden: torch.Tensor, casing: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.casing is not None:
-            return self.tagger(torch.cat([hidden, self.casing(casing)], dim=-1))
-        return self.tagger(hidden, casing, mask)
+        return self.sentiment(pooled), self.tagger(hidden, casing, mask)

@@ -5,11 +5,14 @@ own spans), and tweets also carry a sentiment label, so one forward pass trains 
 one forward pass at serving time answers both questions.
 
 Two stages. (1) The encoder is fine-tuned with both heads (the tagger a per-token MLP) on
-``train_tweets`` tweets and ``generated`` sentences: the expensive part (a backward pass
-through the encoder per text). (2) The encoder is frozen, its vectors are computed once for
-``tagger_tweets`` tweets and ``tagger_generated`` sentences, and a :class:`ContextTagger`
-(convolutions over the vectors, casing and neighbours) is trained on them for
-``tagger_epochs`` epochs: many more teacher-tagged texts and passes for the same time.
+``train_tweets`` tweets, ``prose`` sentences of encyclopaedia and news text and ``generated``
+sentences: the expensive part (a backward pass through the encoder per text). (2) The encoder
+is frozen, its vectors are computed once for ``tagger_tweets`` tweets, ``tagger_prose`` prose
+sentences and ``tagger_generated`` generated ones, and a :class:`ContextTagger` (convolutions
+over the vectors, casing and neighbours) is trained on them for ``tagger_epochs`` epochs: many
+more teacher-tagged texts and passes for the same time.
+
+Held-out tweets (by tweet id) and held-out prose (by article) never reach either stage.
 
 The result is cached under ``<cache>/models/text-analysis-<key>/``, where the key hashes this
 package's code, the pinned data packages and the :class:`TrainConfig`: training runs only when
@@ -26,6 +29,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,7 +37,7 @@ from models.bert import data
 from models.bert.corpus import Span, generated_sentences
 from models.bert.pipeline import CASING_CLASSES, SENTIMENT_LABELS, TAGS, encode
 
-__all__ = ["Example", "TrainConfig", "ensure_trained", "split_corpus", "teacher_spans"]
+__all__ = ["Example", "TrainConfig", "ensure_trained", "heldout_prose", "split_corpus", "teacher_spans"]
 
 _TEACHER_TYPES = {"PERSON": "PER", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC",
                   "PRODUCT": "PRODUCT"}
@@ -43,6 +47,9 @@ _TEACHER_TYPES = {"PERSON": "PER", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FA
 class TrainConfig:
     seed: int = 13
     train_tweets: int = 14_000
+    # Prose sentences here (tried: 5,000, with 20,000 tweets) lifted entity F1 on prose a little
+    # but made plain statements positive and blunted news sentiment: prose goes to stage 2 only.
+    prose: int = 0
     generated: int = 3_000
     heldout_fraction: float = 0.1
     max_length: int = 64
@@ -56,7 +63,8 @@ class TrainConfig:
     # Entity tags are rare next to O; weighting them counters a tagger that predicts O everywhere.
     entity_tag_weight: float = 1.0
     # Stage 2: the served tagger, trained on the frozen encoder's vectors.
-    tagger_tweets: int = 40_000
+    tagger_tweets: int = 32_000
+    tagger_prose: int = 20_000  # more than there are: all training prose
     tagger_generated: int = 8_000
     tagger_epochs: int = 5
     tagger_width: int = 192
@@ -71,16 +79,26 @@ class Example:
     text: str
     sentiment: int | None  # index into SENTIMENT_LABELS
     spans: tuple[Span, ...]
+    teacher: bool = True  # spans from the spaCy teacher (False: generated, spans by construction)
 
 
-def split_corpus(texts: list[data.LabelledText], *, heldout_fraction: float, seed: int
-                 ) -> tuple[list[data.LabelledText], list[data.LabelledText]]:
-    """Train/held-out split by group, so augmented copies of one tweet stay on one side."""
+Grouped = TypeVar("Grouped", data.LabelledText, data.Passage)
+
+
+def split_corpus(texts: list[Grouped], *, heldout_fraction: float, seed: int
+                 ) -> tuple[list[Grouped], list[Grouped]]:
+    """Train/held-out split by group, so augmented copies of one tweet (or the sentences of one
+    article) stay on one side."""
     groups = sorted({t.group for t in texts})
     rng = random.Random(seed)
     rng.shuffle(groups)
     heldout = set(groups[: int(len(groups) * heldout_fraction)])
     return ([t for t in texts if t.group not in heldout], [t for t in texts if t.group in heldout])
+
+
+def heldout_prose(config: TrainConfig) -> list[data.Passage]:
+    """The prose sentences of the articles neither stage trains on."""
+    return split_corpus(data.prose(), heldout_fraction=config.heldout_fraction, seed=config.seed)[1]
 
 
 def teacher_spans(texts: list[str]) -> list[tuple[Span, ...]]:
@@ -117,7 +135,7 @@ def tag_ids(offsets: list[tuple[int, int]], spans: tuple[Span, ...]) -> list[int
 
 def cache_key(config: TrainConfig) -> str:
     digest = hashlib.sha256()
-    for module in ("data.py", "corpus.py", "network.py", "pipeline.py", "train.py"):
+    for module in ("data.py", "corpus.py", "network.py", "pipeline.py", "prose.py", "train.py"):
         digest.update((Path(__file__).parent / module).read_bytes())
     digest.update(json.dumps([data.PACKAGES, asdict(config)], sort_keys=True).encode())
     return digest.hexdigest()[:12]
@@ -145,16 +163,20 @@ def build_examples(config: TrainConfig, *, log=print) -> tuple[list[Example], di
     """Training examples, and the held-out sets used by ``models.bert.evaluate``."""
     train_tweets, heldout_tweets = split_corpus(
         data.tweets(), heldout_fraction=config.heldout_fraction, seed=config.seed)
+    train_prose, heldout_prose = split_corpus(
+        data.prose(), heldout_fraction=config.heldout_fraction, seed=config.seed)
     rng = random.Random(config.seed)
     sample = rng.sample(train_tweets, min(config.train_tweets, len(train_tweets)))
-    log(f"teacher-tagging {len(sample)} tweets with spaCy")
-    spans = teacher_spans([t.text for t in sample])
+    prose = rng.sample(train_prose, min(config.prose, len(train_prose)))
+    log(f"teacher-tagging {len(sample)} tweets and {len(prose)} prose sentences with spaCy")
+    spans = teacher_spans([t.text for t in sample] + [p.text for p in prose])
     examples = [Example(t.text, SENTIMENT_LABELS.index(t.label), s)
-                for t, s in zip(sample, spans, strict=True)]
-    examples += [Example(g.text, None, g.entities)
+                for t, s in zip(sample, spans[:len(sample)], strict=True)]
+    examples += [Example(p.text, None, s) for p, s in zip(prose, spans[len(sample):], strict=True)]
+    examples += [Example(g.text, None, g.entities, teacher=False)
                  for g in generated_sentences(config.generated, seed=config.seed, part="train")]
     rng.shuffle(examples)
-    heldout = {"tweets": heldout_tweets}
+    heldout = {"tweets": heldout_tweets, "prose": heldout_prose}
     return examples, heldout
 
 
@@ -164,7 +186,6 @@ def _train(config: TrainConfig, out: Path, *, log=print) -> None:
     from tokenizers import Tokenizer
     from transformers import BertModel
 
-    from models.bert.network import TextAnalyzer
 
     transformers.logging.set_verbosity_error()  # the unused pooler's weights are expected
     random.seed(config.seed)
@@ -175,8 +196,7 @@ def _train(config: TrainConfig, out: Path, *, log=print) -> None:
     encoder_path = data.encoder_dir()
     tokenizer = Tokenizer.from_file(str(encoder_path / "tokenizer.json"))
     encoder = BertModel.from_pretrained(encoder_path, add_pooling_layer=False)
-    model = TextAnalyzer(encoder, n_sentiment=len(SENTIMENT_LABELS),
-                         n_tags=len(TAGS), casing_classes=CASING_CLASSES, casing_dim=config.casing_dim)
+    model = _network(encoder, config, tagger="mlp")
     batches = _batches(examples, config, random.Random(config.seed))
     total = len(batches) * config.epochs
     head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
@@ -234,18 +254,29 @@ def _batches(examples: list, config: TrainConfig, rng: random.Random, *, size: i
     return batches
 
 
+def _network(encoder, config: TrainConfig, *, tagger: str):
+    from models.bert.network import TextAnalyzer
+
+    return TextAnalyzer(encoder, n_sentiment=len(SENTIMENT_LABELS), n_tags=len(TAGS),
+                        casing_classes=CASING_CLASSES, casing_dim=config.casing_dim, tagger=tagger,
+                        width=config.tagger_width, kernel=config.tagger_kernel, layers=config.tagger_layers)
+
+
 def tagger_examples(config: TrainConfig, known: list[Example], *, log=print) -> list[Example]:
-    """Stage 2's texts: ``tagger_tweets`` training tweets and ``tagger_generated`` sentences
-    (teacher spans reused for the texts stage 1 already tagged)."""
+    """Stage 2's texts: ``tagger_tweets`` training tweets, ``tagger_prose`` training prose
+    sentences and ``tagger_generated`` sentences (teacher spans reused for the texts stage 1
+    already tagged)."""
     train_tweets, _ = split_corpus(data.tweets(), heldout_fraction=config.heldout_fraction, seed=config.seed)
+    train_prose, _ = split_corpus(data.prose(), heldout_fraction=config.heldout_fraction, seed=config.seed)
     rng = random.Random(config.seed + 1)
-    sample = rng.sample(train_tweets, min(config.tagger_tweets, len(train_tweets)))
-    spans_of = {e.text: e.spans for e in known if e.sentiment is not None}
-    todo = sorted({t.text for t in sample if t.text not in spans_of})
-    log(f"teacher-tagging {len(todo)} more tweets with spaCy")
+    texts = [t.text for t in rng.sample(train_tweets, min(config.tagger_tweets, len(train_tweets)))]
+    texts += [p.text for p in rng.sample(train_prose, min(config.tagger_prose, len(train_prose)))]
+    spans_of = {e.text: e.spans for e in known if e.teacher}
+    todo = sorted({t for t in texts if t not in spans_of})
+    log(f"teacher-tagging {len(todo)} more tweets and prose sentences with spaCy")
     spans_of.update(zip(todo, teacher_spans(todo), strict=True))
-    examples = [Example(t.text, None, spans_of[t.text]) for t in sample]
-    examples += [Example(g.text, None, g.entities)
+    examples = [Example(t, None, spans_of[t]) for t in texts]
+    examples += [Example(g.text, None, g.entities, teacher=False)
                  for g in generated_sentences(config.tagger_generated, seed=config.seed + 1, part="train")]
     return examples
 
@@ -254,20 +285,18 @@ def _train_tagger(config: TrainConfig, tuned, tokenizer, known: list[Example], s
     """Stage 2: a :class:`ContextTagger` on the frozen encoder of the stage-1 model ``tuned``."""
     import torch
 
-    from models.bert.network import TextAnalyzer
-
     examples = tagger_examples(config, known, log=log)
-    model = TextAnalyzer(tuned.encoder, n_sentiment=len(SENTIMENT_LABELS), n_tags=len(TAGS),
-                         casing_classes=CASING_CLASSES, casing_dim=config.casing_dim, tagger="context",
-                         width=config.tagger_width, kernel=config.tagger_kernel, layers=config.tagger_layers)
+    model = _network(tuned.encoder, config, tagger="context")
     # The sentiment head stays as stage 1 trained it with the encoder: refitting it on stage 2's
     # tweets (mean vectors) made plain statements ("The package arrived on Tuesday.") positive.
     model.sentiment.load_state_dict(tuned.sentiment.state_dict())
     for p in [*model.encoder.parameters(), *model.sentiment.parameters()]:
         p.requires_grad_(False)
-    # The encoder's vectors, once per text (float16 to halve the memory: ~1 GB for 40k tweets).
-    cached = []
+    # The encoder's vectors, once per text, in one flat float16 tensor (token rows of all texts
+    # back to back; ``cached`` holds each text's first row and length): 60k texts take ~1.5 GB.
     order = sorted(examples, key=lambda e: len(e.text))
+    vectors, casings, tags, cached = [], [], [], []
+    rows = 0
     with torch.no_grad():
         for i in range(0, len(order), 64):
             batch = order[i:i + 64]
@@ -276,15 +305,19 @@ def _train_tagger(config: TrainConfig, tuned, tokenizer, known: list[Example], s
                                    attention_mask=torch.from_numpy(enc.attention_mask)).last_hidden_state
             for k, e in enumerate(batch):
                 n = int(enc.attention_mask[k].sum())
-                cached.append((hidden[k, :n].to(torch.float16), torch.from_numpy(enc.casing[k, :n]),
-                               torch.tensor(tag_ids(enc.offsets[k][:n], e.spans))))
+                vectors.append(hidden[k, :n].to(torch.float16))
+                casings.append(torch.from_numpy(enc.casing[k, :n]))
+                tags.append(torch.tensor(tag_ids(enc.offsets[k][:n], e.spans)))
+                cached.append((rows, n))
+                rows += n
             if (i // 64) % 100 == 0:
                 log(f"tagger: encoder vectors {i + len(batch)}/{len(order)} "
                     f"({time.monotonic() - started:.0f}s)")
+    vectors, casings, tags = torch.cat(vectors), torch.cat(casings), torch.cat(tags)
     params = list(model.tagger.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.tagger_learning_rate, weight_decay=0.01)
     rng = random.Random(config.seed + 2)
-    batches = [_batches(cached, config, rng, size=config.tagger_batch_size, length=lambda c: len(c[2]))
+    batches = [_batches(cached, config, rng, size=config.tagger_batch_size, length=lambda c: c[1])
                for _ in range(config.tagger_epochs)]
     total = sum(map(len, batches))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
@@ -293,16 +326,16 @@ def _train_tagger(config: TrainConfig, tuned, tokenizer, known: list[Example], s
     step = 0
     for epoch, epoch_batches in enumerate(batches):
         for batch in epoch_batches:
-            width = max(len(c[2]) for c in batch)
-            hidden = torch.zeros(len(batch), width, cached[0][0].shape[-1])
+            width = max(n for _, n in batch)
+            hidden = torch.zeros(len(batch), width, vectors.shape[-1])
             casing = torch.zeros(len(batch), width, dtype=torch.long)
-            tags = torch.full((len(batch), width), -100, dtype=torch.long)
+            target = torch.full((len(batch), width), -100, dtype=torch.long)
             mask = torch.zeros(len(batch), width, 1)
-            for k, (h, c, t) in enumerate(batch):
-                n = len(t)
-                hidden[k, :n], casing[k, :n], tags[k, :n], mask[k, :n] = h.float(), c, t, 1.0
+            for k, (row, n) in enumerate(batch):
+                hidden[k, :n] = vectors[row:row + n].float()
+                casing[k, :n], target[k, :n], mask[k, :n] = casings[row:row + n], tags[row:row + n], 1.0
             logits = model.tagger(hidden, casing, mask)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(TAGS)), tags.reshape(-1),
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(TAGS)), target.reshape(-1),
                                                      weight=tag_weights, ignore_index=-100)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -322,17 +355,13 @@ def load(folder: Path):
     import torch
     from transformers import BertConfig, BertModel
 
-    from models.bert.network import TextAnalyzer
-
     meta = json.loads((folder / "complete.json").read_text())
+    if meta["tags"] != list(TAGS) or meta["sentiment_labels"] != list(SENTIMENT_LABELS):
+        raise ValueError(f"{folder} was trained for other labels: {meta['tags']} {meta['sentiment_labels']}")
     encoder = BertModel(BertConfig.from_json_file(folder / "encoder_config.json"),
                         add_pooling_layer=False)
-    config = meta["config"]
-    model = TextAnalyzer(encoder, n_sentiment=len(meta["sentiment_labels"]), n_tags=len(meta["tags"]),
-                         casing_classes=CASING_CLASSES, casing_dim=config["casing_dim"],
-                         tagger="context" if config.get("tagger_epochs", 0) > 0 else "mlp",
-                         width=config.get("tagger_width", 0), kernel=config.get("tagger_kernel", 1),
-                         layers=config.get("tagger_layers", 0))
+    config = TrainConfig(**meta["config"])
+    model = _network(encoder, config, tagger="context" if config.tagger_epochs > 0 else "mlp")
     model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
     model.eval()
     return model
