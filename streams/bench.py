@@ -687,7 +687,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         busy = _busy_fraction()
         if busy is not None and busy > BUSY_WARNING:
             note = (f"**Warning:** {busy:.0%} of the machine's CPU time was taken by other work just "
-                    f"before this section ran; its numbers are likely low.")
+                    f"before this section (or a measurement it is compared with) ran; its numbers are "
+                    f"likely off.")
             print(note, file=sys.stderr, flush=True)
             warnings.update(dict.fromkeys(names, note))
 
