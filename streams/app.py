@@ -170,6 +170,14 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     async def checkpoint_click_models() -> None:
         clicks.checkpoint_idle()
 
+    @app.on_partitions_assigned.connect
+    async def note_log_starts(sender, assigned, **kwargs) -> None:
+        # Before the first commit of a partition the group never committed: where it starts.
+        tps = [tp for tp in assigned if tp.topic in inputs]
+        if tps:
+            with contextlib.suppress(Exception):  # the stall-check timer reads them again
+                faust_fixes.note_log_start(app.consumer, await app.consumer.earliest_offsets(*tps))
+
     @app.on_partitions_revoked.connect
     async def forget_click_models(sender, revoked, **kwargs) -> None:
         clicks.forget({tp.partition for tp in revoked if tp.topic == names.clicks})
@@ -202,6 +210,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
             return
         try:
             ends = await consumer.highwaters(*assigned)
+            faust_fixes.note_log_start(consumer, await consumer.earliest_offsets(*assigned))
         except Exception:
             log.debug("reading log end offsets failed", exc_info=True)
             ends = {}

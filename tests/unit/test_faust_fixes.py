@@ -3,8 +3,10 @@ chaos suite checks them on the real stack (workers SIGKILLed under exactly-once)
 
 import asyncio
 from collections import defaultdict
+from types import SimpleNamespace
 
 from aiokafka.errors import ProducerFenced
+from faust.transport import consumer as faust_consumer
 
 from streams.adapters import faust_fixes
 from streams.adapters.faust_fixes import LEDGER, _commit_transactions, _highwaters, _maybe_begin_transaction
@@ -135,3 +137,97 @@ def test_a_commit_that_would_not_cover_its_outputs_inputs_is_aborted_and_the_wor
     assert txn.calls == ["abort"] and restarts == [True]
     assert fine.calls == [("offsets", {"news-1": 10}), "commit", "begin"]
     assert LEDGER.open == {}
+
+
+class _FlowControl:
+    def __init__(self, active=True):
+        self.active = active
+
+    def is_active(self):
+        return self.active
+
+
+class _Consumer:
+    """The bookkeeping of Faust's Consumer that ack/_new_offset use, nothing else."""
+
+    def __init__(self, *, committed=None, generation=2, flow_active=True, in_transaction=False):
+        from intervaltree import IntervalTree
+        self.app = SimpleNamespace(consumer_generation_id=generation, flow_control=_FlowControl(flow_active),
+                                   topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+        self._acked, self._acked_index = defaultdict(list), defaultdict(set)
+        self._gap = defaultdict(IntervalTree)
+        self._committed_offset = defaultdict(lambda: None, {TP: committed})
+        self._unacked_messages = set()
+        self._n_acked = 0
+        self._waiting_for_ack = None
+        self.in_transaction = in_transaction
+
+    def ack(self, message):
+        return faust_consumer.Consumer.ack(self, message)
+
+    def new_offset(self):
+        return faust_consumer.Consumer._new_offset(self, TP)
+
+
+TP = ("reviews", 0)
+
+
+class _Message:
+    def __init__(self, offset, generation):
+        self.tp, self.topic, self.offset, self.acked, self.generation_id = TP, "reviews", offset, False, generation
+
+
+def _message(offset, generation=2):
+    return _Message(offset, generation)
+
+
+def test_records_skipped_at_a_rebalance_are_not_counted_as_processed():
+    faust_fixes.apply()
+    consumer = _Consumer(committed=100)
+    for offset in range(110, 120):  # queued in the old generation, skipped and acked by the stream
+        consumer.ack(_message(offset, generation=1))
+    consumer.app.flow_control.active = False
+    consumer.ack(_message(120))  # skipped while the rebalance had flow control off
+    consumer.app.flow_control.active = True
+    for offset in range(100, 110):  # the re-read copies, processed
+        consumer.ack(_message(offset))
+    assert consumer.new_offset() == 110  # not 121: 110..120 are read again, not yet processed
+
+
+def test_a_missing_record_at_the_head_holds_the_commit_under_at_least_once():
+    faust_fixes.apply()
+    consumer = _Consumer(committed=100)
+    for offset in range(101, 105):
+        consumer.ack(_message(offset))
+    assert consumer.new_offset() is None  # Faust's check let this one pass (101 - 100 is not > 1)
+    consumer.ack(_message(100))
+    assert consumer.new_offset() == 105
+
+
+def test_records_deleted_by_retention_do_not_hold_the_commit():
+    faust_fixes.apply()
+    consumer = _Consumer(committed=100)
+    for offset in range(150, 155):
+        consumer.ack(_message(offset))
+    assert consumer.new_offset() is None
+    faust_fixes.note_log_start(consumer, {TP: 150})
+    assert consumer.new_offset() == 155
+
+
+def test_a_partition_never_committed_starts_at_its_log_start():
+    faust_fixes.apply()
+    consumer = _Consumer(committed=None)
+    faust_fixes.note_log_start(consumer, {TP: 0})
+    for offset in range(1, 5):
+        consumer.ack(_message(offset))
+    assert consumer.new_offset() is None  # offset 0 not processed yet
+    consumer.ack(_message(0))
+    assert consumer.new_offset() == 5
+
+
+def test_exactly_once_keeps_fausts_check_for_transaction_markers():
+    faust_fixes.apply()
+    consumer = _Consumer(committed=100, in_transaction=True)
+    for offset in range(101, 105):  # offset 100 is the marker of the last commit
+        consumer.ack(_message(offset))
+    assert consumer.new_offset() == 105
