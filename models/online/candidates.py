@@ -124,7 +124,9 @@ class Popularity(base.Base):
     def _scale(self, ts: float) -> float:
         if self._t0 is None:
             self._t0 = ts
-        exponent = (ts - self._t0) / self.half_life_s
+        # Far behind the reference (after a clock jump ahead): as if 500 half-lives old, so the
+        # scale stays a positive float instead of underflowing to a division by zero.
+        exponent = max((ts - self._t0) / self.half_life_s, -500.0)
         if exponent > 500:  # rebase: divide everything stored by 2**exponent
             shrink = 2.0 ** -exponent
             for item in self._counts:

@@ -105,10 +105,20 @@ class MentionSurgeDetector(base.Base):
     def _close_until(self, bucket: int) -> None:
         assert self._bucket is not None
         detected = False
-        while self._bucket < bucket:
+        # A long gap is closed one bucket at a time only until the warm-up has ended and the
+        # recent counts and the CUSUM have seen enough empty buckets to settle (an empty bucket
+        # only lowers the statistic); the rest are skipped in one step. A time far ahead (a clock
+        # gone wrong) would otherwise keep the loop busy for billions of buckets.
+        settle = self.warmup + self.recent + 1000
+        while self._bucket < bucket and settle > 0:
             detected |= self._close(self._count)
             self._count = 0
             self._bucket += 1
+            settle -= 1
+        if self._bucket < bucket:
+            skipped = bucket - self._bucket
+            self.quiet_buckets += skipped if self._baseline is not None else 0
+            self._bucket = bucket
         self.drift_detected = detected
 
     def current_interval(self, level: float = 0.95) -> tuple[float, float, float]:
