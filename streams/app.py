@@ -32,6 +32,7 @@ from models.sequential import text_features
 from streams.adapters import faust_fixes
 from streams.adapters.kafka_admin import consumer_lag
 from streams.adapters.metrics import Metrics
+from streams.adapters.state_key import load_or_create_key
 from streams.adapters.triton_client import Inferencer, TritonInferencer
 from streams.agents.alerts import send_alerts
 from streams.agents.clicks import ClickProcessor
@@ -39,6 +40,7 @@ from streams.agents.journal import CrashJournal
 from streams.agents.outputs import SourceRevoked, SourceTransactionTopic, send_dead_letter, transactional_id
 from streams.agents.tables import as_current_event
 from streams.core.clicks import item_signal_update, signal_item
+from streams.core.eventtime import EventTimeWindow, record_time_ms
 from streams.core.flow import CommitGate, StallDetector, cancelling
 from streams.core.monitoring import (
     EntityMention,
@@ -47,8 +49,11 @@ from streams.core.monitoring import (
     SubjectMonitor,
     observe_enriched,
 )
+from streams.core.rules import InputRules
+from streams.core.state import StateSeal
 from streams.core.text import Analysis, RawRecord, decode_batch, enrich
-from streams.records import dead_letter, encode
+from streams.errors import ForgedState
+from streams.records import encode
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -79,6 +84,8 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         max_chunk=settings.batch_max, latency_target_s=settings.triton_latency_target_s, metrics=metrics)
     datadir = settings.home / "workers" / f"worker-{worker_index}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    seal = state_seal(settings)
+    rules = input_rules(settings)
     app = faust.App(
         settings.consumer_group,
         broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers],
@@ -118,7 +125,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         # Faust's table recovery decodes with the serializer of the key/value *type*, not a schema.
         table = app.Table(f"{settings.topic_prefix}{subject_type}-monitors", key_type=str, value_type=str,
                           partitions=settings.topic_partitions)
-        return KeyedMonitors(table, subject_type, config, with_surge=with_surge, metrics=metrics)
+        return KeyedMonitors(table, subject_type, config, with_surge=with_surge, metrics=metrics, seal=seal)
 
     def table(name: str, *, global_: bool = False):
         # Keys and values are strings (JSON or base64) for the reason given in monitors().
@@ -137,7 +144,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         users=table("click-users"), models=table("click-models"), signals=item_signals,
         recommendations=output(names.recommendations), alerts=output(names.alerts), deadletter=deadletter,
         metrics=metrics, config=config, checkpoint_s=settings.click_checkpoint_s,
-        checkpoint_events=settings.click_checkpoint_events)
+        checkpoint_events=settings.click_checkpoint_events, seal=seal, rules=rules)
 
     # Batches hold the gate; under exactly-once every commit waits for the batches in flight.
     gate = CommitGate()
@@ -150,7 +157,8 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         async def agent(stream):
             async def process(events):
                 await process_text_events(base, events, inferencer=inferencer, output=enriched,
-                                          deadletter=deadletter, metrics=metrics, detectors=detectors)
+                                          deadletter=deadletter, metrics=metrics, detectors=detectors,
+                                          rules=rules)
             async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
                 await batches.run(base, process, events)
         agent.__name__ = f"{base}_agent"
@@ -251,6 +259,21 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     app.agent(topic(names.reviews), name="reviews")(text_agent("reviews", output(names.reviews_enriched)))
     app.agent(topic(names.news), name="news")(text_agent("news", output(names.news_enriched)))
     return app
+
+
+def state_seal(settings: Settings) -> StateSeal:
+    """The seal for table state, with the deployment's key (created locally on first use)."""
+    key, origin = load_or_create_key(
+        key=settings.state_key.get_secret_value() if settings.state_key else None,
+        key_file=settings.state_key_file, default_file=settings.home / "state.key")
+    log.info("table state is authenticated with the key from %s", origin)
+    return StateSeal(key, max_bytes=settings.max_state_bytes)
+
+
+def input_rules(settings: Settings) -> InputRules:
+    return InputRules(window=EventTimeWindow(behind_s=settings.event_time_behind_s,
+                                             ahead_s=settings.event_time_ahead_s),
+                      max_input_bytes=settings.max_input_bytes)
 
 
 class Worker(faust.Worker):
@@ -450,16 +473,36 @@ def _fetch_states(consumer, only=None) -> str:
 
 
 class KeyedMonitors:
-    """One :class:`SubjectMonitor` per key in a Faust table (pickled), loaded once and written
-    once per key per batch."""
+    """One :class:`SubjectMonitor` per key in a Faust table (pickled and sealed: see
+    :mod:`streams.core.state`), loaded once and written once per key per batch. A stored value
+    that fails authentication is discarded, counted and logged; the key starts fresh."""
 
     def __init__(self, table, subject_type: str, config: MonitorConfig, *, with_surge: bool,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, seal: StateSeal) -> None:
         self.table = table
         self.subject_type = subject_type
         self.config = config
         self.with_surge = with_surge
         self.metrics = metrics
+        self.seal = seal
+        self.table_name = f"{subject_type}-monitors"
+
+    def load(self, key: str) -> SubjectMonitor | None:
+        stored = self.table.get(key)
+        if not stored:
+            return None
+        context = f"{self.table_name}/{key}"
+        try:
+            return SubjectMonitor.loads(base64.b64decode(stored, validate=True), self.seal, context=context)
+        except (ForgedState, ValueError) as exc:  # ValueError: not even base64
+            self.metrics.state_rejected.labels(table=self.table_name).inc()
+            log.warning("discarded the stored state of %s (table %s, key %r): %s; the detector starts "
+                        "afresh", self.subject_type, self.table_name, key, exc)
+            return None
+
+    def store(self, key: str, monitor: SubjectMonitor) -> None:
+        sealed = monitor.dumps(self.seal, context=f"{self.table_name}/{key}")
+        self.table[key] = base64.b64encode(sealed).decode()
 
     def batch(self) -> _MonitorBatch:
         return _MonitorBatch(self)
@@ -475,9 +518,8 @@ class _MonitorBatch:
         monitor = self.loaded.get(key)
         if monitor is None:
             o = self.owner
-            stored = o.table.get(key)
-            monitor = SubjectMonitor.loads(base64.b64decode(stored) if stored else None) or SubjectMonitor(
-                o.subject_type, subject_id, o.config, with_surge=o.with_surge)
+            monitor = o.load(key) or SubjectMonitor(o.subject_type, subject_id, o.config,
+                                                    with_surge=o.with_surge)
             self.loaded[key] = monitor
         self.last_event[key] = event
         return monitor
@@ -485,7 +527,7 @@ class _MonitorBatch:
     def save(self) -> None:
         for key, monitor in self.loaded.items():
             with as_current_event(self.last_event[key]):
-                self.owner.table[key] = base64.b64encode(monitor.dumps()).decode()
+                self.owner.store(key, monitor)
         self.owner.metrics.monitored_subjects.labels(type=self.owner.subject_type).set(len(self.owner.table))
 
 
@@ -543,16 +585,18 @@ class Detectors:
 
 
 async def process_text_events(base: str, events: Sequence, *, inferencer: Inferencer, output,
-                              deadletter, metrics: Metrics, detectors: Detectors | None = None) -> None:
+                              deadletter, metrics: Metrics, detectors: Detectors | None = None,
+                              rules: InputRules = InputRules()) -> None:
     """One batch of ``reviews`` or ``news`` events: decode, analyse, send. Never raises."""
     raws = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                      e.message.value, int(e.message.timestamp * 1000)) for e in events]
+                      e.message.value, record_time_ms(e.message.timestamp)) for e in events]
     metrics.events_in.labels(topic=base).inc(len(raws))
     metrics.batch_size.labels(topic=base).observe(len(raws))
+    kwargs = {"inferencer": inferencer, "output": output, "deadletter": deadletter, "metrics": metrics,
+              "detectors": detectors, "rules": rules}
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            await _process(base, raws, inferencer=inferencer, output=output, deadletter=deadletter,
-                           metrics=metrics, detectors=detectors, events=events)
+            await _process(base, raws, events=events, **kwargs)
             return
         except SourceRevoked:
             raise
@@ -569,40 +613,48 @@ async def process_text_events(base: str, events: Sequence, *, inferencer: Infere
     # The batch keeps failing: process records one at a time so only the culprits are dead-lettered.
     for raw, event in zip(raws, events, strict=True):
         try:
-            await _process(base, [raw], inferencer=inferencer, output=output, deadletter=deadletter,
-                           metrics=metrics, detectors=detectors, events=[event])
+            await _process(base, [raw], events=[event], **kwargs)
         except (asyncio.CancelledError, SourceRevoked):
             raise
         except Exception as exc:
-            record = dead_letter(source_topic=raw.topic, partition=raw.partition, offset=raw.offset,
-                                 raw=raw.value, error=f"processing failed: {exc!r}"[:1000],
-                                 now=datetime.now(UTC))
             with as_current_event(event):
-                await deadletter.send(key=raw.key, value=encode(record))
+                await send_dead_letter(deadletter, event.message, f"processing failed: {exc!r}"[:1000],
+                                       now=datetime.now(UTC))
             metrics.deadlettered.labels(source_topic=base).inc()
 
 
 async def _process(base: str, raws: list[RawRecord], *, inferencer: Inferencer, output, deadletter,
-                   metrics: Metrics, detectors: Detectors | None, events: Sequence) -> None:
-    batch = decode_batch(base, raws, now=datetime.now(UTC))
+                   metrics: Metrics, detectors: Detectors | None, events: Sequence,
+                   rules: InputRules) -> None:
+    now = datetime.now(UTC)
+    batch = decode_batch(base, raws, now=now, window=rules.window, max_bytes=rules.max_input_bytes)
     texts = [item.model_text for item in batch.items if item.model_text]
     results = iter(await inferencer.analyse(texts))
     analyses: list[Analysis | None] = [next(results) if item.model_text else None for item in batch.items]
     now = datetime.now(UTC)
     event_of = {(e.message.partition, e.message.offset): e for e in events}
-    observed = []
+    observed, sent = [], 0
     for item, enriched, analysis in zip(batch.items, enrich(batch.items, analyses, now=now), analyses,
                                         strict=True):
         event = event_of[item.raw.partition, item.raw.offset]
+        value = encode(enriched)
         with as_current_event(event):  # exactly-once: into the transaction of its input partition
-            await output.send(key=item.raw.key, value=encode(enriched))
+            if len(value) > rules.max_output_bytes:
+                await send_dead_letter(deadletter, event.message, (
+                    f"the enriched record would be {len(value)} bytes, over the output limit of "
+                    f"{rules.max_output_bytes} bytes (Kafka's producer limit)"), now=now)
+                metrics.deadlettered.labels(source_topic=base).inc()
+                continue
+            await output.send(key=item.raw.key, value=value)
+        sent += 1
+        for flag in item.time_flags:
+            metrics.event_time_replaced.labels(topic=base, flag=flag).inc()
         metrics.sentiment.labels(topic=base, label=enriched.sentiment.label).inc()
-        event_time = item.record.ts or (datetime.fromtimestamp(item.raw.timestamp_ms / 1000, UTC)
-                                        if item.raw.timestamp_ms else now)
+        event_time = item.event_time or now
         metrics.end_to_end_seconds.labels(topic=base).observe(max(0.0, (now - event_time).total_seconds()))
         observed.append((event, enriched, event_time, item.model_text,
                          analysis.unknown_token_share if analysis else None))
-    metrics.events_out.labels(topic=f"{base}.enriched").inc(len(batch.items))
+    metrics.events_out.labels(topic=f"{base}.enriched").inc(sent)
     if detectors is not None and observed:
         try:
             await detectors.on_enriched(base, observed)

@@ -56,7 +56,7 @@ from streams.bench_plots import render
 from streams.core.monitoring import EntityMention, Observation
 from streams.local.stack import LocalStack, private_stack_env
 from streams.settings import Settings
-from streams.testing import click_record, synthetic_events
+from streams.testing import click_record, recent_clicks, synthetic_events
 from streams.topics import TopicNames
 
 __all__ = ["SECTIONS", "main"]
@@ -454,7 +454,8 @@ def latency(stack: _Stack, saturation: float, seconds: float) -> str:
 # -- clicks ----------------------------------------------------------------------------------
 
 def _clicks(n: int) -> list[bytes]:
-    events = simulate_clicks(users=5000, items=2000, genres=10, sessions=max(50, n // 30), seed=0).events[:n]
+    events = recent_clicks(
+        simulate_clicks(users=5000, items=2000, genres=10, sessions=max(50, n // 30), seed=0).events[:n])
     return [json.dumps(click_record(e)).encode() for e in events]
 
 

@@ -74,6 +74,13 @@ class DemoStream:
     changes: list[PlantedChange]
 
     @property
+    def end(self) -> datetime:
+        """The event time of the stream's last event."""
+        texts = [datetime.fromisoformat(r["ts"]) for r in (*self.reviews[-1:], *self.news[-1:])]
+        clicks = [datetime.fromtimestamp(max(e.ts for e in self.clicks), UTC)] if self.clicks else []
+        return max([self.start, *texts, *clicks])
+
+    @property
     def engagements(self) -> list[ClickEvent]:
         return [e for e in self.clicks if e.action != "impression"]
 
@@ -91,10 +98,16 @@ def build_stream(events: int, *, seed: int = 7, start: datetime | None = None,
     rate in each of the ``partitions`` partitions (about 1,200 impressions each: its monitor starts
     after 500 and ADWIN wants 200 more).
     """
-    rng = random.Random(seed)
-    start = start or datetime.now(UTC).replace(microsecond=0)
-    run = start.strftime("%H%M%S")
     tweets = tweets if tweets is not None else entity_tweets()
+    if start is None:
+        # Event times end now: the worker replaces times far from the Kafka record time (its
+        # sanity window, streams.core.eventtime), and the shoppers' sessions span days.
+        now = datetime.now(UTC).replace(microsecond=0)
+        draft = build_stream(events, seed=seed, start=now, tweets=tweets, partitions=partitions,
+                             warmup=warmup)
+        start = now - (draft.end - now)
+    rng = random.Random(seed)
+    run = start.strftime("%H%M%S")
     n_reviews, n_news, n_clicks = (max(len(PRODUCTS), round(events * MIX["reviews"])),
                                    max(len(SOURCES), round(events * MIX["news"])),
                                    max(1, round(events * MIX["clicks"])))

@@ -16,8 +16,9 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -55,29 +56,58 @@ SCHEMA_VERSION = 1
 # Dead-letter records carry the raw bytes; beyond this they are cut so that the dead-letter
 # record itself stays under Kafka's default 1 MB message limit.
 DEADLETTER_RAW_LIMIT = 256 * 1024
+# Inputs larger than this go to the dead-letter topic unparsed (Settings.max_input_bytes): the
+# enriched record carries the input, so this keeps every output under the producer's 1 MB.
+MAX_INPUT_BYTES = 512 * 1024
 # A JSON value nested deeper than this is rejected before it reaches a model.
 MAX_JSON_DEPTH = 32
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+# RFC 3339 allows a leap second (second 60); Python's datetime does not.
+_LEAP_SECOND = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:)60(?=$|[.,Zz+-])")
+
+
 def _to_utc(value: Any) -> Any:
-    """RFC 3339 strings or epoch milliseconds -> aware UTC datetime."""
+    """RFC 3339 strings or epoch milliseconds -> aware UTC datetime. Never raises anything but
+    ``ValueError``: a time whose UTC equivalent falls outside years 1-9999 (``0001-01-01T00:00
+    +14:00``) is clamped to the nearest representable instant; the event-time window
+    (:mod:`streams.core.eventtime`) replaces such times anyway.
+
+    >>> _to_utc("0001-01-01T00:00:00+14:00") == _EARLIEST, _to_utc("2016-12-31T23:59:60Z").isoformat()
+    (True, '2017-01-01T00:00:00+00:00')
+    """
     if isinstance(value, bool):
         raise ValueError("must be an RFC 3339 string or epoch milliseconds, not a boolean")
     if isinstance(value, int | float):
         if not math.isfinite(value) or abs(value) > 253402300799999:  # year 9999
             raise ValueError("epoch milliseconds out of range")
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
-    if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+            return _EPOCH + timedelta(milliseconds=value)
+        except OverflowError:  # before year 1
+            raise ValueError("epoch milliseconds out of range") from None
+    if isinstance(value, str):
+        text, leap = _LEAP_SECOND.subn(r"\g<1>59", value.strip(), count=1)
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             raise ValueError(f"not an RFC 3339 timestamp: {value[:40]!r}") from None
         if parsed.tzinfo is None:
             raise ValueError(f"timestamp has no UTC offset: {value[:40]!r}")
-        return parsed.astimezone(UTC)
+        return _shift_to_utc(parsed, timedelta(seconds=leap))
     if isinstance(value, datetime):
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return _shift_to_utc(value if value.tzinfo else value.replace(tzinfo=UTC), timedelta(0))
     raise ValueError("must be an RFC 3339 string or epoch milliseconds")
+
+
+def _shift_to_utc(parsed: datetime, extra: timedelta) -> datetime:
+    try:
+        return parsed.astimezone(UTC) + extra
+    except (OverflowError, ValueError):
+        # Only at the ends of the calendar: an offset or leap second past year 1 or 9999.
+        return _EARLIEST if parsed.year < 5000 else _LATEST
 
 
 def _rfc3339(value: datetime) -> str:
@@ -155,6 +185,11 @@ class _Enrichment(BaseModel):
     processed_at: Timestamp
     # How the text was handled: "empty", "truncated", "control_characters" (see streams/core/text.py).
     text_flags: list[str] = Field(default_factory=list)
+    # Why ``ts`` is not the input's own time: "event_time_ahead", "event_time_behind" (outside the
+    # sanity window around the Kafka record time, and replaced by it; the input's time is then in
+    # ``ts_original``), "record_time_untrusted" (see streams/core/eventtime.py).
+    time_flags: list[str] = Field(default_factory=list)
+    ts_original: Timestamp | None = None
 
 
 class EnrichedReview(_Enrichment, Review):
@@ -230,11 +265,20 @@ class DecodeError:
     reason: str
 
 
-def decode_input(topic: str, raw: bytes | None) -> _Input | DecodeError:
-    """Decode one input record of ``topic`` (its contract name, e.g. ``"reviews"``)."""
+def decode_input(topic: str, raw: bytes | None, *, max_bytes: int = MAX_INPUT_BYTES) -> _Input | DecodeError:
+    """Decode one input record of ``topic`` (its contract name, e.g. ``"reviews"``); a value
+    over ``max_bytes`` is refused before it is parsed.
+
+    >>> decode_input("news", b'{"article_id": "n1", "source": "s", "title": "' + b"x" * 99 + b'"}',
+    ...              max_bytes=100).reason
+    'record is 147 bytes, over the input limit of 100 bytes (STREAMSENSE_MAX_INPUT_BYTES)'
+    """
     model = INPUT_MODELS[topic]
     if raw is None:
         return DecodeError("empty record (null value)")
+    if len(raw) > max_bytes:
+        return DecodeError(f"record is {len(raw)} bytes, over the input limit of {max_bytes} bytes "
+                           "(STREAMSENSE_MAX_INPUT_BYTES)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -253,6 +297,8 @@ def decode_input(topic: str, raw: bytes | None) -> _Input | DecodeError:
         return model.model_validate(value)
     except ValidationError as exc:
         return DecodeError(_explain(exc))
+    except Exception as exc:  # a validator bug must not take the worker down: the record is bad
+        return DecodeError(f"record could not be validated: {type(exc).__name__}: {exc}"[:500])
 
 
 def _reject_constant(name: str) -> None:

@@ -82,6 +82,23 @@ class Settings(BaseSettings):
     stop_timeout_s: float = Field(default=20.0, gt=0)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
 
+    # Hostile-input limits (streams.core.rules). An input larger than this goes to the
+    # dead-letter topic unparsed; it keeps every output under the producer's 1 MB limit.
+    max_input_bytes: int = Field(default=512 * 1024, ge=1024, le=900_000)
+    # An event time outside [Kafka record time - behind, + ahead] is replaced by the record
+    # time and flagged (streams.core.eventtime): no detector ever sees year 1 or 9999.
+    event_time_behind_s: float = Field(default=7 * 86400.0, gt=0)
+    event_time_ahead_s: float = Field(default=3600.0, gt=0)
+    # Detector monitors and click-model checkpoints are authenticated with HMAC-SHA256 under
+    # this key, which never travels through Kafka: state read back from a changelog that does
+    # not verify is discarded, never unpickled. Set the key itself (hex or any string), or a
+    # file holding it; without either, the worker creates `<home>/state.key` (0600). Every
+    # worker of one deployment needs the same key.
+    state_key: SecretStr | None = None
+    state_key_file: Path | None = None
+    # Largest state value (after decompression) a worker loads from a table.
+    max_state_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
     # The first worker's ports; worker N adds N to each.
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
@@ -172,3 +189,4 @@ def _port_of(address: str) -> int:
     8000
     """
     return int(address.rstrip("/").rsplit(":", 1)[1])
+

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from models.online import ClickEvent
 
-__all__ = ["click_record", "malformed_records", "planted_reviews", "synthetic_events"]
+__all__ = ["click_record", "malformed_records", "planted_reviews", "recent_clicks", "synthetic_events"]
 
 _POSITIVE = ["works perfectly", "is excellent value", "exceeded my expectations",
              "arrived quickly and feels solid", "is the best purchase I made this year"]
@@ -39,10 +41,24 @@ def synthetic_events(topic: str, n: int, *, seed: int = 0,
                      start: datetime | None = None) -> Iterator[dict[str, Any]]:
     """``n`` valid input events for ``topic`` (``reviews``, ``clicks`` or ``news``)."""
     rng = random.Random(seed)
-    t0 = start or datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    t0 = start or _ending_now(timedelta(seconds=n))
     make = {"reviews": _review, "clicks": _click, "news": _news}[topic]
     for i in range(n):
         yield make(rng, i, seed, t0 + timedelta(seconds=i))
+
+
+def _ending_now(span: timedelta) -> datetime:
+    """A start time such that events spread over ``span`` end now: the worker replaces event
+    times more than a week behind their Kafka record time (streams.core.eventtime)."""
+    return datetime.now(UTC).replace(microsecond=0) - span
+
+
+def recent_clicks(events: list[ClickEvent]) -> list[ClickEvent]:
+    """Simulated clicks moved in time so that the last one is now (their spacing kept)."""
+    if not events:
+        return events
+    shift = time.time() - max(e.ts for e in events)
+    return [replace(e, ts=round(e.ts + shift, 3)) for e in events]
 
 
 def _review(rng: random.Random, i: int, seed: int, ts: datetime) -> dict[str, Any]:
@@ -82,7 +98,7 @@ def planted_reviews(products: list[str], per_product: int, *, sour: dict[str, in
     [('a', 'a-0'), ('b', 'b-0'), ('a', 'a-1')]
     """
     rng = random.Random(seed)
-    t0 = start or datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    t0 = start or _ending_now(timedelta(minutes=per_product))
     out = []
     for i in range(per_product):
         for product in products:

@@ -84,6 +84,13 @@ class Metrics:
         self.model_checkpoint_seconds = Histogram(
             "streamsense_model_checkpoint_seconds", "Time to serialise and write one click model checkpoint",
             buckets=_LATENCY_BUCKETS, registry=r)
+        self.event_time_replaced = Counter(
+            "streamsense_event_time_replaced_total", "Inputs whose event time was outside the sanity "
+            "window around their Kafka record time (or whose record time was untrusted)", ["topic", "flag"],
+            registry=r)
+        self.state_rejected = Counter(
+            "streamsense_state_rejected_total", "State values read back from a table that failed "
+            "authentication or a size limit, discarded (the key starts fresh)", ["table"], registry=r)
 
         for kind in ERROR_KINDS:
             self.errors.labels(kind=kind)

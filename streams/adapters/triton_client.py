@@ -25,13 +25,14 @@ from tritonclient.utils import InferenceServerException
 
 from streams.core.flow import AdaptiveBatchSize, AdaptiveLimiter, CircuitBreaker, backoff_s, cancelling
 from streams.core.text import Analysis
+from streams.errors import StreamSenseError
 
 __all__ = ["InferenceRejected", "Inferencer", "TritonInferencer"]
 
 log = logging.getLogger(__name__)
 
 
-class InferenceRejected(Exception):
+class InferenceRejected(StreamSenseError):
     """Triton, up and with the model ready, kept failing this batch: something in it."""
 
 

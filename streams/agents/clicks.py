@@ -15,6 +15,7 @@ Tables (all changelog-backed, so a restarted or rebalanced worker resumes them):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from typing import Any
 from models.online import UserState
 from streams.adapters.metrics import Metrics
 from streams.agents.alerts import send_alerts
-from streams.agents.outputs import send_dead_letter
+from streams.agents.outputs import SourceRevoked, send_dead_letter
 from streams.agents.tables import as_current_event
 from streams.core.clicks import (
     PartitionModel,
@@ -36,7 +37,11 @@ from streams.core.clicks import (
     recommendation,
     restore_checkpoint,
 )
+from streams.core.eventtime import record_time_ms
 from streams.core.monitoring import MonitorConfig
+from streams.core.rules import InputRules
+from streams.core.state import StateSeal
+from streams.errors import ForgedState
 from streams.records import DecodeError, encode
 
 __all__ = ["ClickProcessor", "ItemSignals"]
@@ -70,7 +75,8 @@ class _Held:
 
 class ClickProcessor:
     def __init__(self, *, users, models, signals, recommendations, alerts, deadletter, metrics: Metrics,
-                 config: MonitorConfig, checkpoint_s: float, checkpoint_events: int) -> None:
+                 config: MonitorConfig, checkpoint_s: float, checkpoint_events: int, seal: StateSeal,
+                 rules: InputRules = InputRules()) -> None:
         self.users = users
         self.models = models
         self.signals = ItemSignals(signals)
@@ -81,6 +87,8 @@ class ClickProcessor:
         self.config = config
         self.checkpoint_s = checkpoint_s
         self.checkpoint_events = checkpoint_events
+        self.seal = seal
+        self.rules = rules
         self.held: dict[int, _Held] = {}
         self.last_event: dict[int, Any] = {}  # per partition: the context for checkpoint writes
 
@@ -92,7 +100,11 @@ class ClickProcessor:
                 restored = restore_checkpoint(self.models.get, partition)
                 if restored is not None:
                     data, generation = restored
-                    model = PartitionModel.loads(data)
+                    model = PartitionModel.loads(data, self.seal, context=_context(partition))
+            except ForgedState as exc:
+                self.metrics.state_rejected.labels(table="click-models").inc()
+                log.warning("discarded the click model checkpoint of partition %d: %s; starting cold",
+                            partition, exc)
             except Exception:
                 # A checkpoint we cannot read must not stop the stream: start cold and say so.
                 self.metrics.errors.labels(kind="checkpoint_unreadable").inc()
@@ -126,16 +138,22 @@ class ClickProcessor:
         for event in events:
             msg = event.message
             now = datetime.now(UTC)
-            click = decode_click(msg.value, fallback_ts=datetime.fromtimestamp(msg.timestamp, UTC))
-            if isinstance(click, DecodeError):
-                with as_current_event(event):  # exactly-once: the transaction of its partition
-                    await self._dead_letter(msg, click.reason, now)
-                continue
-            try:
+            try:  # every per-record step, decoding included: no record can fail the batch
+                decoded = decode_click(msg.value, broker_ms=record_time_ms(msg.timestamp), now=now,
+                                       rules=self.rules)
+                if isinstance(decoded, DecodeError):
+                    with as_current_event(event):  # exactly-once: the transaction of its partition
+                        await self._dead_letter(msg, decoded.reason, now)
+                    continue
+                click, time_flags = decoded
+                for flag in time_flags:
+                    m.event_time_replaced.labels(topic="clicks", flag=flag).inc()
                 held = self._model(msg.partition)
                 user = states.get(click.user_id, (None, None))[0] or self._load_user(click.user_id)
                 states[click.user_id] = (user, event)
                 step, alerts = held.model.observe(user, click, self.signals)
+            except (SourceRevoked, asyncio.CancelledError):
+                raise
             except Exception as exc:
                 log.exception("click %s could not be processed", msg.offset)
                 with as_current_event(event):
@@ -195,7 +213,7 @@ class ClickProcessor:
         if not due or events == held.events_at_checkpoint or event is None:
             return
         started = time.perf_counter()
-        data = held.model.dumps()
+        data = held.model.dumps(self.seal, context=_context(partition))
         held.generation += 1
         with as_current_event(event):  # the changelog partition of the model's own partition
             for key, value in checkpoint_chunks(partition, held.generation, data, events=events).items():
@@ -208,3 +226,8 @@ class ClickProcessor:
     async def _dead_letter(self, msg, reason: str, now: datetime) -> None:
         await send_dead_letter(self.deadletter, msg, reason, now=now)
         self.metrics.deadlettered.labels(source_topic="clicks").inc()
+
+
+def _context(partition: int) -> str:
+    """What a partition's checkpoint is sealed under: it cannot be replayed into another."""
+    return f"click-models/{partition}"

@@ -27,6 +27,8 @@ from faust.exceptions import ProducerSendError
 from faust.streams import current_event
 
 from streams.adapters.faust_fixes import LEDGER
+from streams.core.rules import MAX_OUTPUT_BYTES
+from streams.errors import OutputRejected, OutputTooLarge, StreamSenseError
 from streams.records import dead_letter, encode
 
 __all__ = ["SourceRevoked", "SourceTransactionTopic", "send_dead_letter", "transactional_id"]
@@ -45,19 +47,24 @@ async def send_dead_letter(deadletter, message, reason: str, *, now: datetime) -
     await deadletter.send(key=message.key, value=encode(record))
 
 
-class SourceRevoked(Exception):
+class SourceRevoked(StreamSenseError):
     """The input partition of the record being handled was revoked (its transaction is gone):
     its next owner processes the record again from the last committed offset."""
 
 
 class SourceTransactionTopic:
-    def __init__(self, app: faust.App, topic: faust.TopicT, *, exactly_once: bool) -> None:
+    def __init__(self, app: faust.App, topic: faust.TopicT, *, exactly_once: bool,
+                 max_bytes: int = MAX_OUTPUT_BYTES) -> None:
         self.app = app
         self.topic = topic
         self.exactly_once = exactly_once
+        self.max_bytes = max_bytes
         self.name = topic.get_topic_name()
 
     async def send(self, *, key: bytes | None, value: bytes):
+        if len(value) > self.max_bytes:  # Kafka would refuse it; callers check first, this is the net
+            raise OutputTooLarge(f"a {len(value)}-byte record for {self.name} is over the "
+                                 f"{self.max_bytes}-byte output limit")
         event = current_event() if self.exactly_once else None
         if event is None:
             return await self.topic.send(key=key, value=value)
@@ -66,6 +73,12 @@ class SourceTransactionTopic:
         try:
             sent = await self.app.producer.send(self.name, key, value, None, None, None, transactional_id=tid)
         except ProducerSendError as exc:
+            # Faust raises this when the partition's transaction is gone (revoked), but also for
+            # a record Kafka refused. Only the first may be left to the next owner: the second,
+            # taken for a revocation, would ack the record with neither output nor dead letter.
+            if tp in self.app.consumer.assignment():
+                raise OutputRejected(f"Kafka refused a record for {self.name} while "
+                                     f"{tp.topic}[{tp.partition}] is still assigned: {exc}") from exc
             raise SourceRevoked(f"{tp.topic}[{tp.partition}] was revoked: {exc}") from exc
         LEDGER.sent(tid, tp, event.message.offset)  # its commit must cover this offset
         return sent

@@ -18,12 +18,14 @@ gets its recommendation, at least once); the checkpoint interval bounds it.
 >>> from datetime import UTC, datetime
 >>> model = PartitionModel(partition=0, config=MonitorConfig())
 >>> user = UserState()
->>> click = decode_click(b'{"event_id": "c1", "user_id": "u1", "item_id": "p1", "action": "click"}',
-...                      fallback_ts=datetime(2026, 11, 22, tzinfo=UTC))
+>>> raw = b'{"event_id": "c1", "user_id": "u1", "item_id": "p1", "action": "click"}'
+>>> click, time_flags = decode_click(raw, broker_ms=None, now=datetime(2026, 11, 22, tzinfo=UTC))
 >>> step, alerts = model.observe(user, click, {})
 >>> step.items, user.recent, alerts
 ([], ['p1'], [])
->>> PartitionModel.loads(model.dumps()).recommender.report()["events"]
+>>> from streams.core.state import StateSeal
+>>> seal = StateSeal(b"0123456789abcdef")
+>>> PartitionModel.loads(model.dumps(seal, context="p0"), seal, context="p0").recommender.report()["events"]
 1.0
 """
 
@@ -34,7 +36,6 @@ import hashlib
 import json
 import math
 import pickle
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,8 @@ from typing import Any
 
 from models.online import ClickEvent, ClickRecommender, Step, UserState
 from streams.core.monitoring import MonitorConfig, StreamMonitor
+from streams.core.rules import InputRules
+from streams.core.state import StateSeal, compress, decompress
 from streams.records import (
     Alert,
     Click,
@@ -65,15 +68,19 @@ _ERROR_WARMUP = 2000  # labelled examples before the model-error drift monitor s
 _RATE_WARMUP = 500
 
 
-def decode_click(raw: bytes | None, *, fallback_ts: datetime) -> ClickEvent | DecodeError:
-    """A click record as the model sees it; event time falls back to the Kafka timestamp."""
-    record = decode_input("clicks", raw)
+def decode_click(raw: bytes | None, *, broker_ms: int | None, now: datetime,
+                 rules: InputRules = InputRules()) -> tuple[ClickEvent, tuple[str, ...]] | DecodeError:
+    """A click record as the model sees it, and why its event time is not its own ``ts``
+    (:mod:`streams.core.eventtime`: a missing or implausible ``ts`` gives way to the Kafka
+    record time, an implausible record time to ``now``)."""
+    record = decode_input("clicks", raw, max_bytes=rules.max_input_bytes)
     if isinstance(record, DecodeError):
         return record
     assert isinstance(record, Click)
-    ts = record.ts or fallback_ts
+    event_time = rules.window.resolve(record.ts, broker_ms=broker_ms, now=now)
     return ClickEvent(event_id=record.event_id, user_id=record.user_id, item_id=record.item_id,
-                      action=record.action, ts=ts.timestamp(), session_id=record.session_id)
+                      action=record.action, ts=event_time.ts.timestamp(),
+                      session_id=record.session_id), event_time.flags
 
 
 @dataclass
@@ -120,12 +127,17 @@ class PartitionModel:
                 alerts += self.errors.observe_channels({"log_loss": log_loss}, now)
         return step, alerts
 
-    def dumps(self) -> bytes:
-        return zlib.compress(pickle.dumps((_STATE_VERSION, self), protocol=pickle.HIGHEST_PROTOCOL), 3)
+    def dumps(self, seal: StateSeal, *, context: str) -> bytes:
+        """The model as sealed, compressed bytes (``context``: the table and partition)."""
+        data = pickle.dumps((_STATE_VERSION, self), protocol=pickle.HIGHEST_PROTOCOL)
+        return seal.seal(compress(data), context=context)
 
     @classmethod
-    def loads(cls, data: bytes) -> PartitionModel:
-        version, model = pickle.loads(zlib.decompress(data))
+    def loads(cls, data: bytes, seal: StateSeal, *, context: str) -> PartitionModel:
+        """Raises :class:`~streams.errors.ForgedState` for bytes that fail authentication or
+        inflate past ``seal.max_bytes``: they are never unpickled."""
+        payload = decompress(seal.open(data, context=context), max_bytes=seal.max_bytes)
+        version, model = pickle.loads(payload)  # authenticated above: our own bytes
         if version not in (1, _STATE_VERSION):
             raise ValueError(f"checkpoint version {version}, this code reads 1 to {_STATE_VERSION}")
         if version == 1:  # learned before the behaviour monitor existed: keep the model, add it

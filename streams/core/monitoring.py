@@ -27,7 +27,9 @@ the same alert ids.
 [('sentiment_shift', 'open', 'p42')]
 >>> 100 < int(alerts[0].evidence[0]["id"][1:]) < 130, len(alerts[0].evidence)
 (True, 3)
->>> SubjectMonitor.loads(monitor.dumps()).shift.state
+>>> from streams.core.state import StateSeal
+>>> seal = StateSeal(b"0123456789abcdef")
+>>> SubjectMonitor.loads(monitor.dumps(seal, context="p42"), seal, context="p42").shift.state
 'shifted'
 """
 
@@ -42,6 +44,7 @@ from typing import Any
 
 from models.sequential import MentionSurgeDetector, SentimentShiftDetector, StreamDriftMonitor
 from streams.core.alerts import AlertBook, Shift
+from streams.core.state import StateSeal
 from streams.records import Alert, EnrichedNews, EnrichedReview
 
 __all__ = ["EntityMention", "MonitorConfig", "Observation", "StreamMonitor", "SubjectMonitor", "entity_key",
@@ -174,16 +177,21 @@ class SubjectMonitor:
         ranked = sorted(reversed(self.negatives), key=lambda e: -e["score"])
         return ranked[: self.config.evidence]
 
-    def dumps(self) -> bytes:
-        return pickle.dumps((_STATE_VERSION, self), protocol=pickle.HIGHEST_PROTOCOL)
+    def dumps(self, seal: StateSeal, *, context: str) -> bytes:
+        """The monitor as sealed bytes for a table (``context``: the table and key it goes under)."""
+        data = pickle.dumps((_STATE_VERSION, self), protocol=pickle.HIGHEST_PROTOCOL)
+        return seal.seal(data, context=context)
 
     @classmethod
-    def loads(cls, data: bytes | None) -> SubjectMonitor | None:
-        """The monitor stored in ``data``; None (start afresh) if absent or from another version."""
+    def loads(cls, data: bytes | None, seal: StateSeal, *, context: str) -> SubjectMonitor | None:
+        """The monitor stored in ``data``; None (start afresh) if absent or from another version.
+        Raises :class:`~streams.errors.ForgedState` when ``data`` fails authentication: it is
+        never unpickled then."""
         if not data:
             return None
+        payload = seal.open(data, context=context)  # before pickle: only our own bytes are loaded
         try:
-            version, monitor = pickle.loads(data)
+            version, monitor = pickle.loads(payload)
         except Exception:
             log.warning("discarding unreadable detector state (%d bytes)", len(data), exc_info=True)
             return None

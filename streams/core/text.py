@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from streams.core.eventtime import EventTimeWindow
 from streams.records import (
+    MAX_INPUT_BYTES,
     DeadLetter,
     DecodeError,
     EnrichedNews,
@@ -69,6 +71,9 @@ class Item:
     model_text: str  # "" means: do not send, the text is empty
     flags: tuple[str, ...]
     title_length: int = 0  # news: where the body starts in model_text (offset mapping)
+    # The event time detectors see (streams.core.eventtime) and why it is not the record's own.
+    event_time: datetime | None = None
+    time_flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +101,14 @@ class Analysis:
                    unknown_token_share=float(unknown) if unknown is not None else None)
 
 
-def decode_batch(topic: str, raws: list[RawRecord], *, now: datetime) -> DecodedBatch:
-    """Split raw records of ``topic`` (``reviews`` or ``news``) into items and dead letters."""
+def decode_batch(topic: str, raws: list[RawRecord], *, now: datetime,
+                 window: EventTimeWindow = EventTimeWindow(), max_bytes: int = MAX_INPUT_BYTES
+                 ) -> DecodedBatch:
+    """Split raw records of ``topic`` (``reviews`` or ``news``) into items and dead letters;
+    each item's event time is checked against its Kafka record time (``window``)."""
     items, dead = [], []
     for raw in raws:
-        result = decode_input(topic, raw.value)
+        result = decode_input(topic, raw.value, max_bytes=max_bytes)
         if isinstance(result, DecodeError):
             dead.append(dead_letter(source_topic=raw.topic, partition=raw.partition, offset=raw.offset,
                                     raw=raw.value, error=result.reason, now=now))
@@ -111,21 +119,23 @@ def decode_batch(topic: str, raws: list[RawRecord], *, now: datetime) -> Decoded
             assert isinstance(result, News)
             text = result.title + (_NEWS_SEPARATOR + result.body if result.body else "")
             title_length = len(result.title)
-        items.append(_item(raw, result, text, title_length))
+        event_time = window.resolve(result.ts, broker_ms=raw.timestamp_ms, now=now)
+        items.append(_item(raw, result, text, title_length, event_time.ts, event_time.flags))
     return DecodedBatch(items, dead)
 
 
-def _item(raw: RawRecord, record: Review | News, text: str, title_length: int) -> Item:
+def _item(raw: RawRecord, record: Review | News, text: str, title_length: int, event_time: datetime,
+          time_flags: tuple[str, ...]) -> Item:
     flags = []
     cleaned = _CONTROL.sub(" ", text)
     if cleaned != text:
         flags.append("control_characters")
     if not cleaned.strip():
-        return Item(raw, record, "", (*flags, "empty"), title_length)
+        return Item(raw, record, "", (*flags, "empty"), title_length, event_time, time_flags)
     if len(cleaned) > MAX_CHARS:
         cleaned = cleaned[:MAX_CHARS]
         flags.append("truncated")
-    return Item(raw, record, cleaned, tuple(flags), title_length)
+    return Item(raw, record, cleaned, tuple(flags), title_length, event_time, time_flags)
 
 
 _EMPTY = Analysis(sentiment={"label": "neutral", "score": 1.0,
@@ -146,6 +156,10 @@ def enrich(items: list[Item], analyses: list[Analysis | None], *, now: datetime
         fields = {**item.record.model_dump(), "sentiment": Sentiment(**analysis.sentiment),
                   "entities": entities, "model": {"sentiment": analysis.model, "ner": analysis.model},
                   "processed_at": now, "text_flags": flags}
+        if item.time_flags:
+            fields.update(time_flags=list(item.time_flags))
+            if item.record.ts != item.event_time and item.record.ts is not None:
+                fields.update(ts=item.event_time, ts_original=item.record.ts)
         cls = EnrichedReview if isinstance(item.record, Review) else EnrichedNews
         out.append(cls(**fields))
     return out

@@ -13,7 +13,7 @@ from models.online import ClickEvent, simulate_clicks
 from models.online.evaluate import popularity_recommender, score_recommender
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
-from streams.testing import click_record
+from streams.testing import click_record, recent_clicks
 from streams.topics import TopicNames
 from tests.conftest import WorkerProcess
 from tests.integration.test_text_path import ids_in
@@ -36,7 +36,7 @@ def test_clicks_get_recommendations_that_beat_popularity_across_a_restart(
     settings = kafka.model_copy(update={"topic_prefix": prefix})
     names = TopicNames(prefix=prefix)
     data = simulate_clicks(users=300, items=120, genres=6, sessions=700, seed=5)
-    events = data.events
+    events = recent_clicks(data.events)
     half = len(events) // 2
     engaged = [e.event_id for e in events if e.action != "impression"]
     engaged_first = [e.event_id for e in events[:half] if e.action != "impression"]

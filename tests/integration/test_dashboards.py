@@ -23,7 +23,7 @@ from streams.adapters.kafka_io import produce_lines
 from streams.local.process import free_port
 from streams.local.prometheus import binary, prometheus_service
 from streams.settings import Settings
-from streams.testing import click_record, planted_reviews, synthetic_events
+from streams.testing import click_record, planted_reviews, recent_clicks, synthetic_events
 from streams.topics import TopicNames
 from tests.conftest import REPO, WorkerProcess
 from tests.integration.test_text_path import ids_in
@@ -67,7 +67,7 @@ def test_every_dashboard_query_returns_data_from_a_live_pipeline(
     names = TopicNames(prefix=prefix)
     reviews = planted_reviews(["p-sour", "p-steady"], 200, sour={"p-sour": 80}, seed=3)
     news = list(synthetic_events("news", 150, seed=3))
-    clicks = simulate_clicks(users=200, items=80, sessions=120, seed=3).events
+    clicks = recent_clicks(simulate_clicks(users=200, items=80, sessions=120, seed=3).events)
     started = time.monotonic()
     prometheus = PrometheusProcess(tmp_path / "prometheus", {
         "streamsense-workers": [f"127.0.0.1:{settings.metrics_port}"],

@@ -1,7 +1,11 @@
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from streams.core.monitoring import MonitorConfig, Observation, StreamMonitor, SubjectMonitor
+from streams.core.state import StateSeal
+from streams.errors import ForgedState
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 
@@ -65,13 +69,15 @@ def test_state_round_trips_and_stays_small():
     monitor = SubjectMonitor("entity", "e", MonitorConfig(), with_surge=True)
     for i in range(5000):
         monitor.observe(obs(i, rng.random() < 0.3, minutes=0.2))
-    blob = monitor.dumps()
+    seal = StateSeal(b"k" * 32)
+    blob = monitor.dumps(seal, context="entity-monitors/e")
     assert len(blob) < 8_000  # thousands of keys fit in a few MB of table memory
-    again = SubjectMonitor.loads(blob)
+    again = SubjectMonitor.loads(blob, seal, context="entity-monitors/e")
     assert again is not None and again.shift.state == monitor.shift.state
     assert again.shift.baseline_rate == monitor.shift.baseline_rate
-    assert SubjectMonitor.loads(None) is None
-    assert SubjectMonitor.loads(b"not a pickle") is None
+    assert SubjectMonitor.loads(None, seal, context="entity-monitors/e") is None
+    with pytest.raises(ForgedState):
+        SubjectMonitor.loads(b"not a pickle", seal, context="entity-monitors/e")
 
 
 def test_stream_monitor_flags_a_label_mix_drift_once():

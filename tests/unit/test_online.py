@@ -157,12 +157,34 @@ def test_a_checkpoint_torn_halfway_leaves_the_previous_one_readable():
 
 
 def test_decode_click_explains_bad_records_and_falls_back_to_the_kafka_time():
-    fallback = datetime(2026, 11, 22, 10, tzinfo=UTC)
+    record_time = datetime(2026, 11, 22, 10, tzinfo=UTC)
+    kafka_ms = int(record_time.timestamp() * 1000)
     ok = decode_click(b'{"event_id": "c", "user_id": "u", "item_id": "i", "action": "purchase"}',
-                      fallback_ts=fallback)
-    assert not isinstance(ok, DecodeError) and ok.ts == fallback.timestamp()
-    bad = decode_click(b'{"event_id": "c", "user_id": "u", "action": "click"}', fallback_ts=fallback)
+                      broker_ms=kafka_ms, now=record_time)
+    assert not isinstance(ok, DecodeError) and ok[0].ts == record_time.timestamp() and ok[1] == ()
+    bad = decode_click(b'{"event_id": "c", "user_id": "u", "action": "click"}', broker_ms=kafka_ms, now=record_time)
     assert isinstance(bad, DecodeError) and bad.reason == "item_id: field required"
+
+
+@pytest.mark.parametrize("ts", ['"9999-12-31T23:59:59-14:00"', '"0001-01-01T00:00:00+14:00"', "253402300799999",
+                                '"2026-11-22T09:59:59Z"'])
+def test_decode_click_replaces_an_event_time_outside_the_window(ts: str):
+    record_time = datetime(2026, 11, 29, 10, tzinfo=UTC)
+    raw = f'{{"event_id": "c", "user_id": "u", "item_id": "i", "action": "click", "ts": {ts}}}'.encode()
+    click, flags = decode_click(raw, broker_ms=int(record_time.timestamp() * 1000), now=record_time)
+    assert click.ts == record_time.timestamp()
+    assert flags in (("event_time_ahead",), ("event_time_behind",))
+
+
+def test_a_click_model_survives_a_far_future_click():
+    """One click stamped in year 9999 must not make later clicks divide by zero (the sanity
+    window keeps such times from the worker; the model must cope on its own too)."""
+    model = PartitionModel(partition=0, config=MonitorConfig())
+    user = UserState()
+    model.observe(user, ClickEvent("e0", "u1", "i1", "purchase", 253402300000.0, "s"), {})
+    for i in range(1, 50):
+        step, _ = model.observe(user, ClickEvent(f"e{i}", "u1", f"i{i % 7}", "click", 1764400000.0 + i, "s"), {})
+        assert step.items is not None
 
 
 def test_item_signals_carry_article_entities_and_a_running_sentiment():
