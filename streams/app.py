@@ -81,7 +81,8 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     metrics = metrics or Metrics()
     inferencer = inferencer or TritonInferencer(
         url=settings.triton_url, timeout_s=settings.triton_request_timeout_s,
-        max_chunk=settings.batch_max, latency_target_s=settings.triton_latency_target_s, metrics=metrics)
+        max_chunk=settings.batch_max, latency_target_s=settings.triton_latency_target_s, metrics=metrics,
+        tls=settings.triton_tls())
     datadir = settings.home / "workers" / f"worker-{worker_index}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     seal = state_seal(settings)
@@ -94,7 +95,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
-        web_host=settings.web_host, web_bind=settings.web_host,
+        web_enabled=settings.web_enabled, web_host=settings.web_host, web_bind=settings.web_host,
         web_port=settings.web_port + worker_index,
         datadir=str(datadir),
         store="memory://",
@@ -200,6 +201,11 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
             for tp in revoked:
                 with contextlib.suppress(KeyError):  # a topic outside Faust's topic groups
                     faust_fixes.LEDGER.closed(transactional_id(app, tp))
+
+    @app.timer(1.0)
+    async def heartbeat() -> None:
+        # Read by /healthz on the metrics server's thread: it answers even when this loop is stuck.
+        metrics.beat()
 
     @app.task
     async def dump_tasks_on_sigusr1() -> None:

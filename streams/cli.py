@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.local.process import ServiceError
-from streams.settings import Settings
+from streams.settings import Settings, explain_settings_error
 from streams.topics import INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
 
 __all__ = ["app", "main"]
@@ -31,7 +31,7 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        console.print(f"[red]invalid STREAMSENSE_* settings:[/red]\n{exc}")
+        console.print(f"[red]invalid STREAMSENSE_* settings:[/red]\n{explain_settings_error(exc)}")
         raise typer.Exit(2) from None
 
 
@@ -167,7 +167,7 @@ def worker(
     metrics = Metrics()
     port = settings.metrics_port + index
     try:
-        metrics.serve(host=settings.metrics_host, port=port)
+        metrics.serve(host=settings.metrics_host, port=port, heartbeat_timeout_s=settings.heartbeat_timeout_s)
     except OSError as exc:
         raise _fail(f"metrics port {settings.metrics_host}:{port} is not free ({exc}); "
                     "use another --index or STREAMSENSE_METRICS_PORT") from None
@@ -184,8 +184,9 @@ def worker(
     run_dir.mkdir(parents=True, exist_ok=True)
     pid_file = run_dir / f"worker-{index}.pid"
     pid_file.write_text(f"{os.getpid()}\n")
+    web = f"http://{settings.web_host}:{settings.web_port + index}/" if settings.web_enabled else "off"
     console.print(f"worker {index}: metrics http://{settings.metrics_host}:{port}/metrics, "
-                  f"web http://{settings.web_host}:{settings.web_port + index}/")
+                  f"health /healthz, Faust web {web}")
     try:
         runner = Worker(faust_app, loglevel=loglevel, quiet=True, stop_timeout_s=settings.stop_timeout_s)
         # Faust's terminal spinner sets the root logger to DEBUG, so every debug call in aiokafka

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "explain_settings_error"]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     triton_http_url: str = "127.0.0.1:8000"
     triton_metrics_port: int = Field(default=8002, ge=1, le=65535)
     triton_request_timeout_s: float = Field(default=30.0, gt=0)
+    # gRPC over TLS to Triton (its --grpc-use-ssl, or a TLS proxy in front of it): the CA that
+    # signed the server's certificate (None: the system's), and a client key and certificate
+    # chain where the server asks for mutual TLS.
+    triton_ssl: bool = False
+    triton_ssl_cafile: Path | None = None
+    triton_ssl_certfile: Path | None = None
+    triton_ssl_keyfile: Path | None = None
     # Requests slower than this make the client send smaller batches (see streams/core/flow.py).
     triton_latency_target_s: float = Field(default=1.0, gt=0)
 
@@ -99,11 +106,16 @@ class Settings(BaseSettings):
     # Largest state value (after decompression) a worker loads from a table.
     max_state_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
-    # The first worker's ports; worker N adds N to each.
+    # The first worker's ports; worker N adds N to each. Faust's web server (unauthenticated
+    # pages that show table contents) is off unless enabled, and then binds web_host.
+    web_enabled: bool = False
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9100, ge=1, le=65535)
+    # /healthz on the metrics port fails (503) once the worker's event loop has not run its
+    # heartbeat for this long: a liveness probe that sees a hung worker.
+    heartbeat_timeout_s: float = Field(default=30.0, gt=1)
     # The local stack's Prometheus (`streamsense up --prometheus`, the demo), on 127.0.0.1.
     prometheus_port: int = Field(default=9090, ge=1, le=65535)
 
@@ -173,6 +185,21 @@ class Settings(BaseSettings):
             kwargs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
         return kwargs
 
+    def triton_tls(self) -> dict[str, object] | None:
+        """Keyword arguments for tritonclient's gRPC client; None for plaintext.
+
+        >>> Settings(triton_ssl=True, triton_ssl_cafile="ca.pem").triton_tls()
+        {'ssl': True, 'root_certificates': 'ca.pem', 'private_key': None, 'certificate_chain': None}
+        """
+        if not self.triton_ssl:
+            return None
+        def path(p: Path | None) -> str | None:
+            return str(p) if p else None
+
+        return {"ssl": True, "root_certificates": path(self.triton_ssl_cafile),
+                "private_key": path(self.triton_ssl_keyfile),
+                "certificate_chain": path(self.triton_ssl_certfile)}
+
     @property
     def triton_http_port(self) -> int:
         return _port_of(self.triton_http_url)
@@ -190,3 +217,20 @@ def _port_of(address: str) -> int:
     """
     return int(address.rstrip("/").rsplit(":", 1)[1])
 
+
+def explain_settings_error(exc: ValidationError) -> str:
+    """One line per invalid setting, without the values given: pydantic's own text repeats the
+    whole input, the Kafka password included.
+
+    >>> try:
+    ...     Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_password="hunter2")
+    ... except ValidationError as exc:
+    ...     text = explain_settings_error(exc)
+    >>> "hunter2" in text, text.split(" needs ")[0]
+    (False, '- settings: kafka_security_protocol=SASL_SSL')
+    """
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        lines.append(f"- {where}: {error['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)

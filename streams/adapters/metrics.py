@@ -5,7 +5,12 @@ Labels are bounded: topics, error kinds and outcome names, never product or user
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+import time
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 __all__ = ["ALERT_KINDS", "ERROR_KINDS", "Metrics"]
 
@@ -24,6 +29,8 @@ _E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._last_beat: float | None = None
+        self._started = time.monotonic()
         r = self.registry
         self.events_in = Counter("streamsense_events_in_total", "Input records consumed", ["topic"],
                                  registry=r)
@@ -91,6 +98,8 @@ class Metrics:
         self.state_rejected = Counter(
             "streamsense_state_rejected_total", "State values read back from a table that failed "
             "authentication or a size limit, discarded (the key starts fresh)", ["table"], registry=r)
+        self.heartbeat = Gauge("streamsense_event_loop_heartbeat_timestamp_seconds", "Last time the "
+                               "worker's event loop ran its heartbeat (unix seconds)", registry=r)
 
         for kind in ERROR_KINDS:
             self.errors.labels(kind=kind)
@@ -107,5 +116,38 @@ class Metrics:
                 for status in ("open", "escalated", "recovered"):
                     self.alerts.labels(kind=kind, severity=severity, status=status)
 
-    def serve(self, *, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def beat(self) -> None:
+        """The worker's event loop is alive (called from a timer on that loop)."""
+        self._last_beat = time.monotonic()
+        self.heartbeat.set(time.time())
+
+    def health(self, *, timeout_s: float) -> tuple[bool, str]:
+        """(alive, reason): alive until the heartbeat is older than ``timeout_s``; before the
+        first beat (the worker starting) it counts from when the server started."""
+        age = time.monotonic() - (self._last_beat or self._started)
+        if age > timeout_s:
+            return False, (f"event loop heartbeat {age:.0f} s old (limit {timeout_s:g} s): "
+                           "the worker is stuck\n")
+        return True, f"ok: event loop heartbeat {age:.1f} s old\n"
+
+    def serve(self, *, host: str, port: int, heartbeat_timeout_s: float = 30.0) -> None:
+        """``/metrics`` (Prometheus text) and ``/healthz`` (liveness: 200, or 503 once the
+        event loop stopped beating) on ``host:port``, from a thread of their own."""
+        metrics_app = make_wsgi_app(self.registry)
+        self._started = time.monotonic()
+
+        def app(environ, start_response):
+            if environ.get("PATH_INFO") == "/healthz":
+                alive, text = self.health(timeout_s=heartbeat_timeout_s)
+                start_response("200 OK" if alive else "503 Service Unavailable",
+                               [("Content-Type", "text/plain; charset=utf-8")])
+                return [text.encode()]
+            return metrics_app(environ, start_response)
+
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # every scrape would be logged
+        pass

@@ -45,8 +45,11 @@ class Inferencer(Protocol):
 class TritonInferencer:
     def __init__(self, *, url: str, model: str = "text_analysis", timeout_s: float = 30.0,
                  max_chunk: int = 64, max_in_flight: int = 8, latency_target_s: float = 1.0,
-                 max_rejections: int = 3, metrics=None) -> None:
+                 max_rejections: int = 3, metrics=None, tls: dict | None = None) -> None:
         self.url = url
+        # tritonclient's TLS arguments (ssl, root_certificates, private_key, certificate_chain:
+        # file paths), from Settings.triton_tls(); None: plaintext.
+        self.tls = tls or {}
         self.model = model
         self.timeout_s = timeout_s
         self.max_rejections = max_rejections
@@ -63,7 +66,7 @@ class TritonInferencer:
 
     def _get_client(self) -> grpcclient.InferenceServerClient:
         if self._client is None:
-            self._client = grpcclient.InferenceServerClient(self.url)
+            self._client = grpcclient.InferenceServerClient(self.url, **self.tls)
         return self._client
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ nothing written to a state topic, can crash, stall, silently disable or take ove
   every hostile record is enriched with its time corrected and flagged, or dead-lettered.
 * A pickle that would create a file, written into a detector table's changelog: after a
   restart the worker rejects it (counted), never runs it, and processes the key's next review.
+* Triton reached over TLS (a TLS-terminating proxy in front of it, certificates made here).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import asyncio
 import base64
 import json
 import pickle
+import ssl
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -29,6 +32,7 @@ from streams.settings import Settings
 from streams.testing import click_record, recent_clicks, synthetic_events
 from streams.topics import TopicNames
 from tests.conftest import WorkerProcess
+from tests.integration.test_secured_kafka import make_certificates
 from tests.integration.test_text_path import ids_in
 
 pytestmark = pytest.mark.integration
@@ -175,3 +179,67 @@ def test_forged_detector_state_in_a_changelog_is_rejected_not_run(
     assert rejected >= 1, worker.tail()
     assert "discarded the stored state" in worker.log.read_text(errors="replace")
 
+
+class _TLSProxy:
+    """Terminates TLS (ALPN h2, as gRPC clients ask) on 127.0.0.1 and passes the bytes to a
+    plaintext server: Triton behind a TLS front, as a service mesh or ingress puts it."""
+
+    def __init__(self, target: str, *, certfile: Path, keyfile: Path) -> None:
+        self.host, port = target.rsplit(":", 1)
+        self.target_port = int(port)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(certfile, keyfile)
+        self.context.set_alpn_protocols(["h2"])
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self.ready = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+        self.ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context))
+        self.port = server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _serve(self, reader, writer) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
+
+        async def pump(src, dst) -> None:
+            try:
+                while chunk := await src.read(65536):
+                    dst.write(chunk)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def test_the_worker_reaches_triton_over_tls(kafka: Settings, triton: Settings,
+                                            stack_environment: dict[str, str], tmp_path: Path):
+    make_certificates(tmp_path / "tls")
+    tls = tmp_path / "tls"
+    proxy = _TLSProxy(triton.triton_url, certfile=tls / "broker.crt", keyfile=tls / "broker.key")
+    prefix = "th3."
+    env = {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix,
+           "STREAMSENSE_TRITON_URL": f"127.0.0.1:{proxy.port}", "STREAMSENSE_TRITON_SSL": "true",
+           "STREAMSENSE_TRITON_SSL_CAFILE": str(tls / "ca.pem")}
+    settings = kafka.model_copy(update={"topic_prefix": prefix})
+    names = TopicNames(prefix=prefix)
+    reviews = list(synthetic_events("reviews", 50, seed=41))
+    worker = WorkerProcess(env, log_dir=tmp_path)
+    try:
+        _produce(settings, names.reviews, "reviews", reviews)
+        got = ids_in(settings, names.reviews_enriched, "review_id", expect=len(reviews), timeout_s=180,
+                     worker=worker)
+    finally:
+        worker.stop()
+        proxy.close()
+    assert set(got) == {r["review_id"] for r in reviews}, worker.tail()

@@ -14,6 +14,7 @@ import yaml
 
 from deploy.grafana.dashboards import expressions, render
 from streams.adapters.metrics import ERROR_KINDS, Metrics
+from streams.local.kafka import KAFKA_VERSION
 from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,6 +77,7 @@ def test_compose_file_is_consistent():
     compose = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
     services = compose["services"]
     assert set(services) == {"kafka", "triton", "worker", "prometheus", "grafana"}
+    assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"  # the version the tests run
     settings = _settings_from(services["worker"]["environment"])
     assert settings.kafka_bootstrap == "kafka:9092" and settings.triton_url == "triton:8001"
     gpu = services["triton"]["deploy"]["resources"]["reservations"]["devices"][0]
@@ -104,8 +106,13 @@ def test_kubernetes_manifests_are_consistent():
     deployments = {d["metadata"]["name"]: d for d in by_kind["Deployment"]}
     worker = deployments["streamsense-worker"]["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
-    assert ports == {"metrics": settings.metrics_port, "web": settings.web_port}
-    assert worker["env"][0]["name"] == "STREAMSENSE_KAFKA_SASL_PASSWORD" and "secretKeyRef" in worker["env"][0]["valueFrom"]
+    assert ports == {"metrics": settings.metrics_port} and not settings.web_enabled
+    assert worker["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in worker["env"]}
+    assert secrets == {"STREAMSENSE_KAFKA_SASL_PASSWORD": "streamsense-kafka", "STREAMSENSE_STATE_KEY": "streamsense-state"}
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind["NetworkPolicy"]}
+    assert {"streamsense-worker", "triton"} <= set(policies)
+    assert all(not p.get("ingress") or all(rule.get("from") for rule in p["ingress"]) for p in policies.values())
     triton = deployments["triton"]["spec"]["template"]["spec"]["containers"][0]
     assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
     scaler = by_kind["ScaledObject"][0]["spec"]

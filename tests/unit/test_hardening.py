@@ -220,3 +220,11 @@ def test_the_state_key_is_created_once_with_owner_only_access(tmp_path: Path):
     with pytest.raises(FileNotFoundError):  # a key file that was named must exist: never invented
         load_or_create_key(key=None, key_file=tmp_path / "missing.key", default_file=path)
 
+
+def test_healthz_fails_once_the_event_loop_stops_beating():
+    metrics = Metrics()
+    metrics.beat()
+    assert metrics.health(timeout_s=0.2)[0]
+    time.sleep(0.3)
+    alive, reason = metrics.health(timeout_s=0.2)
+    assert not alive and "stuck" in reason
