@@ -149,8 +149,8 @@ class Service:
             f"{self.name} {why}. Last lines of {self.log_file}:\n{tail(self.log_file)}"
         )
 
-    def stop(self, *, timeout_s: float = 30.0) -> bool:
-        """SIGTERM the service, SIGKILL after ``timeout_s``. True if it ran.
+    def stop(self, *, timeout_s: float = 30.0, sig: int = signal.SIGTERM) -> bool:
+        """SIGTERM (or ``sig``) the service, SIGKILL after ``timeout_s``. True if it ran.
 
         Services we start lead their own process group, which is signalled whole (Triton's
         Python-backend stubs are its children); a process started elsewhere, such as
@@ -161,7 +161,7 @@ class Service:
         if pid is None:
             return False
         leads_group = _leads_group(pid)
-        _signal(pid, signal.SIGTERM, group=leads_group)
+        _signal(pid, sig, group=leads_group)
         deadline = time.monotonic() + timeout_s
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)

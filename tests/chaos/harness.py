@@ -4,8 +4,10 @@ makes Triton slow.
 
 The checker shares no code path with the workers: it reads the output topics with its own
 aiokafka consumer (no group, ``read_committed``, from the beginning), counts each review and
-article id in its enriched topic and each bad record's ``(source_topic, partition, offset)``
-in ``deadletter``. Lost: produced but never seen; duplicated: seen more than once.
+article id in its enriched topic, each engagement's recommendation (by trigger event id) and
+each bad record's ``(source_topic, partition, offset)`` in ``deadletter``; it finds where each
+bad record landed by reading the input topics itself, so a dead letter is matched to its
+source offset, not just counted. Lost: produced but never seen; duplicated: seen more than once.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from streams.testing import malformed_records, synthetic_events
 from streams.topics import TopicNames
 from tests.conftest import WorkerProcess
 
-__all__ = ["OUTCOMES", "Fleet", "LatencyProxy", "Outcome", "Stream", "reconcile"]
+__all__ = ["OUTCOMES", "Fleet", "LatencyProxy", "Outcome", "Stream", "bad_positions", "reconcile"]
 
 
 @dataclass(frozen=True)
@@ -41,36 +43,46 @@ class Stream:
     news: list[bytes]
     review_ids: frozenset[str]
     article_ids: frozenset[str]
-    bad: int  # malformed records among ``reviews`` and ``news``
+    bad: int  # malformed records among the inputs
+    clicks: list[bytes] = field(default_factory=list)
+    engagement_ids: frozenset[str] = frozenset()  # clicks that each get one recommendation
+    bad_lines: frozenset[bytes] = frozenset()
 
     @classmethod
-    def build(cls, run: str, *, reviews: int, news: int, bad: int, seed: int) -> Stream:
+    def build(cls, run: str, *, reviews: int, news: int, bad: int, seed: int, clicks: int = 0) -> Stream:
         rng = random.Random(seed)
         good_reviews = [{**r, "review_id": f"{run}-r{i}"}
                         for i, r in enumerate(synthetic_events("reviews", reviews, seed=seed))]
         good_news = [{**n, "article_id": f"{run}-n{i}"}
                      for i, n in enumerate(synthetic_events("news", news, seed=seed + 1))]
+        good_clicks = [{**c, "event_id": f"{run}-c{i}"}
+                       for i, c in enumerate(synthetic_events("clicks", clicks, seed=seed + 2))]
         review_lines = [json.dumps(r).encode() for r in good_reviews]
         news_lines = [json.dumps(n).encode() for n in good_news]
-        bad_reviews = [raw for _, raw in malformed_records("reviews", bad // 2, seed=seed)]
-        bad_news = [raw for _, raw in malformed_records("news", bad - bad // 2, seed=seed)]
-        for lines, extra in ((review_lines, bad_reviews), (news_lines, bad_news)):
-            for raw in extra:
+        click_lines = [json.dumps(c).encode() for c in good_clicks]
+        shares = {"reviews": bad // 2, "news": bad - bad // 2 - (bad // 5 if clicks else 0),
+                  "clicks": bad // 5 if clicks else 0}
+        bad_lines = set()
+        for topic, lines in (("reviews", review_lines), ("news", news_lines), ("clicks", click_lines)):
+            for _, raw in malformed_records(topic, shares[topic], seed=seed):
                 lines.insert(rng.randrange(len(lines) + 1), raw)
+                bad_lines.add(raw)
         return cls(review_lines, news_lines, frozenset(r["review_id"] for r in good_reviews),
-                   frozenset(n["article_id"] for n in good_news), bad)
+                   frozenset(n["article_id"] for n in good_news), bad, click_lines,
+                   frozenset(c["event_id"] for c in good_clicks if c["action"] != "impression"),
+                   frozenset(bad_lines))
 
     def produce(self, settings: Settings, names: TopicNames, *, rate: float, part: slice = slice(None)) -> None:
-        """Send (a slice of) both inputs at ``rate`` records/s in all; blocks until acked."""
-        reviews, news = self.reviews[part], self.news[part]
-        total = len(reviews) + len(news)
+        """Send (a slice of) every input at ``rate`` records/s in all; blocks until acked."""
+        inputs = [(names.reviews, "reviews", self.reviews[part]), (names.news, "news", self.news[part]),
+                  (names.clicks, "clicks", self.clicks[part])]
+        total = sum(len(lines) for _, _, lines in inputs)
 
-        async def both() -> None:
-            await asyncio.gather(
-                produce_lines(settings, names.reviews, "reviews", reviews, rate=rate * len(reviews) / total),
-                produce_lines(settings, names.news, "news", news, rate=rate * len(news) / total))
+        async def all_inputs() -> None:
+            await asyncio.gather(*(produce_lines(settings, topic, base, lines, rate=rate * len(lines) / total)
+                                   for topic, base, lines in inputs if lines))
 
-        asyncio.run(both())
+        asyncio.run(all_inputs())
 
     def produce_in_background(self, settings: Settings, names: TopicNames, *, rate: float) -> threading.Thread:
         thread = threading.Thread(target=self.produce, args=(settings, names), kwargs={"rate": rate},
@@ -83,6 +95,7 @@ class Stream:
 class Seen:
     reviews: Counter = field(default_factory=Counter)
     news: Counter = field(default_factory=Counter)
+    recommendations: Counter = field(default_factory=Counter)  # by trigger event id
     dead: Counter = field(default_factory=Counter)  # (source topic, partition, offset)
     # Where each copy of a record landed: (output partition, offset, processed_at), for diagnosis.
     copies: dict = field(default_factory=dict)
@@ -109,7 +122,7 @@ class Seen:
 
     def complete(self, stream: Stream) -> bool:
         return (stream.review_ids <= self.reviews.keys() and stream.article_ids <= self.news.keys()
-                and len(self.dead) >= stream.bad)
+                and stream.engagement_ids <= self.recommendations.keys() and len(self.dead) >= stream.bad)
 
 
 def read_outputs(settings: Settings, names: TopicNames, *, until=None, timeout_s: float = 5.0,
@@ -118,7 +131,7 @@ def read_outputs(settings: Settings, names: TopicNames, *, until=None, timeout_s
     until ``until(seen)`` holds and nothing new came for ``idle_s`` (or ``timeout_s``)."""
     async def read() -> Seen:
         seen = Seen()
-        topics = [names.reviews_enriched, names.news_enriched, names.deadletter]
+        topics = [names.reviews_enriched, names.news_enriched, names.recommendations, names.deadletter]
         consumer = AIOKafkaConsumer(*topics, **settings.kafka_client_kwargs(), group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     isolation_level="read_committed", request_timeout_ms=10_000)
@@ -137,6 +150,9 @@ def read_outputs(settings: Settings, names: TopicNames, *, until=None, timeout_s
                         elif tp.topic == names.news_enriched:
                             key = body["article_id"]
                             seen.news[key] += 1
+                        elif tp.topic == names.recommendations:
+                            key = ("recommendation", body["trigger_event_id"])
+                            seen.recommendations[body["trigger_event_id"]] += 1
                         else:
                             key = (body["source_topic"], body["partition"], body["offset"])
                             seen.dead[key] += 1
@@ -174,13 +190,42 @@ class Outcome:
 OUTCOMES: list[Outcome] = []  # rows for the terminal summary (tests/chaos/conftest.py)
 
 
+def bad_positions(settings: Settings, names: TopicNames, stream: Stream) -> set[tuple[str, int, int]]:
+    """Where each malformed record of ``stream`` landed: (topic, partition, offset), read back
+    from the input topics by this checker's own consumer."""
+    async def read() -> set[tuple[str, int, int]]:
+        consumer = AIOKafkaConsumer(names.reviews, names.news, names.clicks, **settings.kafka_client_kwargs(),
+                                    group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        found: set[tuple[str, int, int]] = set()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=2000, max_records=5000)
+                if not batch:
+                    return found
+                found.update((r.topic, r.partition, r.offset) for records in batch.values() for r in records
+                             if r.value in stream.bad_lines)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
 def reconcile(scenario: str, guarantee: str, stream: Stream, seen: Seen, *, faults: str,
-              started: float) -> Outcome:
-    lost = len(stream.review_ids - seen.reviews.keys()) + len(stream.article_ids - seen.news.keys())
-    duplicated = (sum(seen.reviews[i] - 1 for i in stream.review_ids if seen.reviews[i] > 1)
-                  + sum(seen.news[i] - 1 for i in stream.article_ids if seen.news[i] > 1))
-    outcome = Outcome(scenario, guarantee, len(stream.review_ids) + len(stream.article_ids), stream.bad,
-                      lost, duplicated, max(0, stream.bad - len(seen.dead)),
+              started: float, bad_at: set[tuple[str, int, int]] | None = None) -> Outcome:
+    """``bad_at``: where the malformed records are (:func:`bad_positions`); each must have its
+    own dead letter. Without it dead letters are only counted."""
+    expected = ((stream.review_ids, seen.reviews), (stream.article_ids, seen.news),
+                (stream.engagement_ids, seen.recommendations))
+    lost = sum(len(ids - counts.keys()) for ids, counts in expected)
+    duplicated = sum(counts[i] - 1 for ids, counts in expected for i in ids if counts[i] > 1)
+    if bad_at is not None:
+        assert len(bad_at) == stream.bad, (len(bad_at), stream.bad)
+        dead_lost = len(bad_at - seen.dead.keys())
+    else:
+        dead_lost = max(0, stream.bad - len(seen.dead))
+    produced = len(stream.review_ids) + len(stream.article_ids) + len(stream.engagement_ids)
+    outcome = Outcome(scenario, guarantee, produced, stream.bad, lost, duplicated, dead_lost,
                       sum(n - 1 for n in seen.dead.values()), faults, time.monotonic() - started)
     OUTCOMES.append(outcome)
     return outcome

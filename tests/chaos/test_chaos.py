@@ -24,7 +24,7 @@ from streams.local.process import free_port
 from streams.local.stack import LocalStack
 from streams.settings import Settings
 from streams.topics import TopicNames
-from tests.chaos.harness import Fleet, LatencyProxy, Stream, read_outputs, reconcile
+from tests.chaos.harness import Fleet, LatencyProxy, Stream, bad_positions, read_outputs, reconcile
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -56,12 +56,12 @@ def test_two_workers_sigkilled_every_few_seconds(kafka: Settings, triton: Settin
                                                  stack_environment: dict[str, str], tmp_path: Path,
                                                  guarantee: str):
     env, settings, names = _setup(stack_environment, "kill", guarantee)
-    stream = Stream.build(f"kill-{guarantee}", reviews=1200, news=300, bad=100, seed=11)
+    stream = Stream.build(f"kill-{guarantee}", reviews=1200, news=300, clicks=3000, bad=100, seed=11)
     started = time.monotonic()
     fleet = Fleet(env, tmp_path, workers=2)
     rng = random.Random(3)
     try:
-        producer = stream.produce_in_background(settings, names, rate=90)
+        producer = stream.produce_in_background(settings, names, rate=150)
         time.sleep(6)
         while producer.is_alive():  # a kill every ~5 s while the stream flows, rebalances between
             fleet.kill_and_replace(rng)
@@ -73,7 +73,7 @@ def test_two_workers_sigkilled_every_few_seconds(kafka: Settings, triton: Settin
     finally:
         fleet.stop()
     outcome = reconcile("2 workers, SIGKILL every ~5 s", guarantee, stream, seen,
-                        faults=fleet.faults(), started=started)
+                        faults=fleet.faults(), started=started, bad_at=bad_positions(settings, names, stream))
     assert fleet.kills >= 2
     # A crash of its own is restarted like a kill, but must stay rare (not a crash loop), and
     # every worker stops when told (under exactly-once, Faust's own stop used to hang).
@@ -114,22 +114,25 @@ def test_triton_killed_and_restarted(kafka: Settings, stack_environment: dict[st
     _check(outcome, "exactly_once", logs=fleet.tails())
 
 
-def test_broker_stopped_and_restarted(triton: Settings, stack_environment: dict[str, str], tmp_path: Path):
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_broker_stopped_and_restarted(triton: Settings, stack_environment: dict[str, str], tmp_path: Path,
+                                      how: str):
     ports = {"STREAMSENSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
              "STREAMSENSE_KAFKA_CONTROLLER_PORT": str(free_port()),
              "STREAMSENSE_HOME": str(tmp_path / "home")}
     broker = LocalStack(Settings.from_env({**stack_environment, **ports})).kafka()
     broker.start(timeout_s=120)
     try:
-        env, settings, names = _setup(stack_environment, "broker", "at_least_once", **ports)
-        stream = Stream.build("broker", reviews=1200, news=300, bad=50, seed=13)
+        env, settings, names = _setup(stack_environment, f"broker-{how.lower()}", "at_least_once", **ports)
+        stream = Stream.build("broker", reviews=1200, news=300, clicks=1500, bad=50, seed=13)
         started = time.monotonic()
         fleet = Fleet(env, tmp_path, workers=1)
         try:
             half = slice(0, len(stream.reviews) // 2)
             stream.produce(settings, names, rate=400, part=half)
             read_outputs(settings, names, until=lambda s: len(s.reviews) >= 100, timeout_s=120, idle_s=0)
-            broker.stop()  # mid-stream: the worker has a backlog
+            # Mid-stream: the worker has a backlog. SIGKILL: no clean shutdown, the log is recovered.
+            broker.stop(timeout_s=0 if how == "SIGKILL" else 30, sig=getattr(signal, how))
             time.sleep(5)
             broker.start(timeout_s=120)
             stream.produce(settings, names, rate=400, part=slice(half.stop, None))
@@ -138,8 +141,8 @@ def test_broker_stopped_and_restarted(triton: Settings, stack_environment: dict[
             fleet.stop()
     finally:
         broker.stop()
-    outcome = reconcile("broker stopped 5 s, restarted", "at_least_once", stream, seen,
-                        faults="1 broker restart", started=started)
+    outcome = reconcile(f"broker {how} 5 s, restarted", "at_least_once", stream, seen,
+                        faults="1 broker restart", started=started, bad_at=bad_positions(settings, names, stream))
     _check(outcome, "at_least_once", kills=1, logs=fleet.tails())
 
 
