@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint schemas eval bench soak clean down
+.PHONY: setup demo test test-unit lint schemas eval bench soak clean down chaos-repeat
 
 # Idempotent: the venv is rebuilt only when pyproject.toml changes; the Kafka jars and Triton's
 # runtime are provisioned once into .streamsense/ (their stamps make later runs instant).
@@ -54,6 +54,11 @@ bench: setup
 	$(PY) -m models.sequential.evaluate --write BENCHMARKS.md
 	$(PY) -m models.online.evaluate --write BENCHMARKS.md
 	$(PY) -m streams.bench --write BENCHMARKS.md
+
+# The chaos kill scenario RUNS times in a row on one stack (both guarantees), e.g. RUNS=20.
+RUNS ?= 20
+chaos-repeat: setup
+	STREAMSENSE_CHAOS_RUNS=$(RUNS) $(VENV)/bin/pytest tests/chaos -k two_workers
 
 # One worker's memory over per-key state for 100k click users and 100k entities (~10 minutes).
 soak: setup

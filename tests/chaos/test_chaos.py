@@ -51,15 +51,20 @@ def _check(outcome, guarantee: str, *, kills: int = 0, logs: str = "") -> None:
         assert outcome.duplicated + outcome.dead_duplicated <= _DUPLICATES_PER_KILL * max(kills, 1), outcome
 
 
+# `make chaos-repeat RUNS=20` runs the kill scenario that many times on one stack.
+_RUNS = int(os.environ.get("STREAMSENSE_CHAOS_RUNS", "1"))
+
+
+@pytest.mark.parametrize("run", range(_RUNS))
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_two_workers_sigkilled_every_few_seconds(kafka: Settings, triton: Settings,
                                                  stack_environment: dict[str, str], tmp_path: Path,
-                                                 guarantee: str):
-    env, settings, names = _setup(stack_environment, "kill", guarantee)
-    stream = Stream.build(f"kill-{guarantee}", reviews=1200, news=300, clicks=3000, bad=100, seed=11)
+                                                 guarantee: str, run: int):
+    env, settings, names = _setup(stack_environment, f"kill{run}", guarantee)
+    stream = Stream.build(f"kill{run}-{guarantee}", reviews=1200, news=300, clicks=3000, bad=100, seed=11 + run)
     started = time.monotonic()
     fleet = Fleet(env, tmp_path, workers=2)
-    rng = random.Random(3)
+    rng = random.Random(3 + run)
     try:
         producer = stream.produce_in_background(settings, names, rate=150)
         time.sleep(6)
@@ -112,6 +117,39 @@ def test_triton_killed_and_restarted(kafka: Settings, stack_environment: dict[st
     # The worker rode it out: a Triton outage delays, it neither crashes nor duplicates.
     assert survived, fleet.tails()
     _check(outcome, "exactly_once", logs=fleet.tails())
+
+
+def test_triton_down_longer_than_a_transaction_under_exactly_once(kafka: Settings, stack_environment: dict[str, str],
+                                                                  tmp_path: Path):
+    """Kafka aborts a transaction left open past its timeout (aiokafka's default: 60 s). A worker
+    waiting out a Triton outage holds one open: when Triton returns, the worker must notice the
+    abort and redo those records, not lose them or commit them twice."""
+    ports = {"STREAMSENSE_TRITON_URL": f"127.0.0.1:{free_port()}",
+             "STREAMSENSE_TRITON_HTTP_URL": f"127.0.0.1:{free_port()}",
+             "STREAMSENSE_TRITON_METRICS_PORT": str(free_port()),
+             "STREAMSENSE_HOME": str(tmp_path / "home")}
+    env, settings, names = _setup(stack_environment, "txn", "exactly_once", **ports)
+    server = LocalStack(settings).triton()
+    server.start(timeout_s=settings.startup_timeout_s)
+    stream = Stream.build("txn", reviews=400, news=100, clicks=600, bad=30, seed=15)
+    started = time.monotonic()
+    fleet = Fleet(env, tmp_path, workers=1)
+    try:
+        producer = stream.produce_in_background(settings, names, rate=60)
+        time.sleep(8)
+        server.stop()
+        time.sleep(75)  # past the 60 s transaction timeout, with clicks (no Triton) flowing meanwhile
+        server.start(timeout_s=settings.startup_timeout_s)
+        producer.join()
+        seen = read_outputs(settings, names, until=lambda s: s.complete(stream), timeout_s=300, idle_s=10)
+    finally:
+        fleet.stop()
+        server.stop()
+    outcome = reconcile("Triton down 75 s (transaction timeout 60 s)", "exactly_once", stream, seen,
+                        faults=f"1 Triton outage; {fleet.faults()}", started=started,
+                        bad_at=bad_positions(settings, names, stream))
+    assert len(fleet.crashes) <= 2, fleet.tails()
+    _check(outcome, "exactly_once", logs=f"{seen.duplicates()}\n{fleet.tails()}")
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
