@@ -157,7 +157,8 @@ def worker(
 
     from streams.adapters.kafka_admin import ensure_topics
     from streams.adapters.metrics import Metrics
-    from streams.app import Worker, create_app
+    from streams.app import create_app
+    from streams.runtime import Worker
 
     settings = _settings()
     try:
@@ -217,7 +218,7 @@ def produce(
     """Produce events to an input topic, keyed by their natural key. Lines are sent as they are:
     malformed ones reach the worker, which dead-letters them with the reason."""
     from streams.adapters.kafka_io import produce_lines
-    from streams.testing import synthetic_events
+    from streams.synthetic import synthetic_events
 
     if topic not in INPUT_TOPICS:
         raise _fail(f"unknown input topic {topic!r}; choose one of {', '.join(INPUT_TOPICS)}")

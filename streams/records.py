@@ -33,6 +33,7 @@ from pydantic import (
 
 __all__ = [
     "INPUT_MODELS",
+    "MIN_ENTITY_SCORE",
     "OUTPUT_MODELS",
     "SCHEMA_VERSION",
     "Alert",
@@ -42,6 +43,7 @@ __all__ = [
     "EnrichedNews",
     "EnrichedReview",
     "Entity",
+    "EntityMentionRecord",
     "News",
     "Recommendation",
     "Review",
@@ -153,8 +155,6 @@ class News(_Input):
 
 
 INPUT_MODELS: dict[str, type[_Input]] = {"reviews": Review, "clicks": Click, "news": News}
-KEY_FIELDS = {"reviews": "product_id", "clicks": "user_id", "news": "source"}
-ID_FIELDS = {"reviews": "review_id", "clicks": "event_id", "news": "article_id"}
 
 
 class _Output(BaseModel):
@@ -198,6 +198,24 @@ class EnrichedReview(_Enrichment, Review):
 
 class EnrichedNews(_Enrichment, News):
     pass
+
+
+# Entities below this score are not used downstream (detectors, item features for the click model).
+MIN_ENTITY_SCORE = 0.6
+
+
+class EntityMentionRecord(_Output):
+    """The internal ``entity-mentions`` topic: one entity in one analysed text, keyed by the
+    entity so that one worker owns each entity's detectors."""
+
+    key: str
+    name: str
+    type: str
+    event_id: str
+    text: str
+    label: str
+    negative_prob: float
+    ts: Timestamp
 
 
 class Subject(_Output):
@@ -255,6 +273,7 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "alerts": Alert,
     "recommendations": Recommendation,
     "deadletter": DeadLetter,
+    "entity-mentions": EntityMentionRecord,
 }
 
 

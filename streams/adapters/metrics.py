@@ -31,7 +31,12 @@ class Metrics:
         self.registry = CollectorRegistry()
         self._last_beat: float | None = None
         self._started = time.monotonic()
-        r = self.registry
+        self._pipeline(self.registry)
+        self._detectors(self.registry)
+        self._click_models(self.registry)
+        self._create_zero_series()
+
+    def _pipeline(self, r: CollectorRegistry) -> None:
         self.events_in = Counter("streamsense_events_in_total", "Input records consumed", ["topic"],
                                  registry=r)
         self.events_out = Counter("streamsense_events_out_total", "Records produced", ["topic"], registry=r)
@@ -55,7 +60,17 @@ class Metrics:
 
         self.sentiment = Counter("streamsense_sentiment_total", "Enriched records by predicted sentiment",
                                  ["topic", "label"], registry=r)
+        self.event_time_replaced = Counter(
+            "streamsense_event_time_replaced_total", "Inputs whose event time was outside the sanity "
+            "window around their Kafka record time (or whose record time was untrusted)", ["topic", "flag"],
+            registry=r)
+        self.state_rejected = Counter(
+            "streamsense_state_rejected_total", "State values read back from a table that failed "
+            "authentication or a size limit, discarded (the key starts fresh)", ["table"], registry=r)
+        self.heartbeat = Gauge("streamsense_event_loop_heartbeat_timestamp_seconds", "Last time the "
+                               "worker's event loop ran its heartbeat (unix seconds)", registry=r)
 
+    def _detectors(self, r: CollectorRegistry) -> None:
         self.alerts = Counter("streamsense_alerts_total", "Alerts emitted", ["kind", "severity", "status"],
                               registry=r)
         self.monitored_subjects = Gauge("streamsense_monitored_subjects",
@@ -64,6 +79,7 @@ class Metrics:
             "streamsense_detector_statistic_ratio", "Detector statistic / threshold at each alert",
             ["kind"], buckets=(0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10), registry=r)
 
+    def _click_models(self, r: CollectorRegistry) -> None:
         self.click_through_log_loss = Gauge(
             "streamsense_click_through_log_loss", "Click-through model log loss on its last 5000 impressions "
             "(prequential: predicted before the label was known)", ["partition"], registry=r)
@@ -91,16 +107,8 @@ class Metrics:
         self.model_checkpoint_seconds = Histogram(
             "streamsense_model_checkpoint_seconds", "Time to serialise and write one click model checkpoint",
             buckets=_LATENCY_BUCKETS, registry=r)
-        self.event_time_replaced = Counter(
-            "streamsense_event_time_replaced_total", "Inputs whose event time was outside the sanity "
-            "window around their Kafka record time (or whose record time was untrusted)", ["topic", "flag"],
-            registry=r)
-        self.state_rejected = Counter(
-            "streamsense_state_rejected_total", "State values read back from a table that failed "
-            "authentication or a size limit, discarded (the key starts fresh)", ["table"], registry=r)
-        self.heartbeat = Gauge("streamsense_event_loop_heartbeat_timestamp_seconds", "Last time the "
-                               "worker's event loop ran its heartbeat (unix seconds)", registry=r)
 
+    def _create_zero_series(self) -> None:
         for kind in ERROR_KINDS:
             self.errors.labels(kind=kind)
         for topic in _TOPICS:

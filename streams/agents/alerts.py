@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from streams.adapters.metrics import Metrics
+from streams.core.ports import OutputTopic
 from streams.records import Alert, encode
 
 __all__ = ["send_alerts"]
 
 
-async def send_alerts(topic, alerts: Sequence[Alert], metrics: Metrics) -> None:
+async def send_alerts(topic: OutputTopic, alerts: Sequence[Alert], metrics: Metrics) -> None:
     """Send ``alerts`` keyed ``<subject type>:<subject id>`` (one subject's alerts stay in order)."""
     for alert in alerts:
         key = f"{alert.subject.type}:{alert.subject.id}".encode()

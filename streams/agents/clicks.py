@@ -28,8 +28,7 @@ from typing import Any
 from models.online import UserState
 from streams.adapters.metrics import Metrics
 from streams.agents.alerts import send_alerts
-from streams.agents.outputs import SourceRevoked, send_dead_letter
-from streams.agents.tables import as_current_event
+from streams.agents.outputs import send_dead_letter
 from streams.core.clicks import (
     PartitionModel,
     checkpoint_chunks,
@@ -39,10 +38,12 @@ from streams.core.clicks import (
 )
 from streams.core.eventtime import record_time_ms
 from streams.core.monitoring import MonitorConfig
+from streams.core.ports import OutputTopic, Table
 from streams.core.rules import InputRules
 from streams.core.state import StateSeal
 from streams.errors import ForgedState
 from streams.records import DecodeError, encode
+from streams.runtime import SourceRevoked, as_current_event
 
 __all__ = ["ClickProcessor", "ItemSignals"]
 
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 class ItemSignals:
     """Read side of the item-signals table for the model: ``get(item)`` -> dict or None."""
 
-    def __init__(self, table) -> None:
+    def __init__(self, table: Table) -> None:
         self.table = table
 
     def get(self, item: str, default: Any = None) -> dict[str, Any] | None:
@@ -74,7 +75,8 @@ class _Held:
 
 
 class ClickProcessor:
-    def __init__(self, *, users, models, signals, recommendations, alerts, deadletter, metrics: Metrics,
+    def __init__(self, *, users: Table, models: Table, signals: Table, recommendations: OutputTopic,
+                 alerts: OutputTopic, deadletter: OutputTopic, metrics: Metrics,
                  config: MonitorConfig, checkpoint_s: float, checkpoint_events: int, seal: StateSeal,
                  rules: InputRules = InputRules()) -> None:
         self.users = users

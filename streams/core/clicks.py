@@ -46,6 +46,7 @@ from streams.core.monitoring import MonitorConfig, StreamMonitor
 from streams.core.rules import InputRules
 from streams.core.state import StateSeal, compress, decompress
 from streams.records import (
+    MIN_ENTITY_SCORE,
     Alert,
     Click,
     DecodeError,
@@ -212,7 +213,7 @@ def item_signal_update(record: EnrichedReview | EnrichedNews, current: str | Non
     probs = record.sentiment.probs
     value = probs.get("positive", 0.0) - probs.get("negative", 0.0)
     entities = [] if isinstance(record, EnrichedReview) else \
-        sorted({e.text for e in record.entities if e.score >= 0.6})[:5]
+        sorted({e.text for e in record.entities if e.score >= MIN_ENTITY_SCORE})[:5]
     old = json.loads(current) if current else None
     if old:
         rate = max(_SIGNAL_RATE, 1.0 / (old["texts"] + 1))

@@ -35,7 +35,6 @@ the same alert ids.
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from typing import Any
 from models.sequential import MentionSurgeDetector, SentimentShiftDetector, StreamDriftMonitor
 from streams.core.alerts import AlertBook, Shift
 from streams.core.state import StateSeal
-from streams.records import Alert, EnrichedNews, EnrichedReview
+from streams.records import MIN_ENTITY_SCORE, Alert, EnrichedNews, EnrichedReview, EntityMentionRecord
 
 __all__ = ["EntityMention", "MonitorConfig", "Observation", "StreamMonitor", "SubjectMonitor", "entity_key",
            "observe_enriched"]
@@ -246,7 +245,6 @@ class StreamMonitor:
         return alerts
 
 
-_MIN_ENTITY_SCORE = 0.6
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,17 +257,16 @@ class EntityMention:
     type: str
     observation: Observation
 
-    def to_json(self) -> bytes:
+    def to_record(self) -> EntityMentionRecord:
+        """Its record on the ``entity-mentions`` topic (the evidence text cut to 280 characters)."""
         o = self.observation
-        return json.dumps({"key": self.key, "name": self.name, "type": self.type, "event_id": o.event_id,
-                           "text": o.text[:_EVIDENCE_CHARS], "label": o.label,
-                           "negative_prob": o.negative_prob, "ts": o.ts.isoformat()}).encode()
+        return EntityMentionRecord(key=self.key, name=self.name, type=self.type, event_id=o.event_id,
+                                   text=o.text[:_EVIDENCE_CHARS], label=o.label,
+                                   negative_prob=o.negative_prob, ts=o.ts)
 
     @classmethod
-    def from_json(cls, data: bytes) -> EntityMention:
-        d = json.loads(data)
-        return cls(d["key"], d["name"], d["type"], Observation(
-            d["event_id"], d["text"], d["label"], float(d["negative_prob"]), datetime.fromisoformat(d["ts"])))
+    def from_record(cls, r: EntityMentionRecord) -> EntityMention:
+        return cls(r.key, r.name, r.type, Observation(r.event_id, r.text, r.label, r.negative_prob, r.ts))
 
 
 def entity_key(name: str) -> str:
@@ -300,7 +297,7 @@ def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime
     mentions: dict[str, EntityMention] = {}
     for entity in record.entities:
         key = entity_key(entity.text)
-        if entity.score < _MIN_ENTITY_SCORE or len(key) < 2 or key.replace(" ", "").isdigit():
+        if entity.score < MIN_ENTITY_SCORE or len(key) < 2 or key.replace(" ", "").isdigit():
             continue
         mentions.setdefault(key, EntityMention(key, " ".join(entity.text.split()), entity.type, observation))
     return subject_id, observation, list(mentions.values())

@@ -3,7 +3,7 @@ reliability table comes from it)."""
 
 from __future__ import annotations
 
-from tests.chaos.harness import OUTCOMES
+from .harness import OUTCOMES
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -29,8 +29,8 @@ from aiokafka import AIOKafkaConsumer
 from streams.adapters.kafka_io import produce_lines
 from streams.settings import Settings
 from streams.testing import malformed_records, synthetic_events
+from streams.testing.stack import WorkerProcess
 from streams.topics import TopicNames
-from tests.conftest import WorkerProcess
 
 __all__ = ["OUTCOMES", "Fleet", "LatencyProxy", "Outcome", "Stream", "bad_positions", "reconcile"]
 

@@ -24,7 +24,8 @@ from streams.local.process import free_port
 from streams.local.stack import LocalStack
 from streams.settings import Settings
 from streams.topics import TopicNames
-from tests.chaos.harness import Fleet, LatencyProxy, Stream, bad_positions, read_outputs, reconcile
+
+from .harness import Fleet, LatencyProxy, Stream, bad_positions, read_outputs, reconcile
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

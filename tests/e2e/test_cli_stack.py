@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from streams.local.process import port_in_use
-from tests.conftest import REPO, stack_env
+from streams.local.stack import private_stack_env as stack_env
+from streams.testing.stack import REPO
 
 pytestmark = pytest.mark.e2e
 

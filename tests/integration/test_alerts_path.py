@@ -13,9 +13,8 @@ import pytest
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
 from streams.testing import planted_reviews
+from streams.testing.stack import WorkerProcess, ids_in
 from streams.topics import TopicNames
-from tests.conftest import WorkerProcess
-from tests.integration.test_text_path import ids_in
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,8 @@ from models.online.evaluate import popularity_recommender, score_recommender
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
 from streams.testing import click_record, recent_clicks
+from streams.testing.stack import WorkerProcess, ids_in
 from streams.topics import TopicNames
-from tests.conftest import WorkerProcess
-from tests.integration.test_text_path import ids_in
 
 pytestmark = pytest.mark.integration
 

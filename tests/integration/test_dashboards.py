@@ -24,9 +24,8 @@ from streams.local.process import free_port
 from streams.local.prometheus import binary, prometheus_service
 from streams.settings import Settings
 from streams.testing import click_record, planted_reviews, recent_clicks, synthetic_events
+from streams.testing.stack import REPO, WorkerProcess, ids_in
 from streams.topics import TopicNames
-from tests.conftest import REPO, WorkerProcess
-from tests.integration.test_text_path import ids_in
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import natural_key, read_topic
 from streams.settings import Settings
 from streams.testing import malformed_records, synthetic_events
+from streams.testing.stack import WorkerProcess
 from streams.topics import TopicNames
-from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -30,10 +30,8 @@ from models.online import simulate_clicks
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
 from streams.testing import click_record, recent_clicks, synthetic_events
+from streams.testing.stack import WorkerProcess, ids_in, make_certificates
 from streams.topics import TopicNames
-from tests.conftest import WorkerProcess
-from tests.integration.test_secured_kafka import make_certificates
-from tests.integration.test_text_path import ids_in
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.adapters.kafka_admin import consumer_lag, ensure_topics, list_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
+from streams.testing.stack import assert_loopback_only
 from streams.topics import TopicNames
-from tests.conftest import assert_loopback_only
 
 pytestmark = pytest.mark.integration
 

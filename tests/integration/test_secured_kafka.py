@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -21,33 +20,14 @@ from streams.local.process import free_port
 from streams.local.stack import LocalStack
 from streams.settings import Settings
 from streams.testing import synthetic_events
+from streams.testing.stack import WorkerProcess, ids_in, make_certificates
 from streams.topics import TopicNames
-from tests.conftest import WorkerProcess
-from tests.integration.test_text_path import ids_in
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cret-Ol4f-do-not-log"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certificates(directory: Path, *, name: str = "ca") -> tuple[Path, Path]:
-    """A CA, and a key + certificate for 127.0.0.1 signed by it; returns (broker PEM, CA file)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=test-{name}",
-             "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=directory)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "broker.key",
-             "-out", "broker.csr", cwd=directory)
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "broker.csr", "-CA", f"{name}.pem", "-CAkey", f"{name}.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "broker.crt", cwd=directory)
-    _openssl("pkcs8", "-topk8", "-nocrypt", "-in", "broker.key", "-out", "broker.pk8", cwd=directory)
-    pem = directory / "broker-bundle.pem"
-    pem.write_text((directory / "broker.pk8").read_text() + (directory / "broker.crt").read_text())
-    return pem, directory / f"{name}.pem"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from streams.settings import Settings
-from tests.conftest import infer_texts
+from streams.testing.stack import infer_texts
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import pytest
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
 from streams.testing import synthetic_events
+from streams.testing.stack import WorkerProcess, ids_in
 from streams.topics import TopicNames
-from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -26,26 +26,6 @@ BAD = [b"not json at all", b'{"review_id": "bad-1", "product_id": "p1"}', b"\xff
        b'{"review_id": "bad-2", "product_id": "p1", "text": 42}', b"[1, 2, 3]"]
 
 
-def ids_in(settings: Settings, topic: str, id_field: str, *, expect: int, timeout_s: float,
-           worker: WorkerProcess | None = None) -> Counter:
-    """Ids seen in ``topic`` (committed records only), waiting until ``expect`` arrived.
-
-    Gives up at ``timeout_s``, or at once when the worker process has died.
-    """
-    async def collect() -> Counter:
-        seen: Counter = Counter()
-        deadline = time.monotonic() + timeout_s
-        group = f"checker-{time.monotonic_ns()}"
-        while sum(seen.values()) < expect and time.monotonic() < deadline:
-            if worker is not None and worker.proc.poll() is not None:
-                break
-            async for rec in read_topic(settings, topic, idle_timeout_s=2, group_id=group):
-                body = json.loads(rec.value)
-                key = body.get(id_field) or f"{body.get('source_topic')}:{body.get('partition')}:{body.get('offset')}"
-                seen[key] += 1
-        return seen
-
-    return asyncio.run(collect())
 
 
 def test_every_review_and_article_comes_out_exactly_once(kafka: Settings, triton: Settings,

@@ -11,7 +11,7 @@ from streams.local.process import free_port, port_in_use
 from streams.local.stack import LocalStack
 from streams.local.triton import models_ready, triton_ready
 from streams.settings import Settings
-from tests.conftest import assert_loopback_only, infer_texts
+from streams.testing.stack import assert_loopback_only, infer_texts
 
 pytestmark = pytest.mark.integration
 

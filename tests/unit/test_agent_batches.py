@@ -6,9 +6,9 @@ import types
 
 import pytest
 
-from streams.agents.journal import CrashJournal
-from streams.app import _Batches
-from streams.core.flow import CommitGate
+from streams.runtime import BatchRunner
+from streams.runtime.journal import CrashJournal
+from streams.runtime.transactions import CommitGate
 
 
 class _Exited(Exception):
@@ -21,7 +21,7 @@ def _batches():
     def exit_worker():
         exits.append(True)
         raise _Exited  # stands in for os._exit: nothing after it runs
-    return _Batches(CommitGate(), exit_worker=exit_worker), exits
+    return BatchRunner(CommitGate(), exit_worker=exit_worker), exits
 
 
 @pytest.mark.parametrize("error", [RuntimeError("bug"), asyncio.CancelledError()])
@@ -29,12 +29,12 @@ def test_an_escaping_error_exits_the_worker(error):
     batches, exits = _batches()
 
     async def process(events):
-        assert batches.value == 1
+        assert batches.in_flight == 1
         raise error
 
     with pytest.raises(_Exited):
         asyncio.run(batches.run("reviews", process, ["e"]))
-    assert exits == [True] and batches.value == 0
+    assert exits == [True] and batches.in_flight == 0
 
 
 def test_the_workers_own_cancellation_propagates_without_exit():
@@ -51,7 +51,7 @@ def test_the_workers_own_cancellation_propagates_without_exit():
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(run())
-    assert exits == [] and batches.value == 0
+    assert exits == [] and batches.in_flight == 0
 
 
 def test_a_good_batch_runs_once():
@@ -135,11 +135,11 @@ def test_the_worker_restarts_itself_in_place_with_the_same_command_and_pid(tmp_p
     import sys
     marker = tmp_path / "first-pid"
     code = ("import os, sys, pathlib\n"
-            "from streams.app import _restart_in_place\n"
+            "from streams.runtime.process import restart_in_place\n"
             "marker = pathlib.Path(sys.argv[1])\n"
             "if not marker.exists():\n"
             "    marker.write_text(str(os.getpid()))\n"
-            "    _restart_in_place()\n"
+            "    restart_in_place()\n"
             "print(marker.read_text(), os.getpid(), sys.argv[1:])\n")
     done = subprocess.run([sys.executable, "-c", code, str(marker), "--index", "3"], capture_output=True,
                           text=True, timeout=120)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from streams.bench_plots import render
+from streams.bench.plots import render
 
 pytest.importorskip("matplotlib")
 

@@ -10,9 +10,9 @@ import pytest
 
 from models.bert.tweets import EntityTweet
 from models.online import simulate_clicks
-from streams.demo import _attribute, _delay
-from streams.demo_data import COMPANIES, PRODUCTS, SOUR_COMPANY, SOUR_PRODUCT, SOUR_SOURCE, build_stream
-from streams.demo_report import svg_chart
+from streams.demo.data import COMPANIES, PRODUCTS, SOUR_COMPANY, SOUR_PRODUCT, SOUR_SOURCE, build_stream
+from streams.demo.report import svg_chart
+from streams.demo.summary import attribute, delay
 
 START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -123,12 +123,12 @@ def test_alerts_are_attributed_to_the_change_that_explains_them(stream):
         _alert("sentiment_shift", "product", SOUR_PRODUCT, product.at - late),
         _alert("drift", "stream", "reviews:length", product.at + late),
     ]
-    found = _attribute(stream, alerts)
+    found = attribute(stream, alerts)
     assert {k: a["subject"]["id"] for k, a in found.caught.items()} == {
         "product": SOUR_PRODUCT, "source": SOUR_SOURCE, "clicks": "clicks:p2:click_through"}
     assert len(found.expected) == 7
     assert [(a["subject"]["id"]) for a in found.false] == [SOUR_PRODUCT, "fifa", "reviews:length"]
-    assert _delay(stream, product, found.caught["product"]) == 30
+    assert delay(stream, product, found.caught["product"]) == 30
 
 
 def test_svg_chart_marks_the_change_and_the_alerts():

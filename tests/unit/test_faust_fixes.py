@@ -1,4 +1,4 @@
-"""The exactly-once fixes to faust-streaming (streams/adapters/faust_fixes.py), on fakes; the
+"""The exactly-once fixes to faust-streaming (streams/runtime/faust_patches.py), on fakes; the
 chaos suite checks them on the real stack (workers SIGKILLed under exactly-once)."""
 
 import asyncio
@@ -8,8 +8,9 @@ from types import SimpleNamespace
 from aiokafka.errors import ProducerFenced
 from faust.transport import consumer as faust_consumer
 
-from streams.adapters import faust_fixes
-from streams.adapters.faust_fixes import LEDGER, _commit_transactions, _highwaters, _maybe_begin_transaction
+from streams.runtime import faust_patches
+from streams.runtime.faust_patches import commit_transactions, highwaters, maybe_begin_transaction
+from streams.runtime.transactions import ledger_for
 
 
 class _Txn:
@@ -50,8 +51,13 @@ class _TxnProducer:
         self.stopped = True
 
 
+class _App:
+    """Stands in for the Faust app the producer belongs to (its ledger is keyed by it)."""
+
+
 class _Producer:
     def __init__(self, **producers):
+        self.app = _App()
         self._transaction_producers = dict(producers)
         self._trn_locks = defaultdict(asyncio.Lock)
         self.begun = []
@@ -65,24 +71,24 @@ def test_a_commit_after_the_final_one_opens_its_own_transaction():
     # transaction and raised IllegalOperation (the worker then hung on SIGTERM).
     txn = _TxnProducer()
     producer = _Producer(a=txn)
-    asyncio.run(_commit_transactions(producer, {"a": {"tp": 5}}, "group", start_new_transaction=False))
-    asyncio.run(_commit_transactions(producer, {"a": {"tp": 9}}, "group", start_new_transaction=False))
+    asyncio.run(commit_transactions(producer, {"a": {"tp": 5}}, "group", start_new_transaction=False))
+    asyncio.run(commit_transactions(producer, {"a": {"tp": 9}}, "group", start_new_transaction=False))
     assert txn.calls == [("offsets", {"tp": 5}), "commit", "begin", ("offsets", {"tp": 9}), "commit"]
 
 
 def test_nothing_to_commit_outside_a_transaction_is_skipped_and_new_ones_start_when_asked():
     txn = _TxnProducer(open_=False)
     producer = _Producer(a=txn)
-    asyncio.run(_commit_transactions(producer, {"a": {}}, "group"))
+    asyncio.run(commit_transactions(producer, {"a": {}}, "group"))
     assert txn.calls == []
-    asyncio.run(_commit_transactions(producer, {"a": {"tp": 1}}, "group"))
+    asyncio.run(commit_transactions(producer, {"a": {"tp": 1}}, "group"))
     assert txn.calls == ["begin", ("offsets", {"tp": 1}), "commit", "begin"]
 
 
 def test_a_fenced_producer_is_dropped_and_the_others_still_commit():
     fenced, fine = _TxnProducer(fenced=True), _TxnProducer()
     producer = _Producer(a=fenced, b=fine)
-    asyncio.run(_commit_transactions(producer, {"a": {"tp": 1}, "b": {"tp": 2}}, "group"))
+    asyncio.run(commit_transactions(producer, {"a": {"tp": 1}, "b": {"tp": 2}}, "group"))
     assert fenced.stopped and "a" not in producer._transaction_producers
     assert fine.calls == [("offsets", {"tp": 2}), "commit", "begin"]
 
@@ -90,7 +96,7 @@ def test_a_fenced_producer_is_dropped_and_the_others_still_commit():
 def test_maybe_begin_transaction_leaves_an_open_one_alone():
     producer = _Producer(a=_TxnProducer(open_=True), b=_TxnProducer(open_=False))
     for tid in ("a", "b", "c"):
-        asyncio.run(_maybe_begin_transaction(producer, tid))
+        asyncio.run(maybe_begin_transaction(producer, tid))
     assert producer.begun == ["b", "c"]
 
 
@@ -110,15 +116,15 @@ def test_highwaters_under_transactions_ask_the_broker_not_the_fetch_cache():
         def _ensure_consumer(self):
             return Consumer()
 
-    assert asyncio.run(_highwaters(Thread(), ["fresh", "unanswered"])) == {"fresh": 354, "unanswered": 7}
+    assert asyncio.run(highwaters(Thread(), ["fresh", "unanswered"])) == {"fresh": 354, "unanswered": 7}
 
 
 def test_apply_patches_faust_once():
     from faust.transport.drivers import aiokafka as driver
-    faust_fixes.apply()
-    faust_fixes.apply()
-    assert driver.AIOKafkaConsumerThread._highwaters is _highwaters
-    assert driver.Producer.commit_transactions is _commit_transactions
+    faust_patches.apply()
+    faust_patches.apply()
+    assert driver.AIOKafkaConsumerThread._highwaters is highwaters
+    assert driver.Producer.commit_transactions is commit_transactions
 
 
 def test_a_commit_that_would_not_cover_its_outputs_inputs_is_aborted_and_the_worker_restarted(monkeypatch):
@@ -126,17 +132,17 @@ def test_a_commit_that_would_not_cover_its_outputs_inputs_is_aborted_and_the_wor
     # the outputs sent since then would make them visible without their inputs' offsets, and
     # the next owner would make them again (duplicates under exactly-once).
     restarts = []
-    monkeypatch.setattr(LEDGER, "on_unsafe", lambda: restarts.append(True))
-    monkeypatch.setattr(LEDGER, "open", {})
     txn, fine = _TxnProducer(), _TxnProducer()
     producer = _Producer(a=txn, b=fine)
-    LEDGER.sent("a", "reviews-2", 57)
-    LEDGER.sent("b", "news-1", 9)
-    asyncio.run(_commit_transactions(producer, {"a": {"reviews-2": 50, "clicks-2": 80}, "b": {"news-1": 10}},
+    ledger = ledger_for(producer.app)
+    ledger.on_unsafe = lambda: restarts.append(True)
+    ledger.sent("a", "reviews-2", 57)
+    ledger.sent("b", "news-1", 9)
+    asyncio.run(commit_transactions(producer, {"a": {"reviews-2": 50, "clicks-2": 80}, "b": {"news-1": 10}},
                                      "group"))
     assert txn.calls == ["abort"] and restarts == [True]
     assert fine.calls == [("offsets", {"news-1": 10}), "commit", "begin"]
-    assert LEDGER.open == {}
+    assert ledger.open == {}
 
 
 class _FlowControl:
@@ -182,7 +188,7 @@ def _message(offset, generation=2):
 
 
 def test_records_skipped_at_a_rebalance_are_not_counted_as_processed():
-    faust_fixes.apply()
+    faust_patches.apply()
     consumer = _Consumer(committed=100)
     for offset in range(110, 120):  # queued in the old generation, skipped and acked by the stream
         consumer.ack(_message(offset, generation=1))
@@ -195,7 +201,7 @@ def test_records_skipped_at_a_rebalance_are_not_counted_as_processed():
 
 
 def test_a_missing_record_at_the_head_holds_the_commit_under_at_least_once():
-    faust_fixes.apply()
+    faust_patches.apply()
     consumer = _Consumer(committed=100)
     for offset in range(101, 105):
         consumer.ack(_message(offset))
@@ -205,19 +211,19 @@ def test_a_missing_record_at_the_head_holds_the_commit_under_at_least_once():
 
 
 def test_records_deleted_by_retention_do_not_hold_the_commit():
-    faust_fixes.apply()
+    faust_patches.apply()
     consumer = _Consumer(committed=100)
     for offset in range(150, 155):
         consumer.ack(_message(offset))
     assert consumer.new_offset() is None
-    faust_fixes.note_log_start(consumer, {TP: 150})
+    faust_patches.note_log_start(consumer, {TP: 150})
     assert consumer.new_offset() == 155
 
 
 def test_a_partition_never_committed_starts_at_its_log_start():
-    faust_fixes.apply()
+    faust_patches.apply()
     consumer = _Consumer(committed=None)
-    faust_fixes.note_log_start(consumer, {TP: 0})
+    faust_patches.note_log_start(consumer, {TP: 0})
     for offset in range(1, 5):
         consumer.ack(_message(offset))
     assert consumer.new_offset() is None  # offset 0 not processed yet
@@ -226,7 +232,7 @@ def test_a_partition_never_committed_starts_at_its_log_start():
 
 
 def test_exactly_once_keeps_fausts_check_for_transaction_markers():
-    faust_fixes.apply()
+    faust_patches.apply()
     consumer = _Consumer(committed=100, in_transaction=True)
     for offset in range(101, 105):  # offset 100 is the marker of the last commit
         consumer.ack(_message(offset))

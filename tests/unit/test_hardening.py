@@ -12,7 +12,6 @@ import pickle
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -21,7 +20,8 @@ from hypothesis import strategies as st
 from models.sequential import MentionSurgeDetector
 from streams.adapters.metrics import Metrics
 from streams.adapters.state_key import load_or_create_key
-from streams.app import KeyedMonitors, process_text_events
+from streams.agents.detectors import KeyedMonitors
+from streams.agents.text import process_text_events
 from streams.core.eventtime import EventTimeWindow
 from streams.core.monitoring import MonitorConfig, Observation
 from streams.core.rules import InputRules
@@ -29,6 +29,7 @@ from streams.core.state import StateSeal, compress, decompress
 from streams.core.text import Analysis
 from streams.errors import ForgedState
 from streams.records import DecodeError, decode_input
+from streams.testing import FakeTable, FakeTopic, fake_events
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -86,14 +87,6 @@ def test_the_calendar_ends_and_leap_seconds_decode():
         assert not isinstance(review, DecodeError) and review.ts == expected, (ts, review)
 
 
-class _Topic:
-    def __init__(self):
-        self.sent = []
-
-    async def send(self, *, key, value):
-        self.sent.append(json.loads(value))
-
-
 class _Inferencer:
     async def analyse(self, texts):
         return [Analysis(sentiment={"label": "positive", "score": 0.9,
@@ -101,14 +94,8 @@ class _Inferencer:
                          entities=[], truncated=False, model="fake@1") for _ in texts]
 
 
-class _Event(SimpleNamespace):
-    __slots__ = ("__weakref__",)
-
-
 def _events(values: list[dict | bytes]):
-    return [_Event(message=SimpleNamespace(
-        topic="reviews", partition=0, offset=i, key=b"p1", timestamp=NOW.timestamp(),
-        value=v if isinstance(v, bytes) else json.dumps(v).encode())) for i, v in enumerate(values)]
+    return fake_events("reviews", values, timestamp=NOW.timestamp())
 
 
 def test_hostile_reviews_are_enriched_with_their_time_corrected_or_dead_lettered():
@@ -118,10 +105,10 @@ def test_hostile_reviews_are_enriched_with_their_time_corrected_or_dead_lettered
         {"review_id": "huge", "product_id": "p1", "text": "x" * 900_000},
         {"review_id": "ok", "product_id": "p1", "text": "fine", "ts": (NOW - timedelta(minutes=5)).isoformat()},
     ]
-    output, deadletter, metrics = _Topic(), _Topic(), Metrics()
+    output, deadletter, metrics = FakeTopic(), FakeTopic(), Metrics()
     asyncio.run(process_text_events("reviews", _events(values), inferencer=_Inferencer(), output=output,
                                     deadletter=deadletter, metrics=metrics, rules=InputRules(window=WINDOW)))
-    by_id = {r["review_id"]: r for r in output.sent}
+    by_id = {r["review_id"]: r for r in output.values()}
     assert set(by_id) == {"future", "ancient", "ok"}
     # The replaced time is the Kafka record time; the original is kept; the flag says why.
     assert by_id["future"]["time_flags"] == ["event_time_ahead"]
@@ -129,7 +116,7 @@ def test_hostile_reviews_are_enriched_with_their_time_corrected_or_dead_lettered
     assert by_id["future"]["ts_original"] == "9999-12-31T23:59:59.999Z"
     assert by_id["ancient"]["time_flags"] == ["event_time_behind"]
     assert by_id["ok"]["time_flags"] == [] and by_id["ok"]["ts_original"] is None
-    [dead] = deadletter.sent
+    [dead] = deadletter.values()
     assert dead["offset"] == 2 and "over the input limit of 524288 bytes" in dead["error"]
     assert dead["raw_truncated"] and len(json.dumps(dead)) < 1_000_000
     replaced = metrics.event_time_replaced
@@ -137,13 +124,13 @@ def test_hostile_reviews_are_enriched_with_their_time_corrected_or_dead_lettered
 
 
 def test_an_enriched_record_over_the_output_limit_is_dead_lettered_not_sent():
-    output, deadletter = _Topic(), _Topic()
+    output, deadletter = FakeTopic(), FakeTopic()
     big = {"review_id": "big", "product_id": "p1", "text": "fine", "extra": "y" * 5000}
     asyncio.run(process_text_events("reviews", _events([big]), inferencer=_Inferencer(), output=output,
                                     deadletter=deadletter, metrics=Metrics(),
                                     rules=InputRules(max_output_bytes=4000)))
-    assert output.sent == []
-    [dead] = deadletter.sent
+    assert output.values() == []
+    [dead] = deadletter.values()
     assert "over the output limit of 4000 bytes" in dead["error"]
 
 
@@ -158,10 +145,6 @@ def test_the_mention_surge_detector_survives_a_jump_to_year_9999():
     assert detector.quiet_buckets > 10**9  # the skipped buckets count as quiet ones
 
 
-class _Table(dict):
-    pass
-
-
 class _Forged:
     """Unpickling this creates a file: proof that a pickle was executed."""
 
@@ -174,7 +157,7 @@ class _Forged:
 
 def test_a_forged_pickle_in_a_monitor_table_is_rejected_not_executed(tmp_path: Path):
     marker = tmp_path / "pwned"
-    table, metrics = _Table(), Metrics()
+    table, metrics = FakeTable(), Metrics()
     monitors = KeyedMonitors(table, "product", MonitorConfig(), with_surge=False, metrics=metrics,
                              seal=StateSeal(os.urandom(32)))
     table["p1"] = base64.b64encode(pickle.dumps((1, _Forged(marker)))).decode()
@@ -182,12 +165,12 @@ def test_a_forged_pickle_in_a_monitor_table_is_rejected_not_executed(tmp_path: P
     table["p2"] = base64.b64encode(b"SSS1" + b"\0" * 32 + pickle.dumps((1, _Forged(marker)))).decode()
     batch = monitors.batch()
     for key in ("p1", "p2"):
-        monitor = batch.get(key, key, _Event())
+        monitor = batch.get(key, key, fake_events("reviews", [b""])[0])
         monitor.observe(Observation("r1", "fine", "positive", 0.1, NOW))
     assert not marker.exists()
     assert metrics.state_rejected.labels(table="product-monitors")._value.get() == 2
     batch.save()  # the fresh monitors replace the forged values, sealed
-    again = monitors.batch().get("p1", "p1", _Event())
+    again = monitors.batch().get("p1", "p1", fake_events("reviews", [b""])[0])
     assert again.shift is not None and metrics.state_rejected.labels(table="product-monitors")._value.get() == 2
 
 

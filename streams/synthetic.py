@@ -1,6 +1,7 @@
-"""Event factories shipped with the code: seeded synthetic input events for every input topic.
+"""Synthetic input events: seeded generators for every input topic, planted changes, and
+malformed records for fuzzing.
 
-Used by ``streamsense produce --synthetic``, the demo and tests. The texts are template
+Used by ``streamsense produce --synthetic``, the demo, the benchmarks and tests. The texts are template
 sentences: good for load and plumbing, not for judging the models.
 
 >>> events = list(synthetic_events("clicks", 3, seed=1))

@@ -1,7 +1,7 @@
 """``streamsense demo``: bring up the local stack and a worker, replay a realistic stream, show it
 live, summarise and write a report.
 
-The stream (``streams.demo_data``) is real text from packages (tweets about games as product
+The stream (:mod:`streams.demo.data`) is real text from packages (tweets about games as product
 reviews, tweets naming companies as news headlines) and simulated shoppers, with three planted
 changes: a product turning sour, a news source turning negative about a company, a flip in
 click behaviour. Each run uses its own topics (prefix ``demo-<date>-<time>.``), so detector
@@ -23,13 +23,10 @@ import asyncio
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -39,62 +36,21 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from models.online.evaluate import popularity_recommender, score_recommender
 from streams.adapters.kafka_admin import consumer_lag, ensure_topics
 from streams.adapters.kafka_io import produce_lines
-from streams.demo_data import MIX, DemoStream, PlantedChange, build_stream
-from streams.demo_report import write_report
+from streams.demo.data import DemoStream, build_stream
+from streams.demo.report import write_report
+from streams.demo.summary import attribute, summary, where_to_look
+from streams.demo.types import DemoOptions, DemoOutputs
 from streams.local.prometheus import binary as prometheus_binary
 from streams.local.stack import LocalStack
 from streams.settings import Settings
-from streams.testing import click_record
+from streams.synthetic import click_record
 from streams.topics import INPUT_TOPICS, TopicNames
 
-__all__ = ["DemoOptions", "DemoOutputs", "run_demo"]
+__all__ = ["run_demo"]
 
-_TEXT_SHARE = MIX["reviews"] + MIX["news"]
 _OUTPUTS = ("reviews.enriched", "news.enriched", "alerts", "recommendations", "deadletter")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DemoOptions:
-    events: int = 15_000
-    rate: float = 300.0
-    keep_running: bool = False
-    start_kafka: bool = True  # False: settings point at a Kafka cluster that is not ours
-    start_triton: bool = True
-    seed: int = 7
-    timeout_s: float = 600.0  # for the worker to catch up after the replay
-    # The demo's worker learns each key's baseline from 200 events, not the default 50: the
-    # baseline is the upper 95% bound of the warm-up's negative share, and from 50 tweets that
-    # bound sits so high (0.36 for a product at 17% negative) that the sour product's rise to
-    # the 43% negative our model sees in its tweets goes unnoticed.
-    detector_warmup: int = 200
-
-
-@dataclass
-class DemoOutputs:
-    """Everything read back from the run's topics (inputs for their timestamps, all outputs)."""
-
-    sent: dict[str, int] = field(default_factory=dict)
-    input_ts: dict[str, int] = field(default_factory=dict)  # event id -> Kafka timestamp (ms)
-    reviews: list[dict] = field(default_factory=list)  # enriched, each with "_ts" (Kafka, ms)
-    news: list[dict] = field(default_factory=list)
-    alerts: list[dict] = field(default_factory=list)
-    recommendations: dict[str, dict] = field(default_factory=dict)  # trigger event id -> record
-    deadletter: list[dict] = field(default_factory=list)
-    first_ts: int | None = None  # first input, last output (Kafka, ms)
-    last_out_ts: int | None = None
-    problem: str | None = None  # why not every input was accounted for
-    peak_lag: dict[str, int] = field(default_factory=dict)  # input topic -> the workers' largest lag
-
-    def latencies_ms(self, records) -> list[int]:
-        out = []
-        for record, key in records:
-            sent = self.input_ts.get(record.get(key, ""))
-            if sent is not None:
-                out.append(record["_ts"] - sent)
-        return sorted(out)
 
 
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> DemoOutputs:
@@ -127,11 +83,11 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
         for change in stream.changes:
             console.print(f"planted: {change.description}, from event {change.index} of {change.total}")
         outputs = asyncio.run(_live(settings, names, options, stream, worker, console))
-        _summary(stream, outputs, console)
+        summary(stream, outputs, console)
         report = write_report(settings.home / "reports" / f"demo-{stream.start:%Y%m%d-%H%M%S}.html",
-                              stream, outputs, _attribute(stream, outputs.alerts))
+                              stream, outputs, attribute(stream, outputs.alerts))
         console.print(f"report: {report.resolve()}")
-        _where_to_look(settings, options, console)
+        where_to_look(settings, options, console)
         return outputs
     finally:
         keep = options.keep_running
@@ -337,144 +293,3 @@ def _collect(names: TopicNames, ids: dict[str, str], outputs: DemoOutputs, view:
         view.recommendations.append(value)
     else:
         outputs.deadletter.append(value)
-
-
-def _about(change: PlantedChange, alert: dict) -> bool:
-    """Whether the alert's subject is one the change is about."""
-    subject = alert["subject"]
-    return any(subject["type"] == t and re.fullmatch(p, subject["id"].casefold()) for t, p in change.subjects)
-
-
-@dataclass(frozen=True, slots=True)
-class Attribution:
-    caught: dict[str, dict | None]  # planted change kind -> its first alert
-    expected: list[dict]  # alerts that follow from a planted change
-    false: list[dict]  # alerts on keys that did not change
-
-
-def _attribute(stream: DemoStream, alerts: list[dict]) -> Attribution:
-    """Which alerts the planted changes explain: an alert on a changed subject (or on an entity
-    the change is about) after the change; a drift of an input stream's label shares after a
-    change in that stream. Everything else is a false alert."""
-    def explains(change: PlantedChange, alert: dict) -> bool:
-        subject = alert["subject"]
-        after = datetime.fromisoformat(alert["detected_at"]) >= change.at
-        if not after:
-            return False
-        if _about(change, alert):
-            return True
-        stream_topic = {"product": "reviews", "source": "news"}.get(change.kind)
-        return (subject["type"] == "stream" and stream_topic is not None
-                and re.fullmatch(rf"(\S*\.)?{stream_topic}:label_\w+", subject["id"]) is not None)
-
-    caught: dict[str, dict | None] = {c.kind: None for c in stream.changes}
-    expected, false = [], []
-    for alert in sorted(alerts, key=lambda a: a["detected_at"]):
-        change = next((c for c in stream.changes if explains(c, alert)), None)
-        if change is None:
-            false.append(alert)
-            continue
-        expected.append(alert)
-        primary = change.subjects[0]
-        if caught[change.kind] is None and alert["subject"]["type"] == primary[0]:
-            caught[change.kind] = alert
-    return Attribution(caught, expected, false)
-
-
-def _delay(stream: DemoStream, change: PlantedChange, alert: dict) -> int:
-    """Events of the changed subject between the change and the alert."""
-    at = datetime.fromisoformat(alert["detected_at"])
-    if change.kind == "clicks":
-        return sum(1 for e in stream.clicks[change.index:] if e.ts <= at.timestamp())
-    records, key = (stream.reviews, "product_id") if change.kind == "product" else (stream.news, "source")
-    return sum(1 for r in records if r[key] == change.subject
-               and change.at <= datetime.fromisoformat(r["ts"]) < at)
-
-
-def _percentiles(values: list[int]) -> str:
-    if not values:
-        return "-"
-    pick = [values[min(len(values) - 1, int(q * len(values)))] for q in (0.5, 0.95, 0.99)]
-    return " / ".join(f"{v:,} ms" for v in pick)
-
-
-def _summary(stream: DemoStream, outputs: DemoOutputs, console: Console) -> None:
-    table = Table("input", "replayed", "output", "records", "end-to-end p50 / p95 / p99", title="summary")
-    latency = {
-        "reviews": outputs.latencies_ms((r, "review_id") for r in outputs.reviews),
-        "news": outputs.latencies_ms((r, "article_id") for r in outputs.news),
-        "clicks": outputs.latencies_ms((r, "trigger_event_id") for r in outputs.recommendations.values()),
-    }
-    made = {"reviews": ("reviews.enriched", len(outputs.reviews)),
-            "news": ("news.enriched", len(outputs.news)),
-            "clicks": ("recommendations", len(outputs.recommendations))}
-    for topic in INPUT_TOPICS:
-        out_topic, n = made[topic]
-        table.add_row(topic, str(outputs.sent.get(topic, 0)), out_topic, str(n), _percentiles(latency[topic]))
-    table.add_row("", "", "alerts", str(len(outputs.alerts)), "")
-    table.add_row("", "", "deadletter", str(len(outputs.deadletter)), "")
-    console.print(table)
-    texts = len(outputs.reviews) + len(outputs.news)
-    if outputs.first_ts and outputs.last_out_ts:
-        seconds = max((outputs.last_out_ts - outputs.first_ts) / 1000, 1e-3)
-        console.print(f"{texts} reviews and articles processed in {seconds:.1f}s "
-                      f"({texts / seconds:.0f}/s end to end, replay included; "
-                      f"{sum(outputs.sent.values()) / seconds:.0f} input events/s in all)")
-        queued = {t: outputs.peak_lag.get(t, 0) for t in ("reviews", "news")}
-        if max(queued.values()) >= 100:
-            keeps_up = texts / seconds / (_TEXT_SHARE * 1.25)
-            console.print(f"the replay ran ahead of the worker (peak consumer lag: reviews "
-                          f"{queued['reviews']}, news {queued['news']}), so these latencies are mostly "
-                          f"time in the queue; one worker here keeps up with about --rate {keeps_up:.0f}")
-    mix = Counter(r["sentiment"]["label"] for r in outputs.reviews)
-    console.print(f"review sentiment: {dict(sorted(mix.items()))}")
-    for review in outputs.reviews[:2]:
-        console.print(f"  ({review['sentiment']['label']} {review['sentiment']['score']:.2f}) "
-                      f"{escape(review['text'][:100])}")
-
-    found = _attribute(stream, outputs.alerts)
-    alerts = Table("planted change", "first alert", "after", "related alerts", title="planted changes")
-    for change in stream.changes:
-        alert = found.caught[change.kind]
-        related = sum(1 for a in found.expected if _about(change, a))
-        if alert is None:
-            alerts.add_row(change.description, "[red]missed[/red]", "", str(related))
-            continue
-        unit = {"product": "reviews", "source": "articles", "clicks": "clicks"}[change.kind]
-        alerts.add_row(change.description, f"[green]caught[/green]: {alert['kind']} "
-                       f"{alert['subject']['type']} {escape(alert['subject']['id'])}",
-                       f"{_delay(stream, change, alert)} {unit}", str(related))
-    console.print(alerts)
-    kinds = {"product", "source", "clicks"} - {c.kind for c in stream.changes}
-    if kinds:
-        console.print(f"not planted at this size (too few events for the detectors' warm-up): "
-                      f"{', '.join(sorted(kinds))} change; use --events 30000")
-    console.print(f"planted changes caught: {sum(a is not None for a in found.caught.values())} of "
-                  f"{len(stream.changes)}")
-    console.print(f"false alerts on the stable keys: {len(found.false)}")
-    for a in found.false[:5]:
-        subject = f"{a['subject']['type']} {escape(a['subject']['id'])}"
-        console.print(f"  {a['kind']} {subject}: {escape(a['message'])}")
-
-    engagements = {e.event_id for e in stream.engagements}
-    lists = {k: [i["item_id"] for i in v["items"]] for k, v in outputs.recommendations.items()}
-    hit_rate, _, scored = score_recommender(stream.clicks, lambda e: lists.get(e.event_id))
-    baseline, _, _ = score_recommender(stream.clicks, popularity_recommender())
-    console.print(f"recommendations: {len(engagements & lists.keys())} for {len(engagements)} clicks, "
-                  "add-to-carts and purchases")
-    if scored:
-        console.print(f"shoppers' next click was in their top 10 {hit_rate:.0%} of the time "
-                      f"({scored} clicks; recommending the most popular items: {baseline:.0%})")
-
-
-def _where_to_look(settings: Settings, options: DemoOptions, console: Console) -> None:
-    prefix = settings.topic_prefix
-    console.print(f"metrics: worker http://{settings.metrics_host}:{settings.metrics_port}/metrics, "
-                  f"Triton http://127.0.0.1:{settings.triton_metrics_port}/metrics")
-    if LocalStack(settings).prometheus().pid() is not None:
-        console.print(f"Prometheus: http://127.0.0.1:{settings.prometheus_port} (e.g. "
-                      "sum(rate(streamsense_events_in_total[1m])) by (topic)); Grafana dashboards in "
-                      "deploy/grafana/dashboards")
-    if options.keep_running:
-        console.print(f"explore: STREAMSENSE_TOPIC_PREFIX={prefix} streamsense tail alerts; "
-                      "streamsense status")

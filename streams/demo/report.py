@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.online.evaluate import score_recommender
-from streams.demo_data import PRODUCTS, SOUR_COMPANY, SOURCES, DemoStream
+from streams.demo.data import PRODUCTS, SOUR_COMPANY, SOURCES, DemoStream
 
 if TYPE_CHECKING:
-    from streams.demo import Attribution, DemoOutputs
+    from streams.demo.types import Attribution, DemoOutputs
 
 __all__ = ["svg_chart", "write_report"]
 

@@ -1,4 +1,5 @@
-"""Fixes for faust-streaming's exactly-once mode, applied by :func:`apply` (idempotent).
+"""Fixes to faust-streaming, applied by :func:`apply` (idempotent). With the rest of
+``streams.runtime`` the only code that touches Faust's private names.
 
 Each one is a bug the chaos suite (``tests/chaos``) hit with workers SIGKILLed mid-stream under
 ``processing_guarantee="exactly_once"``; each names the Faust code it replaces. They replace
@@ -21,9 +22,10 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    commits a partition's offset only up to the first hole in what was acknowledged, and after
    some rebalances records are dropped unprocessed (a hole that stays): from then on the
    transactions of that partition committed our outputs while its offset stood still, and the
-   next owner made them again. :data:`LEDGER` records, per transaction, the highest input
-   offset whose outputs went into it (``streams.agents.outputs``); a commit that would not
-   cover them is aborted instead, and :attr:`TransactionLedger.on_unsafe` restarts the worker
+   next owner made them again. The app's
+   :class:`~streams.runtime.transactions.TransactionLedger` records, per transaction, the highest
+   input offset whose outputs went into it; a commit that would not cover them is aborted
+   instead, and :attr:`~streams.runtime.transactions.TransactionLedger.on_unsafe` restarts the worker
    (the records are then processed again from the committed offset, once).
 4. **A warning per partition on every rebalance** (``Exception in begin_transaction ...
    Invalid state transition IN_TRANSACTION -> IN_TRANSACTION``): Faust's
@@ -47,7 +49,8 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
      offset must now be the committed one, unless the missing offsets are gaps the fetcher
      saw (compaction) or below the partition's log start (deleted by retention;
      :func:`note_log_start` keeps those, read on the stall-check timer). Exactly-once keeps
-     Faust's check: its offsets skip transaction markers, and :data:`LEDGER` guards commits.
+     Faust's check: its offsets skip transaction markers, and the transaction ledger guards
+     commits (point 3).
 """
 
 from __future__ import annotations
@@ -63,43 +66,15 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 from faust.utils.functional import consecutive_numbers
 
-__all__ = ["LEDGER", "TransactionLedger", "apply", "note_log_start"]
+from streams.runtime.transactions import TransactionLedger, ledger_for
+
+__all__ = ["FAUST_VERSION", "apply", "commit_transactions", "highwaters", "maybe_begin_transaction",
+           "note_log_start"]
 
 log = logging.getLogger(__name__)
 _APPLIED = "_streamsense_fixed"
 
 
-class TransactionLedger:
-    """Per open transaction (transactional id): the highest input offset per input partition
-    whose outputs were sent in it. A commit must cover them all.
-
-    >>> ledger = TransactionLedger()
-    >>> ledger.sent("app-0-2", ("reviews", 2), 57); ledger.sent("app-0-2", ("news", 2), 9)
-    >>> ledger.uncovered("app-0-2", {("reviews", 2): 58, ("news", 2): 9})
-    {('news', 2): (9, 9)}
-    >>> ledger.closed("app-0-2"); ledger.uncovered("app-0-2", {})
-    {}
-    """
-
-    def __init__(self) -> None:
-        self.open: dict[str, dict] = {}
-        self.on_unsafe = None  # called (no arguments) after an unsafe commit was aborted
-
-    def sent(self, transactional_id: str, tp, offset: int) -> None:
-        held = self.open.setdefault(transactional_id, {})
-        held[tp] = max(held.get(tp, -1), offset)
-
-    def uncovered(self, transactional_id: str, offsets: Mapping) -> dict:
-        """Input partitions whose outputs are in the transaction but whose offset to commit (the
-        next one to read) would not pass them: partition -> (highest sent, offset to commit)."""
-        return {tp: (high, offsets.get(tp)) for tp, high in self.open.get(transactional_id, {}).items()
-                if offsets.get(tp, -1) <= high}
-
-    def closed(self, transactional_id: str) -> None:
-        self.open.pop(transactional_id, None)
-
-
-LEDGER = TransactionLedger()
 
 
 FAUST_VERSION = "0.15.3"  # the version these fixes were written against and tested with
@@ -122,9 +97,9 @@ def apply() -> None:
         if not callable(getattr(cls, name, None)):
             raise RuntimeError(f"faust-streaming changed: {cls.__name__}.{name} is gone; "
                                "review streams/adapters/faust_fixes.py against the new version")
-    thread._highwaters = _highwaters
-    producer.commit_transactions = _commit_transactions
-    producer.maybe_begin_transaction = _maybe_begin_transaction
+    thread._highwaters = highwaters
+    producer.commit_transactions = commit_transactions
+    producer.maybe_begin_transaction = maybe_begin_transaction
     consumer.ack = _make_ack(consumer.ack)
     consumer.perform_seek = _make_perform_seek(consumer.perform_seek)
     consumer._new_offset = _make_new_offset(consumer._new_offset)
@@ -210,7 +185,7 @@ def _next_to_read(consumer, tp) -> int | None:
     return committed if log_start is None else max(committed, log_start)
 
 
-async def _highwaters(self, partitions) -> Mapping:
+async def highwaters(self, partitions) -> Mapping:
     consumer = self._ensure_consumer()
     ends = await consumer.end_offsets(partitions)
     if self.consumer.in_transaction:  # an unanswered partition: the cached value, as before
@@ -218,8 +193,9 @@ async def _highwaters(self, partitions) -> Mapping:
     return ends
 
 
-async def _commit_transactions(self, tid_to_offset_map, group_id: str,
-                               start_new_transaction: bool = True) -> None:
+async def commit_transactions(self, tid_to_offset_map, group_id: str,
+                              start_new_transaction: bool = True) -> None:
+    ledger = ledger_for(self.app)
     for transactional_id, offsets in tid_to_offset_map.items():
         async with self._trn_locks[transactional_id]:
             transaction_producer = self._transaction_producers.get(transactional_id)
@@ -227,9 +203,9 @@ async def _commit_transactions(self, tid_to_offset_map, group_id: str,
                 log.warning("commit invoked for unknown transaction %s", transactional_id)
                 continue
             try:
-                uncovered = LEDGER.uncovered(transactional_id, offsets)
+                uncovered = ledger.uncovered(transactional_id, offsets)
                 if uncovered:
-                    await _abort_unsafe(transaction_producer, transactional_id, uncovered)
+                    await _abort_unsafe(ledger, transaction_producer, transactional_id, uncovered)
                     continue
                 if not transaction_producer._txn_manager.is_in_transaction():
                     if not offsets:
@@ -238,32 +214,33 @@ async def _commit_transactions(self, tid_to_offset_map, group_id: str,
                 if offsets:
                     await transaction_producer.send_offsets_to_transaction(offsets, group_id)
                 await transaction_producer.commit_transaction()
-                LEDGER.closed(transactional_id)
+                ledger.closed(transactional_id)
                 if start_new_transaction:
                     await transaction_producer.begin_transaction()
             except ProducerFenced:
                 # The partition's new owner started a producer with this id: its transaction is
                 # aborted and the new owner processes those records again. Faust's own handling.
                 log.info("transaction %s was fenced by the partition's new owner", transactional_id)
-                LEDGER.closed(transactional_id)
+                ledger.closed(transactional_id)
                 self._transaction_producers.pop(transactional_id, None)
                 await transaction_producer.stop()
 
 
-async def _abort_unsafe(transaction_producer, transactional_id: str, uncovered: dict) -> None:
+async def _abort_unsafe(ledger: TransactionLedger, transaction_producer, transactional_id: str,
+                        uncovered: dict) -> None:
     log.error("transaction %s holds outputs of input records whose offsets it would not commit "
               "(partition: highest input offset sent, offset to commit: %s); aborting it, the worker "
               "restarts and processes them again from the committed offset", transactional_id,
               {f"{tp[0]}[{tp[1]}]": v for tp, v in uncovered.items()})
     if transaction_producer._txn_manager.is_in_transaction():
         await transaction_producer.abort_transaction()
-    LEDGER.closed(transactional_id)
-    if LEDGER.on_unsafe is None:
+    ledger.closed(transactional_id)
+    if ledger.on_unsafe is None:
         raise RuntimeError(f"unsafe commit of {transactional_id} aborted; nothing set to restart the worker")
-    LEDGER.on_unsafe()
+    ledger.on_unsafe()
 
 
-async def _maybe_begin_transaction(self, transactional_id: str) -> None:
+async def maybe_begin_transaction(self, transactional_id: str) -> None:
     transaction_producer = self._transaction_producers.get(transactional_id)
     if transaction_producer is not None and transaction_producer._txn_manager.is_in_transaction():
         return

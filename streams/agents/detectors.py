@@ -1,0 +1,158 @@
+"""The detectors behind the text path: per-subject monitors kept in changelog-backed tables,
+the stream monitors, entity mentions repartitioned by entity, and the alerts they raise."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from models.sequential import text_features
+from streams.adapters.metrics import Metrics
+from streams.agents.alerts import send_alerts
+from streams.core.clicks import item_signal_update, signal_item
+from streams.core.monitoring import (
+    EntityMention,
+    MonitorConfig,
+    StreamMonitor,
+    SubjectMonitor,
+    observe_enriched,
+)
+from streams.core.ports import OutputTopic, Table
+from streams.core.state import StateSeal
+from streams.errors import ForgedState
+from streams.records import EnrichedNews, EnrichedReview, EntityMentionRecord, encode
+from streams.runtime import as_current_event
+
+__all__ = ["Detectors", "EnrichedText", "KeyedMonitors", "MonitorBatch"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrichedText:
+    """What the text path hands the detectors for one record."""
+
+    event: Any  # the Faust event it came from: table writes and sends go to its partition
+    record: EnrichedReview | EnrichedNews
+    event_time: datetime  # inside the sanity window (streams.core.eventtime)
+    model_text: str
+    unknown_token_share: float | None  # None: the model did not say
+
+
+class KeyedMonitors:
+    """One :class:`SubjectMonitor` per key in a Faust table (pickled and sealed: see
+    :mod:`streams.core.state`), loaded once and written once per key per batch. A stored value
+    that fails authentication is discarded, counted and logged; the key starts fresh."""
+
+    def __init__(self, table: Table, subject_type: str, config: MonitorConfig, *, with_surge: bool,
+                 metrics: Metrics, seal: StateSeal) -> None:
+        self.table = table
+        self.subject_type = subject_type
+        self.config = config
+        self.with_surge = with_surge
+        self.metrics = metrics
+        self.seal = seal
+        self.table_name = f"{subject_type}-monitors"
+
+    def load(self, key: str) -> SubjectMonitor | None:
+        stored = self.table.get(key)
+        if not stored:
+            return None
+        context = f"{self.table_name}/{key}"
+        try:
+            return SubjectMonitor.loads(base64.b64decode(stored, validate=True), self.seal, context=context)
+        except (ForgedState, ValueError) as exc:  # ValueError: not even base64
+            self.metrics.state_rejected.labels(table=self.table_name).inc()
+            log.warning("discarded the stored state of %s (table %s, key %r): %s; the detector starts "
+                        "afresh", self.subject_type, self.table_name, key, exc)
+            return None
+
+    def store(self, key: str, monitor: SubjectMonitor) -> None:
+        sealed = monitor.dumps(self.seal, context=f"{self.table_name}/{key}")
+        self.table[key] = base64.b64encode(sealed).decode()
+
+    def batch(self) -> MonitorBatch:
+        return MonitorBatch(self)
+
+
+class MonitorBatch:
+    """The monitors one batch touches: each loaded once, and written back once by :meth:`save`."""
+
+    def __init__(self, owner: KeyedMonitors) -> None:
+        self.owner = owner
+        self.loaded: dict[str, SubjectMonitor] = {}
+        self.last_event: dict[str, object] = {}
+
+    def get(self, key: str, subject_id: str, event) -> SubjectMonitor:
+        monitor = self.loaded.get(key)
+        if monitor is None:
+            o = self.owner
+            monitor = o.load(key) or SubjectMonitor(o.subject_type, subject_id, o.config,
+                                                    with_surge=o.with_surge)
+            self.loaded[key] = monitor
+        self.last_event[key] = event
+        return monitor
+
+    def save(self) -> None:
+        for key, monitor in self.loaded.items():
+            with as_current_event(self.last_event[key]):
+                self.owner.store(key, monitor)
+        self.owner.metrics.monitored_subjects.labels(type=self.owner.subject_type).set(len(self.owner.table))
+
+
+class Detectors:
+    """Runs the detectors on enriched records and entity mentions; sends the alerts."""
+
+    def __init__(self, *, alerts: OutputTopic, mentions: OutputTopic, metrics: Metrics,
+                 subjects: dict[str, KeyedMonitors],
+                 streams: dict[str, StreamMonitor], entities: KeyedMonitors, item_signals=None) -> None:
+        self.alerts = alerts
+        self.item_signals = item_signals
+        self.mentions = mentions
+        self.metrics = metrics
+        self.subjects = subjects
+        self.streams = streams
+        self.entities = entities
+
+    async def on_enriched(self, base: str, texts: Sequence[EnrichedText]) -> None:
+        """``texts``: the batch's enriched records of input ``base``, in input order."""
+        batch = self.subjects[base].batch()
+        for text in texts:
+            event, record, ts = text.event, text.record, text.event_time
+            subject_id, observation, mentions = observe_enriched(record, ts)
+            features = text_features(text.model_text)
+            if text.unknown_token_share is not None:
+                features["unknown_token_share"] = text.unknown_token_share
+            alerts = self.streams[base].observe(features, observation.label, ts)
+            alerts += batch.get(subject_id, subject_id, event).observe(observation)
+            # Under the record's own event: table writes go to its partition's changelog and
+            # sends into its partition's transaction (exactly-once).
+            with as_current_event(event):
+                if self.item_signals is not None:  # item features for the click model
+                    item, value = item_signal_update(record, self.item_signals.get(signal_item(record)))
+                    self.item_signals[item] = value
+                for mention in mentions:
+                    await self.mentions.send(key=mention.key.encode(), value=encode(mention.to_record()))
+                await send_alerts(self.alerts, alerts, self.metrics)
+        batch.save()
+        if self.item_signals is not None:
+            self.metrics.item_signals.set(len(self.item_signals))
+
+    async def on_mentions(self, events: Sequence) -> None:
+        batch = self.entities.batch()
+        for event in events:
+            try:
+                record = EntityMentionRecord.model_validate_json(event.message.value)
+                mention = EntityMention.from_record(record)
+            except Exception:  # internal topic: only our own writes; never block on one
+                self.metrics.errors.labels(kind="bad_entity_mention").inc()
+                log.warning("skipping an unreadable entity mention at offset %s", event.message.offset)
+                continue
+            alerts = batch.get(mention.key, mention.name, event).observe(mention.observation)
+            with as_current_event(event):
+                await send_alerts(self.alerts, alerts, self.metrics)
+        batch.save()

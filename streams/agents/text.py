@@ -1,0 +1,144 @@
+"""The text path's agent body: reviews and news through decoding, Triton and the detectors.
+
+No data is lost because (1) Faust acks a ``take_events`` batch only after the loop body has
+finished with it, and commits offsets only after flushing the producer (or inside the Kafka
+transaction in ``exactly_once`` mode); (2) the body never raises: Triton failures are retried
+until they succeed (which also stops the stream pulling: backpressure), and a record whose
+processing keeps failing is dead-lettered with the error after ``ATTEMPTS`` tries; and (3)
+should anything still escape a batch, the runtime's batch runner exits the worker before it
+is committed (:class:`~streams.runtime.BatchRunner`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from streams.adapters.metrics import Metrics
+from streams.adapters.triton_client import Inferencer
+from streams.agents.detectors import Detectors, EnrichedText
+from streams.agents.outputs import send_dead_letter
+from streams.core.eventtime import record_time_ms
+from streams.core.flow import cancelling
+from streams.core.ports import OutputTopic
+from streams.core.rules import InputRules
+from streams.core.text import Analysis, RawRecord, decode_batch, enrich
+from streams.records import encode
+from streams.runtime import SourceRevoked, as_current_event
+
+__all__ = ["ATTEMPTS", "TextProcessor", "process_text_events"]
+
+log = logging.getLogger(__name__)
+ATTEMPTS = 3  # tries of a failing batch before its records are tried one by one
+
+
+class TextProcessor:
+    """The ``reviews`` and ``news`` agents' body: decode, analyse with Triton, send the enriched
+    records (or dead letters), run the detectors. :meth:`process` never raises: Triton outages
+    are waited out, and a record whose processing keeps failing is dead-lettered with the error
+    after ``ATTEMPTS`` tries of its batch and one of its own."""
+
+    def __init__(self, base: str, *, inferencer: Inferencer, output: OutputTopic,
+                 deadletter: OutputTopic, metrics: Metrics,
+                 detectors: Detectors | None = None, rules: InputRules = InputRules()) -> None:
+        self.base = base
+        self.inferencer = inferencer
+        self.output = output
+        self.deadletter = deadletter
+        self.metrics = metrics
+        self.detectors = detectors
+        self.rules = rules
+
+    async def process(self, events: Sequence) -> None:
+        await process_text_events(self.base, events, inferencer=self.inferencer, output=self.output,
+                                  deadletter=self.deadletter, metrics=self.metrics, detectors=self.detectors,
+                                  rules=self.rules)
+
+
+async def process_text_events(base: str, events: Sequence, *, inferencer: Inferencer, output: OutputTopic,
+                              deadletter: OutputTopic, metrics: Metrics, detectors: Detectors | None = None,
+                              rules: InputRules = InputRules()) -> None:
+    """One batch of ``reviews`` or ``news`` events: decode, analyse, send. Never raises."""
+    raws = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                      e.message.value, record_time_ms(e.message.timestamp)) for e in events]
+    metrics.events_in.labels(topic=base).inc(len(raws))
+    metrics.batch_size.labels(topic=base).observe(len(raws))
+    kwargs = {"inferencer": inferencer, "output": output, "deadletter": deadletter, "metrics": metrics,
+              "detectors": detectors, "rules": rules}
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            await _process(base, raws, events=events, **kwargs)
+            return
+        except SourceRevoked:
+            raise
+        except asyncio.CancelledError:
+            if cancelling():
+                raise
+            metrics.errors.labels(kind="batch_failed").inc()
+            log.warning("a %s batch was cancelled from inside (attempt %d/%d)", base, attempt, ATTEMPTS,
+                        exc_info=True)
+        except Exception:
+            # The batch must not crash the agent: Faust would ack it anyway (data loss).
+            metrics.errors.labels(kind="batch_failed").inc()
+            log.exception("processing a %s batch failed (attempt %d/%d)", base, attempt, ATTEMPTS)
+    # The batch keeps failing: process records one at a time so only the culprits are dead-lettered.
+    for raw, event in zip(raws, events, strict=True):
+        try:
+            await _process(base, [raw], events=[event], **kwargs)
+        except (asyncio.CancelledError, SourceRevoked):
+            raise
+        except Exception as exc:
+            with as_current_event(event):
+                await send_dead_letter(deadletter, event.message, f"processing failed: {exc!r}"[:1000],
+                                       now=datetime.now(UTC))
+            metrics.deadlettered.labels(source_topic=base).inc()
+
+
+async def _process(base: str, raws: list[RawRecord], *, inferencer: Inferencer, output: OutputTopic,
+                   deadletter: OutputTopic,
+                   metrics: Metrics, detectors: Detectors | None, events: Sequence,
+                   rules: InputRules) -> None:
+    now = datetime.now(UTC)
+    batch = decode_batch(base, raws, now=now, window=rules.window, max_bytes=rules.max_input_bytes)
+    texts = [item.model_text for item in batch.items if item.model_text]
+    results = iter(await inferencer.analyse(texts))
+    analyses: list[Analysis | None] = [next(results) if item.model_text else None for item in batch.items]
+    now = datetime.now(UTC)
+    event_of = {(e.message.partition, e.message.offset): e for e in events}
+    observed, sent = [], 0
+    for item, enriched, analysis in zip(batch.items, enrich(batch.items, analyses, now=now), analyses,
+                                        strict=True):
+        event = event_of[item.raw.partition, item.raw.offset]
+        value = encode(enriched)
+        with as_current_event(event):  # exactly-once: into the transaction of its input partition
+            if len(value) > rules.max_output_bytes:
+                await send_dead_letter(deadletter, event.message, (
+                    f"the enriched record would be {len(value)} bytes, over the output limit of "
+                    f"{rules.max_output_bytes} bytes (Kafka's producer limit)"), now=now)
+                metrics.deadlettered.labels(source_topic=base).inc()
+                continue
+            await output.send(key=item.raw.key, value=value)
+        sent += 1
+        for flag in item.time_flags:
+            metrics.event_time_replaced.labels(topic=base, flag=flag).inc()
+        metrics.sentiment.labels(topic=base, label=enriched.sentiment.label).inc()
+        event_time = item.event_time or now
+        metrics.end_to_end_seconds.labels(topic=base).observe(max(0.0, (now - event_time).total_seconds()))
+        observed.append(EnrichedText(event, enriched, event_time, item.model_text,
+                                     analysis.unknown_token_share if analysis else None))
+    metrics.events_out.labels(topic=f"{base}.enriched").inc(sent)
+    if detectors is not None and observed:
+        try:
+            await detectors.on_enriched(base, observed)
+        except (asyncio.CancelledError, SourceRevoked):
+            raise
+        except Exception:
+            # Detection is downstream of enrichment: its failure must not dead-letter good records.
+            metrics.errors.labels(kind="detector_failed").inc()
+            log.exception("detectors failed on a %s batch; enriched records were sent", base)
+    for record in batch.dead:
+        with as_current_event(event_of[record.partition, record.offset]):
+            await deadletter.send(key=None, value=encode(record))
+    metrics.deadlettered.labels(source_topic=base).inc(len(batch.dead))

@@ -1,0 +1,107 @@
+"""The worker's life, and the only package that touches Faust's private names.
+
+:func:`install` is the single entry point: it patches Faust (:mod:`.faust_patches`), owns
+commits and transactions (:mod:`.transactions`: one gate and one ledger per app), runs the
+agents' batches (:mod:`.batches`, with the crash journal), watches for stalled partitions
+(:mod:`.stalls`), beats the heartbeat that ``/healthz`` reads, and dumps every task's stack on
+SIGUSR1. Agents get their output topics and their batch runner from the :class:`Runtime` it
+returns; nothing outside this package imports a private Faust name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import faust
+
+from streams.adapters.metrics import Metrics
+from streams.runtime import faust_patches
+from streams.runtime.batches import BatchRunner
+from streams.runtime.consumer import gate_commits, log_task_stacks
+from streams.runtime.journal import CrashJournal
+from streams.runtime.process import restart_in_place
+from streams.runtime.stalls import StallWatch
+from streams.runtime.tables import as_current_event
+from streams.runtime.transactions import (
+    CommitGate,
+    SourceRevoked,
+    SourceTransactionTopic,
+    ledger_for,
+    transactional_id,
+)
+from streams.runtime.worker import Worker
+
+__all__ = ["BatchRunner", "Runtime", "SourceRevoked", "SourceTransactionTopic", "Worker", "as_current_event",
+           "install"]
+
+
+class Runtime:
+    """What the agents get from the runtime: output topics that keep exactly-once, and the
+    runner their batches go through."""
+
+    def __init__(self, app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metrics,
+                 deadletter: str) -> None:
+        self.app = app
+        self.exactly_once = exactly_once
+        self.ledger = ledger_for(app)
+        self.gate = CommitGate()
+        self.deadletter = self.output(deadletter)
+        self.batches = BatchRunner(self.gate, journal=CrashJournal(datadir / "crash-journal.json"),
+                                   deadletter=self.deadletter, metrics=metrics)
+
+    def topic(self, name: str) -> faust.TopicT:
+        """A topic of raw bytes (the agents decode and encode themselves)."""
+        return self.app.topic(name, key_serializer="raw", value_serializer="raw")
+
+    def output(self, name: str) -> SourceTransactionTopic:
+        return SourceTransactionTopic(self.app, self.topic(name), exactly_once=self.exactly_once,
+                                      ledger=self.ledger)
+
+
+def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metrics, deadletter: str,
+            inputs: set[str], stall_check_s: float) -> Runtime:
+    """Patch Faust and register the runtime's hooks, timers and tasks on ``app``."""
+    faust_patches.apply()
+    runtime = Runtime(app, exactly_once=exactly_once, datadir=datadir, metrics=metrics, deadletter=deadletter)
+    if exactly_once:
+        # Batches hold the gate; under exactly-once every commit waits for the batches in flight.
+        gate_commits(app, runtime.gate)
+        runtime.ledger.on_unsafe = restart_in_place
+
+        @app.on_partitions_revoked.connect
+        async def forget_open_transactions(sender, revoked, **kwargs) -> None:
+            # Sent after Faust has ended (or left to be aborted) every transaction of the revoked
+            # partitions: what the ledger held for them is gone with them.
+            for tp in revoked:
+                with contextlib.suppress(KeyError):  # a topic outside Faust's topic groups
+                    runtime.ledger.closed(transactional_id(app, tp))
+
+    @app.on_partitions_assigned.connect
+    async def note_log_starts(sender, assigned, **kwargs) -> None:
+        # Before the first commit of a partition the group never committed: where it starts.
+        tps = [tp for tp in assigned if tp.topic in inputs]
+        if tps:
+            with contextlib.suppress(Exception):  # the stall check reads them again
+                faust_patches.note_log_start(app.consumer, await app.consumer.earliest_offsets(*tps))
+
+    watch = StallWatch(app, inputs=inputs, batches=runtime.batches, metrics=metrics,
+                       exactly_once=exactly_once)
+
+    @app.timer(stall_check_s)
+    async def unstall_partitions() -> None:
+        await watch.check()
+
+    @app.timer(1.0)
+    async def heartbeat() -> None:
+        # Read by /healthz on the metrics server's thread: it answers even when this loop is stuck.
+        metrics.beat()
+
+    @app.task
+    async def dump_tasks_on_sigusr1() -> None:
+        # `kill -USR1 <worker pid>` logs where every coroutine waits: for a stalled worker.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lambda: log_task_stacks(app))
+
+    return runtime

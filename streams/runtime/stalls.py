@@ -1,0 +1,179 @@
+"""Partitions with records to process that make no progress, found and cured."""
+
+from __future__ import annotations
+
+import logging
+
+from streams.adapters.metrics import Metrics
+from streams.runtime import faust_patches
+from streams.runtime.consumer import fetch_states, partition_offsets
+from streams.runtime.process import restart_in_place
+
+__all__ = ["StallDetector", "StallWatch"]
+
+log = logging.getLogger(__name__)
+
+
+class StallDetector:
+    """Finds partitions that have records to process but make no progress. Two kinds seen with
+    faust-streaming on our stack:
+
+    * records read but never processed: records in flight when a rebalance or table recovery
+      suspended the flow are dropped while the read offset stays advanced, so they are neither
+      processed nor committed until the worker restarts (a worker restarted while its input grew
+      stopped at offset 292 of 480 of one partition): read offset > committed offset;
+    * records never read: a partition assigned after a restart on a broker holding older state
+      was never fetched (read offset == committed offset, the log end beyond both);
+    * a hole: records dropped unprocessed while later ones are processed. Faust commits a
+      partition only up to the first hole in what was acknowledged, so its committed offset
+      stands still while the read offset moves on (``commit_checks`` checks in a row).
+
+    A partition is stalled when, at ``checks`` consecutive checks with no batch in progress, it
+    is behind in either way and neither its read nor its committed offset has moved. The log
+    end may move meanwhile (producers go on writing). ``min_gap``: how far the log end must be
+    beyond the read position; 2 under exactly-once, where a transaction marker follows the last
+    record of each transaction and is never delivered. The cure is a seek back to the committed
+    offsets, or a restart of the worker (at once under exactly-once, see :class:`StallWatch`).
+
+    Offsets as Faust keeps them: ``read`` and ``committed`` are offsets of the last record read
+    and processed (None before the first), ``end`` the offset the next record will get.
+
+    After a check, ``stuck`` lists the stalled partitions that were reported before at the same
+    offsets: the seek did not help (seen under exactly-once, a partition never fetched after a
+    rebalance), and the worker restarts itself to get a fresh Kafka client.
+
+    >>> d = StallDetector(checks=2)
+    >>> d.check({"p3": (479, 291, 480)}, busy=False), d.check({"p3": (479, 291, 495)}, busy=False)
+    ([], ['p3'])
+    >>> d.check({"p3": (479, 291, 480)}, busy=True), d.check({"p3": (479, 300, 480)}, busy=False)
+    ([], [])
+    >>> d.check({"p1": (None, None, 40)}, busy=False), d.check({"p1": (None, None, 41)}, busy=False)
+    ([], ['p1'])
+    >>> d.stuck, d.check({"p1": (None, None, 41)}, busy=False), d.check({"p1": (None, None, 42)}, busy=False)
+    ([], [], ['p1'])
+    >>> d.stuck  # reported again at the same offsets: the seek in between did not help
+    ['p1']
+    >>> d.check({"p2": (99, 99, 100)}, busy=False), d.check({"p2": (99, 99, 100)}, busy=False)
+    ([], [])
+    >>> [d.check({"p4": (read, 200, read + 10)}, busy=read == 350) for read in (300, 350, 400, 450, 500)]
+    [[], [], [], ['p4'], []]
+    """
+
+    def __init__(self, *, checks: int = 2, min_gap: int = 1, commit_checks: int = 3) -> None:
+        self.checks = checks
+        self.min_gap = min_gap
+        self.commit_checks = commit_checks
+        self._commits: dict[object, tuple[int | None, int | None, int]] = {}  # committed, read, count
+        self._seen: dict[object, tuple[tuple[int | None, int | None], int]] = {}
+        self._reported: dict[object, tuple[int | None, int | None]] = {}
+        self.stuck: list = []
+
+    def _behind(self, read: int | None, committed: int | None, end: int | None) -> bool:
+        if read is not None and (committed is None or read > committed):
+            return True
+        position = (read if read is not None else -1) + 1
+        return end is not None and end - position >= self.min_gap
+
+    def check(self, offsets: dict, *, busy: bool) -> list:
+        """``offsets``: partition -> (read offset, committed offset, log end offset or None).
+        Returns the stalled ones."""
+        stalled = []
+        self.stuck = []
+        for tp, (read, committed, end) in offsets.items():
+            if not busy and self._hole(tp, read, committed):
+                stalled.append(tp)
+                continue
+            if busy or not self._behind(read, committed, end):
+                self._seen.pop(tp, None)
+                if not busy:
+                    self._reported.pop(tp, None)
+                continue
+            state = (read, committed)
+            if self._reported.get(tp, state) != state:
+                del self._reported[tp]  # it moved since it was reported
+            previous, count = self._seen.get(tp, (None, 0))
+            count = count + 1 if previous == state else 1
+            self._seen[tp] = (state, count)
+            if count >= self.checks:
+                stalled.append(tp)
+                self._seen.pop(tp, None)
+                if self._reported.get(tp) == state:
+                    self.stuck.append(tp)
+                self._reported[tp] = state
+        for tp in set(self._seen) - set(offsets):
+            del self._seen[tp]
+        for tp in set(self._reported) - set(offsets):
+            del self._reported[tp]
+        for tp in set(self._commits) - set(offsets):
+            del self._commits[tp]
+        return stalled
+
+    def _hole(self, tp, read: int | None, committed: int | None) -> bool:
+        """The committed offset stood still for ``commit_checks`` checks while reads went on.
+        Checks during a batch neither count nor reset: a batch waiting on Triton holds commits
+        back while the consumer reads ahead, and that is not a hole."""
+        if read is None or (committed is not None and read <= committed):
+            self._commits.pop(tp, None)
+            return False
+        last_committed, last_read, count = self._commits.get(tp, (None, None, 0))
+        if last_committed != committed or last_read is None:
+            count = 1
+        elif read != last_read:
+            count += 1
+        self._commits[tp] = (committed, read, count)
+        if count >= self.commit_checks:
+            del self._commits[tp]
+            return True
+        return False
+
+
+class StallWatch:
+    """What the worker does every ``stall_check_s``: find stalled input partitions
+    (:class:`StallDetector`) and cure them. A fresh Kafka client cures them: under exactly-once
+    a restart is the clean cure from the start (the open transaction is aborted and the tables
+    are rebuilt from what was committed, where a seek would redo records inside the open
+    transaction); otherwise only once a seek back to the committed offsets did not help (a
+    partition never fetched since a rebalance). No batch is in flight then, so nothing is lost.
+    """
+
+    def __init__(self, app, *, inputs: set[str], batches, metrics: Metrics, exactly_once: bool,
+                 restart=restart_in_place) -> None:
+        self.app = app
+        self.inputs = inputs
+        self.batches = batches
+        self.metrics = metrics
+        self.exactly_once = exactly_once
+        self.restart = restart
+        # A transaction marker follows the last record of each transaction under exactly-once.
+        self.detector = StallDetector(checks=2, min_gap=2 if exactly_once else 1)
+
+    async def check(self) -> None:
+        consumer = self.app.consumer
+        assigned = [tp for tp in consumer.assignment() if tp.topic in self.inputs]
+        if not assigned:
+            return
+        try:
+            ends = await consumer.highwaters(*assigned)
+            faust_patches.note_log_start(consumer, await consumer.earliest_offsets(*assigned))
+        except Exception:
+            log.debug("reading log end offsets failed", exc_info=True)
+            ends = {}
+        offsets = partition_offsets(consumer, assigned, ends)
+        # Faust pauses the inputs while it recovers tables: no progress then is not a stall.
+        busy = self.batches.in_flight > 0 or bool(getattr(self.app, "in_recovery", False))
+        stalled = self.detector.check(offsets, busy=busy)
+        if not stalled:
+            return
+        self.metrics.errors.labels(kind="stalled_partition").inc(len(stalled))
+        restart = bool(self.detector.stuck) or self.exactly_once
+        log.log(logging.ERROR if restart else logging.WARNING,
+                "partitions with records to process made no progress: %s (read, committed, end offsets "
+                "%s); %s\n%s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled),
+                [offsets[tp] for tp in stalled],
+                "the worker restarts itself in place (same process id, new Kafka client)" if restart
+                else "seeking back to the committed offsets", fetch_states(consumer, stalled))
+        if restart:
+            self.restart()
+        # All partitions, as Faust does after a rebalance: seeking only the stalled ones left
+        # some records unprocessed in our trials.
+        await consumer.perform_seek()
