@@ -84,7 +84,7 @@ def apply() -> None:
     installed = importlib.metadata.version("faust-streaming")
     if installed != FAUST_VERSION:
         raise RuntimeError(f"faust-streaming {installed} is installed; StreamSense's fixes to it "
-                           f"(streams/adapters/faust_fixes.py) were written for {FAUST_VERSION}: "
+                           f"(streams/runtime/faust_patches.py) were written for {FAUST_VERSION}: "
                            f"install faust-streaming=={FAUST_VERSION}")
     thread = faust_aiokafka.AIOKafkaConsumerThread
     producer = faust_aiokafka.Producer
@@ -96,7 +96,7 @@ def apply() -> None:
                       (consumer, "_new_offset")):
         if not callable(getattr(cls, name, None)):
             raise RuntimeError(f"faust-streaming changed: {cls.__name__}.{name} is gone; "
-                               "review streams/adapters/faust_fixes.py against the new version")
+                               "review streams/runtime/faust_patches.py against the new version")
     thread._highwaters = highwaters
     producer.commit_transactions = commit_transactions
     producer.maybe_begin_transaction = maybe_begin_transaction

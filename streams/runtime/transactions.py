@@ -134,7 +134,7 @@ class CommitGate:
     rebalance waits for in-flight work, so a commit in the middle of a batch put the outputs of
     its first records in a committed transaction while their offsets were not: a worker killed
     before the next commit left them to be processed again by the next owner, and read
-    committed, they were duplicates (see ``streams/agents/outputs.py`` for the other half of
+    committed, they were duplicates (see :class:`SourceTransactionTopic` for the other half of
     the fix and the chaos suite's numbers).
 
     Batches hold the gate shared (:meth:`batch`); a commit (:meth:`commit`) waits until none
