@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint schemas eval bench soak clean down chaos-repeat
+.PHONY: setup demo test test-unit lint schemas eval bench soak clean down chaos-repeat lock
 
 # Idempotent: the venv is rebuilt only when pyproject.toml changes; the Kafka jars and Triton's
 # runtime are provisioned once into .streamsense/ (their stamps make later runs instant).
@@ -16,13 +16,25 @@ setup: $(STAMP)
 	@# Trains the BERT models only when ~/.cache/streamsense lacks them (minutes, with progress).
 	@HF_HUB_OFFLINE=1 $(PY) -m models.bert.export triton_repo >/dev/null
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml deploy/locks/dev.txt deploy/locks/triton.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev,train]'
+	@# Exact versions, each verified by its hash (deploy/locks/, written by `make lock`), then
+	@# this project itself on top of them.
+	$(PIP) install -q --require-hashes -r deploy/locks/dev.txt
+	$(PIP) install -q --no-deps -e .
 	@# The Triton server binary only: pytriton's own Python API pins numpy<2, which we do not use.
-	$(PIP) install -q --no-deps 'nvidia-pytriton==0.7.0'
+	$(PIP) install -q --no-deps --require-hashes -r deploy/locks/triton.txt
 	@touch $@
+
+# Re-resolve the locks to the newest versions pyproject.toml allows (x86-64 Linux, Python 3.11),
+# with the hash of every file: dev.txt for make setup, worker.txt for the worker image.
+LOCK := $(VENV)/bin/uv pip compile --generate-hashes --python-version 3.11 --no-annotate -q --custom-compile-command 'make lock'
+lock:
+	@test -x $(VENV)/bin/uv || $(PIP) install -q 'uv>=0.5,<1'
+	$(LOCK) pyproject.toml --extra dev --extra train --python-platform x86_64-manylinux_2_28 -o deploy/locks/dev.txt
+	$(LOCK) pyproject.toml --python-platform x86_64-manylinux_2_28 -o deploy/locks/worker.txt
+	echo 'nvidia-pytriton==0.7.0' | $(LOCK) - --no-deps --python-platform x86_64-manylinux_2_35 -o deploy/locks/triton.txt
 
 demo: setup
 	$(VENV)/bin/streamsense demo

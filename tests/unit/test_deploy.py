@@ -128,3 +128,27 @@ def test_grafana_provisioning_points_at_the_dashboards():
     boards = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "streamsense.yml").read_text())
     compose = (DEPLOY / "compose" / "docker-compose.yml").read_text()
     assert f"../grafana/dashboards:{boards['providers'][0]['options']['path']}:ro" in compose
+
+
+def test_the_locks_pin_every_dependency_with_hashes():
+    import tomllib
+
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]
+
+    def pinned(lock: str) -> dict[str, str]:
+        text = (DEPLOY / "locks" / lock).read_text()
+        entries = re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n?)+)", text, re.M)
+        assert len(entries) == len(re.findall(r"^[A-Za-z0-9]", text, re.M)), f"{lock}: a pin without hashes"
+        return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version, _ in entries}
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0]).lower() for r in requirements}
+
+    worker, dev = pinned("worker.txt"), pinned("dev.txt")
+    assert names(project["dependencies"]) <= set(worker)
+    extras = project["optional-dependencies"]
+    assert names(project["dependencies"] + extras["dev"] + extras["train"]) <= set(dev)
+    assert "torch" not in worker and "transformers" not in worker  # the worker image stays small
+    assert dev["faust-streaming"] == worker["faust-streaming"] == "0.15.3"
+    assert pinned("triton.txt") == {"nvidia-pytriton": "0.7.0"}
+    assert "--require-hashes -r deploy/locks/worker.txt" in (DEPLOY / "compose" / "Dockerfile").read_text()
