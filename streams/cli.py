@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.local.process import ServiceError
-from streams.settings import Settings, explain_settings_error
+from streams.local.settings import LocalStackSettings
+from streams.settings import explain_settings_error
 from streams.topics import INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
 
 __all__ = ["app", "main"]
@@ -27,9 +28,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 
-def _settings() -> Settings:
+def _settings() -> LocalStackSettings:
+    # The CLI runs workers and the local stack: the worker's settings and the stack's own.
     try:
-        return Settings()
+        return LocalStackSettings()
     except ValidationError as exc:
         console.print(f"[red]invalid STREAMSENSE_* settings:[/red]\n{explain_settings_error(exc)}")
         raise typer.Exit(2) from None

@@ -1,4 +1,5 @@
-"""One frozen settings object for every process: CLI, workers, local services.
+"""One frozen settings object for the workers (and every client of Kafka and Triton); the local
+stack's own settings extend it (:class:`streams.local.settings.LocalStackSettings`).
 
 Every field can be set from the environment with the ``STREAMSENSE_`` prefix, e.g.
 ``STREAMSENSE_KAFKA_BOOTSTRAP=broker-1:9093,broker-2:9093``.
@@ -29,15 +30,11 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMSENSE_", frozen=True, extra="ignore")
 
-    # Where the local stack keeps its data, logs and PID files (git-ignored) ...
+    # The worker's data directory (crash journal, the local state key), and where the local
+    # stack keeps its data, logs and PID files (git-ignored).
     home: Path = Path(".streamsense")
-    # ... and where `make setup` caches the Kafka jars and Triton's runtime (shared by homes).
-    cache_dir: Path = Path(".streamsense")
-    triton_model_repository: Path = Path("triton_repo")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
-    # The local broker's KRaft controller listener; only used by `streamsense up`.
-    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: SaslMechanism | None = None
     kafka_sasl_username: str | None = None
@@ -46,11 +43,6 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_key_password: SecretStr | None = None
-    # The local broker's own TLS identity under SASL_SSL (`streamsense up`, tests): one PEM file
-    # with its unencrypted PKCS#8 key and certificate chain; clients trust kafka_ssl_cafile.
-    kafka_broker_pem: Path | None = None
-    # The local broker's JVM heap: it shares two cores and 24 GB with Triton and the workers.
-    kafka_heap: str = "512m"
 
     # gRPC endpoint used by workers; HTTP and metrics ports of the same server.
     triton_url: str = "127.0.0.1:8001"
@@ -116,11 +108,6 @@ class Settings(BaseSettings):
     # /healthz on the metrics port fails (503) once the worker's event loop has not run its
     # heartbeat for this long: a liveness probe that sees a hung worker.
     heartbeat_timeout_s: float = Field(default=30.0, gt=1)
-    # The local stack's Prometheus (`streamsense up --prometheus`, the demo), on 127.0.0.1.
-    prometheus_port: int = Field(default=9090, ge=1, le=65535)
-
-    # How long `streamsense up` waits for each service to report healthy.
-    startup_timeout_s: float = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:

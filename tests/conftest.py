@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from streams.local.settings import LocalStackSettings
 from streams.local.stack import LocalStack, private_stack_env
 from streams.settings import Settings
 
@@ -21,8 +22,8 @@ def stack_environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
 
 
 @pytest.fixture(scope="session")
-def stack_settings(stack_environment: dict[str, str]) -> Settings:
-    return Settings.from_env(stack_environment)
+def stack_settings(stack_environment: dict[str, str]) -> LocalStackSettings:
+    return LocalStackSettings.from_env(stack_environment)
 
 
 def _running(settings: Settings, name: str) -> Iterator[Settings]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streams.adapters.kafka_admin import consumer_lag
+from streams.local.settings import LocalStackSettings
 from streams.local.stack import LocalStack, private_stack_env
 from streams.settings import Settings
 from streams.synthetic import synthetic_events
@@ -57,13 +58,13 @@ class Stack:
     with_triton: bool
     home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="streamsense-bench-")))
     env: dict[str, str] = field(init=False)
-    settings: Settings = field(init=False)
+    settings: LocalStackSettings = field(init=False)
     triton_cpu_ms_per_text: float = 0.0
     figures: dict[str, dict] = field(default_factory=dict)  # each section's numbers, for its plot
 
     def __post_init__(self) -> None:
         self.env = private_stack_env(self.home)
-        self.settings = Settings.from_env(self.env)
+        self.settings = LocalStackSettings.from_env(self.env)
         self.stack = LocalStack(self.settings)
         self.services = []
 

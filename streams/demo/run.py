@@ -43,8 +43,8 @@ from streams.demo.report import write_report
 from streams.demo.summary import attribute, summary, where_to_look
 from streams.demo.types import DemoOptions, DemoOutputs
 from streams.local.prometheus import binary as prometheus_binary
+from streams.local.settings import LocalStackSettings
 from streams.local.stack import LocalStack
-from streams.settings import Settings
 from streams.synthetic import click_record
 from streams.topics import INPUT_TOPICS, TopicNames
 
@@ -53,7 +53,7 @@ __all__ = ["run_demo"]
 _OUTPUTS = ("reviews.enriched", "news.enriched", "alerts", "recommendations", "deadletter")
 
 
-def run_demo(settings: Settings, options: DemoOptions, console: Console) -> DemoOutputs:
+def run_demo(settings: LocalStackSettings, options: DemoOptions, console: Console) -> DemoOutputs:
     _log_to_file(settings.home / "run" / "demo.log")
     stack = LocalStack(settings)
     started = False
@@ -116,11 +116,11 @@ def _log_to_file(path: Path) -> None:
     root.setLevel(logging.INFO)
 
 
-def _worker_log(settings: Settings) -> Path:
+def _worker_log(settings: LocalStackSettings) -> Path:
     return settings.home / "run" / "worker-demo.log"
 
 
-def _start_worker(settings: Settings) -> subprocess.Popen:
+def _start_worker(settings: LocalStackSettings) -> subprocess.Popen:
     log = _worker_log(settings)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "STREAMSENSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -166,7 +166,7 @@ class _View:
         return Group(self.progress, flow, alerts, recs)
 
 
-async def _live(settings: Settings, names: TopicNames, options: DemoOptions, stream: DemoStream,
+async def _live(settings: LocalStackSettings, names: TopicNames, options: DemoOptions, stream: DemoStream,
                 worker: subprocess.Popen, console: Console) -> DemoOutputs:
     events = {"reviews": stream.reviews, "clicks": [click_record(e) for e in stream.clicks],
               "news": stream.news}
@@ -233,7 +233,7 @@ async def _refresh(live: Live, view: _View) -> None:
         await asyncio.sleep(0.25)
 
 
-async def _watch_lag(settings: Settings, names: TopicNames, view: _View) -> None:
+async def _watch_lag(settings: LocalStackSettings, names: TopicNames, view: _View) -> None:
     while True:
         try:
             for row in await consumer_lag(settings):
@@ -247,7 +247,8 @@ async def _watch_lag(settings: Settings, names: TopicNames, view: _View) -> None
         await asyncio.sleep(1.0)
 
 
-async def _read_outputs(settings: Settings, names: TopicNames, outputs: DemoOutputs, view: _View) -> None:
+async def _read_outputs(settings: LocalStackSettings, names: TopicNames, outputs: DemoOutputs,
+                        view: _View) -> None:
     """Follow the run's input and output topics from the beginning (they are this run's alone)."""
     topics = [names.name(t) for t in INPUT_TOPICS + _OUTPUTS]
     # No group: every partition of these topics, from the beginning.

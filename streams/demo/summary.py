@@ -13,8 +13,8 @@ from rich.table import Table
 from models.online.evaluate import popularity_recommender, score_recommender
 from streams.demo.data import MIX, DemoStream, PlantedChange
 from streams.demo.types import Attribution, DemoOptions, DemoOutputs
+from streams.local.settings import LocalStackSettings
 from streams.local.stack import LocalStack
-from streams.settings import Settings
 from streams.topics import INPUT_TOPICS
 
 __all__ = ["attribute", "delay", "summary", "where_to_look"]
@@ -153,7 +153,7 @@ def _recommendations(stream: DemoStream, outputs: DemoOutputs, console: Console)
                       f"({scored} clicks; recommending the most popular items: {baseline:.0%})")
 
 
-def where_to_look(settings: Settings, options: DemoOptions, console: Console) -> None:
+def where_to_look(settings: LocalStackSettings, options: DemoOptions, console: Console) -> None:
     prefix = settings.topic_prefix
     console.print(f"metrics: worker http://{settings.metrics_host}:{settings.metrics_port}/metrics, "
                   f"Triton http://127.0.0.1:{settings.triton_metrics_port}/metrics")

@@ -8,7 +8,7 @@ from pathlib import Path
 from streams.local import kafka, prometheus, triton
 from streams.local.paths import repo_root
 from streams.local.process import Service, ServiceError, free_port
-from streams.settings import Settings
+from streams.local.settings import LocalStackSettings
 
 __all__ = ["LocalStack", "ServiceStatus"]
 
@@ -45,7 +45,7 @@ class ServiceStatus:
 class LocalStack:
     """Kafka and Triton for one machine, with data, logs and PID files under ``settings.home``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LocalStackSettings) -> None:
         self.settings = settings
 
     @property
@@ -153,7 +153,7 @@ class LocalStack:
         return out
 
 
-def _security(settings: Settings) -> dict[str, object]:
+def _security(settings: LocalStackSettings) -> dict[str, object]:
     kwargs = settings.kafka_client_kwargs()
     kwargs.pop("bootstrap_servers")
     return kwargs

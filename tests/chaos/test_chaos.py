@@ -21,6 +21,7 @@ import pytest
 
 from streams.adapters.kafka_admin import ensure_topics
 from streams.local.process import free_port
+from streams.local.settings import LocalStackSettings
 from streams.local.stack import LocalStack
 from streams.settings import Settings
 from streams.topics import TopicNames
@@ -38,7 +39,7 @@ def _setup(stack_environment: dict[str, str], name: str, guarantee: str, **extra
     prefix = f"chaos-{name}-{guarantee}."
     env = {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix,
            "STREAMSENSE_PROCESSING_GUARANTEE": guarantee, **extra}
-    settings = Settings.from_env(env)
+    settings = LocalStackSettings.from_env(env)
     names = TopicNames(prefix=prefix)
     asyncio.run(ensure_topics(settings, names.all()))
     return env, settings, names
@@ -159,7 +160,7 @@ def test_broker_stopped_and_restarted(triton: Settings, stack_environment: dict[
     ports = {"STREAMSENSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
              "STREAMSENSE_KAFKA_CONTROLLER_PORT": str(free_port()),
              "STREAMSENSE_HOME": str(tmp_path / "home")}
-    broker = LocalStack(Settings.from_env({**stack_environment, **ports})).kafka()
+    broker = LocalStack(LocalStackSettings.from_env({**stack_environment, **ports})).kafka()
     broker.start(timeout_s=120)
     try:
         env, settings, names = _setup(stack_environment, f"broker-{how.lower()}", "at_least_once", **ports)

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import produce_lines
 from streams.local.process import free_port
+from streams.local.settings import LocalStackSettings
 from streams.local.stack import LocalStack
 from streams.settings import Settings
 from streams.testing import synthetic_events
@@ -48,7 +49,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, triton: Settings, stack_en
            "STREAMSENSE_KAFKA_SSL_CAFILE": str(cafile),
            "STREAMSENSE_KAFKA_BROKER_PEM": str(pem),
            "STREAMSENSE_TOPIC_PREFIX": "sec."}
-    settings = Settings.from_env(env)
+    settings = LocalStackSettings.from_env(env)
     broker = LocalStack(settings).kafka()
     broker.start(timeout_s=settings.startup_timeout_s)
     try:
