@@ -10,8 +10,10 @@ import ipaddress
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,8 +22,8 @@ from streams.adapters.kafka_io import read_topic
 from streams.local.paths import repo_root
 from streams.settings import Settings
 
-__all__ = ["REPO", "WorkerProcess", "assert_loopback_only", "ids_in", "infer_texts", "listening_addresses",
-           "make_certificates"]
+__all__ = ["REPO", "TcpProxy", "WorkerProcess", "assert_loopback_only", "ids_in", "infer_texts",
+           "listening_addresses", "make_certificates"]
 
 REPO = repo_root()
 
@@ -144,3 +146,63 @@ def make_certificates(directory: Path, *, name: str = "ca") -> tuple[Path, Path]
     pem = directory / "broker-bundle.pem"
     pem.write_text((directory / "broker.pk8").read_text() + (directory / "broker.crt").read_text())
     return pem, directory / f"{name}.pem"
+
+
+class TcpProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``target``. It holds every chunk ``delay_s`` before
+    passing it on (both directions: a slow server, as the client sees it; ``delay_s`` can change
+    while it runs), and with ``tls`` (a server-side ``ssl.SSLContext``) it terminates TLS: a
+    plaintext server behind a TLS front, as a mesh or an ingress puts it."""
+
+    def __init__(self, target: str, *, delay_s: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
+        self.target_host, port = target.rsplit(":", 1)
+        self.target_port = int(port)
+        self.delay_s = delay_s
+        self.tls = tls
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> TcpProxy:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0,
+                                                                              ssl=self.tls))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await src.read(65536):
+                    if self.delay_s:
+                        await asyncio.sleep(self.delay_s)
+                    dst.write(chunk)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))

@@ -32,7 +32,7 @@ from streams.testing import malformed_records, synthetic_events
 from streams.testing.stack import WorkerProcess
 from streams.topics import TopicNames
 
-__all__ = ["OUTCOMES", "Fleet", "LatencyProxy", "Outcome", "Stream", "bad_positions", "reconcile"]
+__all__ = ["OUTCOMES", "Fleet", "Outcome", "Stream", "bad_positions", "reconcile"]
 
 
 @dataclass(frozen=True)
@@ -297,58 +297,3 @@ class Fleet:
     def tails(self) -> str:
         crashes = "".join(f"--- crash\n{c[-2000:]}\n" for c in self.crashes)
         return crashes + "\n".join(f"--- worker {i}\n{w.tail()}" for i, w in self.workers.items())
-
-
-class LatencyProxy:
-    """A TCP proxy on 127.0.0.1 that holds every chunk ``delay_s`` before passing it on (both
-    directions): a slow server, as the client sees it. ``delay_s`` can change while it runs."""
-
-    def __init__(self, target: str, *, delay_s: float) -> None:
-        self.target_host, port = target.rsplit(":", 1)
-        self.target_port = int(port)
-        self.delay_s = delay_s
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._server: asyncio.base_events.Server | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LatencyProxy:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
-        except OSError:
-            writer.close()
-            return
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while chunk := await src.read(65536):
-                    await asyncio.sleep(self.delay_s)
-                    dst.write(chunk)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))

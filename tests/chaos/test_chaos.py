@@ -24,9 +24,10 @@ from streams.local.process import free_port
 from streams.local.settings import LocalStackSettings
 from streams.local.stack import LocalStack
 from streams.settings import Settings
+from streams.testing.stack import TcpProxy
 from streams.topics import TopicNames
 
-from .harness import Fleet, LatencyProxy, Stream, bad_positions, read_outputs, reconcile
+from .harness import Fleet, Stream, bad_positions, read_outputs, reconcile
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -43,6 +44,14 @@ def _setup(stack_environment: dict[str, str], name: str, guarantee: str, **extra
     names = TopicNames(prefix=prefix)
     asyncio.run(ensure_topics(settings, names.all()))
     return env, settings, names
+
+
+def _private_triton(tmp_path: Path) -> dict[str, str]:
+    """Settings for a Triton server of the scenario's own (it is killed or stopped)."""
+    return {"STREAMSENSE_TRITON_URL": f"127.0.0.1:{free_port()}",
+            "STREAMSENSE_TRITON_HTTP_URL": f"127.0.0.1:{free_port()}",
+            "STREAMSENSE_TRITON_METRICS_PORT": str(free_port()),
+            "STREAMSENSE_HOME": str(tmp_path / "home")}
 
 
 def _check(outcome, guarantee: str, *, kills: int = 0, logs: str = "") -> None:
@@ -92,10 +101,7 @@ def test_two_workers_sigkilled_every_few_seconds(kafka: Settings, triton: Settin
 
 
 def test_triton_killed_and_restarted(kafka: Settings, stack_environment: dict[str, str], tmp_path: Path):
-    ports = {"STREAMSENSE_TRITON_URL": f"127.0.0.1:{free_port()}",
-             "STREAMSENSE_TRITON_HTTP_URL": f"127.0.0.1:{free_port()}",
-             "STREAMSENSE_TRITON_METRICS_PORT": str(free_port()),
-             "STREAMSENSE_HOME": str(tmp_path / "home")}
+    ports = _private_triton(tmp_path)
     env, settings, names = _setup(stack_environment, "triton", "at_least_once", **ports)
     server = LocalStack(settings).triton()
     server.start(timeout_s=settings.startup_timeout_s)
@@ -126,10 +132,7 @@ def test_triton_down_longer_than_a_transaction_under_exactly_once(kafka: Setting
     """Kafka aborts a transaction left open past its timeout (aiokafka's default: 60 s). A worker
     waiting out a Triton outage holds one open: when Triton returns, the worker must notice the
     abort and redo those records, not lose them or commit them twice."""
-    ports = {"STREAMSENSE_TRITON_URL": f"127.0.0.1:{free_port()}",
-             "STREAMSENSE_TRITON_HTTP_URL": f"127.0.0.1:{free_port()}",
-             "STREAMSENSE_TRITON_METRICS_PORT": str(free_port()),
-             "STREAMSENSE_HOME": str(tmp_path / "home")}
+    ports = _private_triton(tmp_path)
     env, settings, names = _setup(stack_environment, "txn", "exactly_once", **ports)
     server = LocalStack(settings).triton()
     server.start(timeout_s=settings.startup_timeout_s)
@@ -188,7 +191,7 @@ def test_broker_stopped_and_restarted(triton: Settings, stack_environment: dict[
 
 def test_slow_triton_backpressure_and_timeouts(kafka: Settings, triton: Settings,
                                                stack_environment: dict[str, str], tmp_path: Path):
-    with LatencyProxy(triton.triton_url, delay_s=0.3) as proxy:
+    with TcpProxy(triton.triton_url, delay_s=0.3) as proxy:
         env, settings, names = _setup(stack_environment, "slow", "at_least_once",
                                       STREAMSENSE_TRITON_URL=proxy.address,
                                       STREAMSENSE_TRITON_REQUEST_TIMEOUT_S="2")

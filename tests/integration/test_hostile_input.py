@@ -17,7 +17,6 @@ import base64
 import json
 import pickle
 import ssl
-import threading
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -30,7 +29,7 @@ from models.online import simulate_clicks
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
 from streams.testing import click_record, recent_clicks, synthetic_events
-from streams.testing.stack import WorkerProcess, ids_in, make_certificates
+from streams.testing.stack import TcpProxy, WorkerProcess, ids_in, make_certificates
 from streams.topics import TopicNames
 
 pytestmark = pytest.mark.integration
@@ -178,66 +177,25 @@ def test_forged_detector_state_in_a_changelog_is_rejected_not_run(
     assert "discarded the stored state" in worker.log.read_text(errors="replace")
 
 
-class _TLSProxy:
-    """Terminates TLS (ALPN h2, as gRPC clients ask) on 127.0.0.1 and passes the bytes to a
-    plaintext server: Triton behind a TLS front, as a service mesh or ingress puts it."""
-
-    def __init__(self, target: str, *, certfile: Path, keyfile: Path) -> None:
-        self.host, port = target.rsplit(":", 1)
-        self.target_port = int(port)
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(certfile, keyfile)
-        self.context.set_alpn_protocols(["h2"])
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self.ready = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-        self.ready.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.context))
-        self.port = server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
-
-    async def _serve(self, reader, writer) -> None:
-        up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
-
-        async def pump(src, dst) -> None:
-            try:
-                while chunk := await src.read(65536):
-                    dst.write(chunk)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
 def test_the_worker_reaches_triton_over_tls(kafka: Settings, triton: Settings,
                                             stack_environment: dict[str, str], tmp_path: Path):
     make_certificates(tmp_path / "tls")
     tls = tmp_path / "tls"
-    proxy = _TLSProxy(triton.triton_url, certfile=tls / "broker.crt", keyfile=tls / "broker.key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls / "broker.crt", tls / "broker.key")
+    context.set_alpn_protocols(["h2"])  # gRPC clients ask for HTTP/2
     prefix = "th3."
-    env = {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix,
-           "STREAMSENSE_TRITON_URL": f"127.0.0.1:{proxy.port}", "STREAMSENSE_TRITON_SSL": "true",
-           "STREAMSENSE_TRITON_SSL_CAFILE": str(tls / "ca.pem")}
     settings = kafka.model_copy(update={"topic_prefix": prefix})
     names = TopicNames(prefix=prefix)
     reviews = list(synthetic_events("reviews", 50, seed=41))
-    worker = WorkerProcess(env, log_dir=tmp_path)
-    try:
-        _produce(settings, names.reviews, "reviews", reviews)
-        got = ids_in(settings, names.reviews_enriched, "review_id", expect=len(reviews), timeout_s=180,
-                     worker=worker)
-    finally:
-        worker.stop()
-        proxy.close()
+    with TcpProxy(triton.triton_url, tls=context) as proxy:
+        env = {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix, "STREAMSENSE_TRITON_URL": proxy.address,
+               "STREAMSENSE_TRITON_SSL": "true", "STREAMSENSE_TRITON_SSL_CAFILE": str(tls / "ca.pem")}
+        worker = WorkerProcess(env, log_dir=tmp_path)
+        try:
+            _produce(settings, names.reviews, "reviews", reviews)
+            got = ids_in(settings, names.reviews_enriched, "review_id", expect=len(reviews), timeout_s=180,
+                         worker=worker)
+        finally:
+            worker.stop()
     assert set(got) == {r["review_id"] for r in reviews}, worker.tail()
