@@ -35,13 +35,14 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    in 2 of 4 chaos runs with workers SIGKILLed). Three Faust habits together let a commit
    pass records no agent had handled:
 
-   * a stream *skips* the records still queued when a rebalance starts (flow control off, or
-     fetched in an older generation) and **acknowledges them** so that lag does not grow; the
-     partition is then sought back to its committed offset and read again, but those acks
-     stay in the consumer's list (``Consumer.ack``), and once the re-read records before them
-     are acked, the commit runs past copies not yet processed: a kill then loses them. Acks
-     of such records are now not recorded (the re-read copy is acked when it is processed),
-     and a seek to the committed offsets forgets what was acked before it;
+   * a stream *skips* a record it takes off its queue once a rebalance has started (flow
+     control off, or fetched in an older generation) and **acknowledges it** so that lag does
+     not grow. The rebalance then commits what was acknowledged: with the skipped record, so
+     it is never processed (one record lost, as in the chaos runs), and acks recorded before a
+     seek back to the committed offsets made later commits run past copies not yet processed.
+     Acks of records the stream never tracked (skipped) or of an older generation are now not
+     recorded, and a seek to the committed offsets forgets what was acked before it. Acks of
+     records processed while a rebalance or a stop waits for them still count;
    * ``Consumer._new_offset`` lets one missing record at the head pass (its hole check is
      ``min(acked) - committed > 1``, written as if the committed offset were the last record
      processed; Kafka's is the next one to read), and checks nothing when the committed
@@ -108,11 +109,12 @@ def apply() -> None:
 
 def _make_ack(faust_ack):
     def ack(self, message) -> bool:
-        app = self.app
-        if message.generation_id == app.consumer_generation_id and app.flow_control.is_active():
+        # A stream tracks a record when it hands it on; one acked untracked was skipped (flow
+        # control off at a rebalance, or an older generation) and never processed. One from an
+        # older generation is read again after the seek to the committed offsets, and that copy
+        # is acked when it is processed.
+        if message.tracked and message.generation_id == self.app.consumer_generation_id:
             return faust_ack(self, message)
-        # Skipped at a rebalance, or handled in an older generation: the partition was sought
-        # back to its committed offset and this record is read again; that copy is acked.
         with ack_lock:
             message.acked = True
             self._unacked_messages.discard(message)

@@ -172,32 +172,48 @@ class _Consumer:
         return faust_consumer.Consumer.ack(self, message)
 
     def new_offset(self):
-        return faust_consumer.Consumer._new_offset(self, TP)
+        """The offset a commit would write now; the commit succeeds, as Faust then records."""
+        offset = faust_consumer.Consumer._new_offset(self, TP)
+        if offset is not None:
+            self._committed_offset[TP] = offset
+        return offset
 
 
 TP = ("reviews", 0)
 
 
 class _Message:
-    def __init__(self, offset, generation):
-        self.tp, self.topic, self.offset, self.acked, self.generation_id = TP, "reviews", offset, False, generation
+    def __init__(self, offset, generation, tracked):
+        self.tp, self.topic, self.offset, self.acked = TP, "reviews", offset, False
+        self.generation_id, self.tracked = generation, tracked
 
 
-def _message(offset, generation=2):
-    return _Message(offset, generation)
+def _message(offset, generation=2, tracked=True):
+    """A record a stream handed on (``tracked``) or skipped (not tracked), fetched in ``generation``."""
+    return _Message(offset, generation, tracked)
 
 
 def test_records_skipped_at_a_rebalance_are_not_counted_as_processed():
     faust_patches.apply()
     consumer = _Consumer(committed=100)
-    for offset in range(110, 120):  # queued in the old generation, skipped and acked by the stream
-        consumer.ack(_message(offset, generation=1))
-    consumer.app.flow_control.active = False
-    consumer.ack(_message(120))  # skipped while the rebalance had flow control off
-    consumer.app.flow_control.active = True
-    for offset in range(100, 110):  # the re-read copies, processed
+    for offset in range(100, 105):  # processed and acked while the rebalance waits for them
         consumer.ack(_message(offset))
-    assert consumer.new_offset() == 110  # not 121: 110..120 are read again, not yet processed
+    consumer.ack(_message(105, tracked=False))  # taken off the queue after flow control went off: skipped
+    assert consumer.new_offset() == 105  # not 106: the skipped record is read again after the seek
+    for offset in range(110, 120):  # processed in the old generation, acked after the new one began
+        consumer.ack(_message(offset, generation=1))
+    for offset in range(105, 110):
+        consumer.ack(_message(offset))
+    assert consumer.new_offset() == 110  # not 120: 110..119 are read again, not yet processed
+
+
+def test_records_processed_while_a_stop_waits_for_them_are_committed():
+    faust_patches.apply()
+    consumer = _Consumer(committed=100)
+    consumer.app.flow_control.active = False  # Faust's stop (and a rebalance) suspend the flow first
+    for offset in range(100, 110):
+        consumer.ack(_message(offset))
+    assert consumer.new_offset() == 110
 
 
 def test_a_missing_record_at_the_head_holds_the_commit_under_at_least_once():
