@@ -136,6 +136,11 @@ def install(folder: Path, repository: Path) -> Path:
 
 def main() -> None:
     repository = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("triton_repo")
+    if not (train.model_dir() / "complete.json").exists():
+        # Said before anything else happens: a first setup otherwise sits here silently at first.
+        print(f"training the text models: {train.model_dir()} is missing (first setup, or the training "
+              "code or data changed). About 25 minutes on 2 CPU cores, once; progress follows.",
+              file=sys.stderr, flush=True)
     folder = train.ensure_trained(log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(install(folder, repository))
 
