@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.adapters.kafka_io import produce_lines
 from streams.settings import Settings
@@ -194,17 +194,23 @@ def bad_positions(settings: Settings, names: TopicNames, stream: Stream) -> set[
     """Where each malformed record of ``stream`` landed: (topic, partition, offset), read back
     from the input topics by this checker's own consumer."""
     async def read() -> set[tuple[str, int, int]]:
-        consumer = AIOKafkaConsumer(names.reviews, names.news, names.clicks, **settings.kafka_client_kwargs(),
-                                    group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None, enable_auto_commit=False)
         await consumer.start()
         found: set[tuple[str, int, int]] = set()
         try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=2000, max_records=5000)
-                if not batch:
-                    return found
+            partitions = [TopicPartition(topic, p) for topic in (names.reviews, names.news, names.clicks)
+                          for p in range(settings.topic_partitions)]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            deadline = time.monotonic() + 120
+            # Every partition to its end: an empty fetch is no sign that the topics are read.
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                assert time.monotonic() < deadline, "could not read the input topics to their end"
+                batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
                 found.update((r.topic, r.partition, r.offset) for records in batch.values() for r in records
                              if r.value in stream.bad_lines)
+            return found
         finally:
             await consumer.stop()
 

@@ -216,14 +216,19 @@ def test_records_processed_while_a_stop_waits_for_them_are_committed():
     assert consumer.new_offset() == 110
 
 
-def test_a_missing_record_at_the_head_holds_the_commit_under_at_least_once():
+def test_records_missing_at_the_head_hold_the_commit_but_a_marker_does_not():
     faust_patches.apply()
     consumer = _Consumer(committed=100)
-    for offset in range(101, 105):
+    for offset in range(102, 106):
         consumer.ack(_message(offset))
-    assert consumer.new_offset() is None  # Faust's check let this one pass (101 - 100 is not > 1)
+    assert consumer.new_offset() is None  # 100 and 101 not processed yet
     consumer.ack(_message(100))
-    assert consumer.new_offset() == 105
+    consumer.ack(_message(101))
+    assert consumer.new_offset() == 106
+    # A transactional producer's marker sits where that commit ended: never delivered.
+    for offset in range(107, 110):
+        consumer.ack(_message(offset))
+    assert consumer.new_offset() == 110
 
 
 def test_records_deleted_by_retention_do_not_hold_the_commit():
@@ -240,10 +245,11 @@ def test_a_partition_never_committed_starts_at_its_log_start():
     faust_patches.apply()
     consumer = _Consumer(committed=None)
     faust_patches.note_log_start(consumer, {TP: 0})
-    for offset in range(1, 5):
+    for offset in range(2, 5):
         consumer.ack(_message(offset))
-    assert consumer.new_offset() is None  # offset 0 not processed yet
-    consumer.ack(_message(0))
+    assert consumer.new_offset() is None  # offsets 0 and 1 not processed yet
+    for offset in (0, 1, 2):
+        consumer.ack(_message(offset))
     assert consumer.new_offset() == 5
 
 
