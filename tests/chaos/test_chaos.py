@@ -180,12 +180,13 @@ def test_broker_stopped_and_restarted(triton: Settings, stack_environment: dict[
             broker.start(timeout_s=120)
             stream.produce(settings, names, rate=400, part=slice(half.stop, None))
             seen = read_outputs(settings, names, until=lambda s: s.complete(stream), timeout_s=240, idle_s=5)
+            bad_at = bad_positions(settings, names, stream)  # while this scenario's broker runs
         finally:
             fleet.stop()
     finally:
         broker.stop()
     outcome = reconcile(f"broker {how} 5 s, restarted", "at_least_once", stream, seen,
-                        faults="1 broker restart", started=started, bad_at=bad_positions(settings, names, stream))
+                        faults="1 broker restart", started=started, bad_at=bad_at)
     _check(outcome, "at_least_once", kills=1, logs=fleet.tails())
 
 
