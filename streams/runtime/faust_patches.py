@@ -207,6 +207,9 @@ async def commit_transactions(self, tid_to_offset_map, group_id: str,
             if transaction_producer is None:
                 log.warning("commit invoked for unknown transaction %s", transactional_id)
                 continue
+            if transaction_producer._txn_manager.is_fatal_error():
+                _fenced_for_good(ledger, transactional_id)
+                continue
             try:
                 uncovered = ledger.uncovered(transactional_id, offsets)
                 if uncovered:
@@ -249,4 +252,21 @@ async def maybe_begin_transaction(self, transactional_id: str) -> None:
     transaction_producer = self._transaction_producers.get(transactional_id)
     if transaction_producer is not None and transaction_producer._txn_manager.is_in_transaction():
         return
+    if transaction_producer is not None and transaction_producer._txn_manager.is_fatal_error():
+        _fenced_for_good(ledger_for(self.app), transactional_id)
+        return
     await self.begin_transaction(transactional_id)
+
+
+def _fenced_for_good(ledger: TransactionLedger, transactional_id: str) -> None:
+    """The broker aborted the transaction (open past Kafka's transaction timeout, e.g. while
+    Triton was down) and fenced its producer: it can never begin another, and Faust's consumer
+    would crash on the attempt (``FATAL_ERROR -> IN_TRANSACTION``). The worker restarts itself
+    instead, as after an unsafe commit: a fresh producer, the records since the last commit
+    processed again, once."""
+    log.error("the producer of transaction %s was fenced (its transaction outlived Kafka's "
+              "transaction timeout); the worker restarts itself", transactional_id)
+    ledger.closed(transactional_id)
+    if ledger.on_unsafe is None:
+        raise RuntimeError(f"transaction {transactional_id} fenced; nothing set to restart the worker")
+    ledger.on_unsafe()

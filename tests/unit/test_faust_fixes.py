@@ -20,6 +20,9 @@ class _Txn:
     def is_in_transaction(self):
         return self.open
 
+    def is_fatal_error(self):
+        return False
+
 
 class _TxnProducer:
     def __init__(self, *, open_=True, fenced=False):
@@ -259,3 +262,19 @@ def test_exactly_once_keeps_fausts_check_for_transaction_markers():
     for offset in range(101, 105):  # offset 100 is the marker of the last commit
         consumer.ack(_message(offset))
     assert consumer.new_offset() == 105
+
+
+def test_a_producer_fenced_for_good_restarts_the_worker_instead_of_crashing():
+    # A transaction open past Kafka's timeout (Triton down for minutes) is aborted by the broker
+    # and its producer fenced: beginning another raised inside Faust's consumer and crashed it.
+    class _Fatal(_TxnProducer):
+        def __init__(self):
+            super().__init__(open_=False)
+            self._txn_manager.is_fatal_error = lambda: True
+
+    restarts = []
+    producer = _Producer(a=_Fatal())
+    ledger_for(producer.app).on_unsafe = lambda: restarts.append(True)
+    asyncio.run(maybe_begin_transaction(producer, "a"))
+    asyncio.run(commit_transactions(producer, {"a": {"tp": 5}}, "group"))
+    assert restarts == [True, True] and producer.begun == []
