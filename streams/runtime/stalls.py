@@ -38,10 +38,6 @@ class StallDetector:
     Offsets as Faust keeps them: ``read`` and ``committed`` are offsets of the last record read
     and processed (None before the first), ``end`` the offset the next record will get.
 
-    After a check, ``stuck`` lists the stalled partitions that were reported before at the same
-    offsets: the seek did not help (seen under exactly-once, a partition never fetched after a
-    rebalance), and the worker restarts itself to get a fresh Kafka client.
-
     >>> d = StallDetector(checks=2)
     >>> d.check({"p3": (479, 291, 480)}, busy=False), d.check({"p3": (479, 291, 495)}, busy=False)
     ([], ['p3'])
@@ -49,10 +45,8 @@ class StallDetector:
     ([], [])
     >>> d.check({"p1": (None, None, 40)}, busy=False), d.check({"p1": (None, None, 41)}, busy=False)
     ([], ['p1'])
-    >>> d.stuck, d.check({"p1": (None, None, 41)}, busy=False), d.check({"p1": (None, None, 42)}, busy=False)
-    ([], [], ['p1'])
-    >>> d.stuck  # reported again at the same offsets: the seek in between did not help
-    ['p1']
+    >>> d.check({"p1": (None, None, 41)}, busy=False), d.check({"p1": (None, None, 42)}, busy=False)
+    ([], ['p1'])
     >>> d.check({"p2": (99, 99, 100)}, busy=False), d.check({"p2": (99, 99, 100)}, busy=False)
     ([], [])
     >>> [d.check({"p4": (read, 200, read + 10)}, busy=read == 350) for read in (300, 350, 400, 450, 500)]
@@ -65,8 +59,6 @@ class StallDetector:
         self.commit_checks = commit_checks
         self._commits: dict[object, tuple[int | None, int | None, int]] = {}  # committed, read, count
         self._seen: dict[object, tuple[tuple[int | None, int | None], int]] = {}
-        self._reported: dict[object, tuple[int | None, int | None]] = {}
-        self.stuck: list = []
 
     def _behind(self, read: int | None, committed: int | None, end: int | None) -> bool:
         if read is not None and (committed is None or read > committed):
@@ -78,32 +70,22 @@ class StallDetector:
         """``offsets``: partition -> (read offset, committed offset, log end offset or None).
         Returns the stalled ones."""
         stalled = []
-        self.stuck = []
         for tp, (read, committed, end) in offsets.items():
             if not busy and self._hole(tp, read, committed):
                 stalled.append(tp)
                 continue
             if busy or not self._behind(read, committed, end):
                 self._seen.pop(tp, None)
-                if not busy:
-                    self._reported.pop(tp, None)
                 continue
             state = (read, committed)
-            if self._reported.get(tp, state) != state:
-                del self._reported[tp]  # it moved since it was reported
             previous, count = self._seen.get(tp, (None, 0))
             count = count + 1 if previous == state else 1
             self._seen[tp] = (state, count)
             if count >= self.checks:
                 stalled.append(tp)
                 self._seen.pop(tp, None)
-                if self._reported.get(tp) == state:
-                    self.stuck.append(tp)
-                self._reported[tp] = state
         for tp in set(self._seen) - set(offsets):
             del self._seen[tp]
-        for tp in set(self._reported) - set(offsets):
-            del self._reported[tp]
         for tp in set(self._commits) - set(offsets):
             del self._commits[tp]
         return stalled
