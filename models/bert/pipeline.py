@@ -60,13 +60,26 @@ def encode(tokenizer, texts: list[str], *, max_length: int) -> Encoded:
     offsets: list[list[tuple[int, int]]] = []
     truncated = []
     for i, (text, enc) in enumerate(zip(texts, encodings, strict=True)):
-        spans = [tuple(o) for o in enc.offsets]
+        # Each property of an Encoding builds a new list: read each once, not once per token.
+        spans, special = enc.offsets, enc.special_tokens_mask
         offsets.append(spans)
         truncated.append(bool(enc.overflowing))
-        for j, (s, e) in enumerate(spans):
-            if e > s and enc.special_tokens_mask[j] == 0:
-                casing[i, j] = casing_class(text[s:e])
+        casing[i, :len(spans)] = [_casing(text[s:e]) if e > s and not sp else 0
+                                  for (s, e), sp in zip(spans, special, strict=True)]
     return Encoded(ids, mask, casing, offsets, truncated)
+
+
+_CASING_CACHE: dict[str, int] = {}
+
+
+def _casing(piece: str) -> int:
+    """:func:`casing_class`, remembered for the word pieces seen most (a bounded cache)."""
+    found = _CASING_CACHE.get(piece)
+    if found is None:
+        found = casing_class(piece)
+        if len(_CASING_CACHE) < 100_000:
+            _CASING_CACHE[piece] = found
+    return found
 
 
 def decode_entities(text: str, tag_probs: np.ndarray, offsets: list[tuple[int, int]]

@@ -2,11 +2,16 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
+from tokenizers.models import WordPiece
+from tokenizers.pre_tokenizers import BertPreTokenizer
 
 from models.bert.corpus import Span, generated_sentences
 from models.bert.data import LabelledText
 from models.bert.evaluate import entity_f1, parse_gold
-from models.bert.pipeline import TAGS, casing_class, decode_entities
+from models.bert.pipeline import TAGS, casing_class, decode_entities, encode
 from models.bert.train import split_corpus, tag_ids
 
 
@@ -94,3 +99,17 @@ def test_context_tagger_answers_do_not_depend_on_the_batch():
     together = tagger(hidden, casing, mask)
     alone = tagger(hidden[:1, :4], casing[:1, :4], mask[:1, :4])
     assert torch.allclose(together[0, :4], alone[0], atol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from("aZ É1-.'ßİı😀 \tñÑxX"), max_size=40), min_size=1, max_size=6))
+def test_encode_gives_each_word_piece_its_own_casing_class(texts):
+    """The remembered casing classes (a cache over pieces) are exactly the per-piece definition."""
+    tokenizer = Tokenizer(WordPiece({"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "[PAD]": 3, "a": 4, "##a": 5},
+                                    unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = BertPreTokenizer()
+    enc = encode(tokenizer, texts, max_length=16)
+    for i, text in enumerate(texts):
+        want = [casing_class(text[s:e]) if e > s else 0 for s, e in enc.offsets[i]]
+        assert enc.casing[i, :len(want)].tolist() == want
+        assert not enc.casing[i, len(want):].any()
