@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit lint schemas eval bench soak clean down chaos-repeat lock
+.PHONY: setup demo test test-unit lint schemas eval bench bench-gpu bench-gpu-bundle soak clean down chaos-repeat lock
 
 # Idempotent: the venv is rebuilt only when pyproject.toml changes; the Kafka jars and Triton's
 # runtime are provisioned once into .streamsense/ (their stamps make later runs instant).
@@ -66,6 +66,14 @@ bench: setup
 	$(PY) -m models.sequential.evaluate --write BENCHMARKS.md
 	$(PY) -m models.online.evaluate --write BENCHMARKS.md
 	$(PY) -m streams.bench --write BENCHMARKS.md
+
+# The GPU benchmark (deploy/gpu/bench.py): the bundle is a self-contained folder to copy to a GPU
+# machine and run there offline (`python3 .gpu-bundle/bench.py run`); bench-gpu runs it here.
+bench-gpu-bundle: setup
+	$(PY) -m deploy.gpu.bundle --out .gpu-bundle $(if $(NO_ONNX),,--onnx)
+
+bench-gpu: bench-gpu-bundle
+	$(PY) .gpu-bundle/bench.py run --json .gpu-bundle/results.json
 
 # The chaos kill scenario RUNS times in a row on one stack (both guarantees), e.g. RUNS=20.
 RUNS ?= 20

@@ -1,0 +1,1 @@
+"""GPU benchmark: bundle (here) and bench (on the GPU machine)."""
