@@ -11,7 +11,8 @@ Sections (each replaces its part of BENCHMARKS.md with ``--write``):
   workers, divided by the batch-64 ceiling;
 * ``latency``: end-to-end p50/p95/p99 (``processed_at - ts`` of each enriched review) at 25%,
   50% and 80% of the one-worker saturation rate, with a rate-controlled producer;
-* ``clicks``: one worker's click path against a bare aiokafka consume->produce loop;
+* ``clicks``: the click path (1 and 2 workers) next to a bare aiokafka loop, a minimal
+  faust-streaming agent and a Quix Streams app doing plain per-user state, on one broker;
 * ``profile``: where one worker spends its time on the text path (py-spy, when it may attach);
 * ``soak`` (only when asked for: ``make soak``): one worker's resident memory while it takes
   per-key state for 100k click users and then 100k entities, each seen twice.

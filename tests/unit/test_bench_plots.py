@@ -12,7 +12,8 @@ FIGURES = {
     "text": {"ceiling": 700.0, "rates": {1: 420.0, 2: 445.0}},
     "latency": {"rows": [{"offered": r, "p50": 0.1 * r / 100, "p95": 0.2 * r / 100, "p99": 0.3 * r / 100}
                          for r in (100, 200, 320)]},
-    "clicks": {"bare": 40000.0, "rates": {1: 3000.0, 2: 5000.0}},
+    "clicks": {"rates": {"bare": 10000.0, "quix": 12000.0, "faust": 850.0, "streamsense-1": 1500.0,
+                         "streamsense-2": 2500.0}},
     "soak": {"rows": [("start", 0, 0, 160.0), ("click users", 50, 50, 200.0), ("click users", 100, 50, 210.0),
                       ("entities", 50, 50, 260.0), ("entities", 100, 50, 270.0)]},
 }
