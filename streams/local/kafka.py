@@ -188,11 +188,35 @@ def new_cluster_id() -> str:
 
 
 def _format_storage(java: list[str], props: Path, security: BrokerSecurity | None = None) -> None:
-    cluster_id = new_cluster_id()
-    scram = [] if security is None else [
-        "--add-scram", f'{security.mechanism}=[name="{security.username}",password="{security.password}"]']
-    run_step([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props.resolve()),
-              *scram], what="formatting Kafka storage", secrets=[security.password] if security else [])
+    args = ["kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(props.resolve())]
+    if security is None:
+        run_step([*java, *args], what="formatting Kafka storage")
+        return
+    # The SCRAM user's password must not be on a command line, where any local user reads it in
+    # the process list: the storage tool's arguments go in a file (0600, next to the broker's
+    # properties, which hold the same password) that the java launcher expands (@file).
+    scram = f'{security.mechanism}=[name="{security.username}",password="{security.password}"]'
+    argfile = props.with_name("format.args")
+    argfile.touch(mode=0o600)
+    argfile.chmod(0o600)
+    argfile.write_text(" ".join(argfile_quote(a) for a in [*args, "--add-scram", scram]) + "\n")
+    try:
+        run_step([*java, f"@{argfile.resolve()}"], what="formatting Kafka storage",
+                 secrets=[security.password])
+    finally:
+        argfile.unlink(missing_ok=True)
+
+
+def argfile_quote(arg: str) -> str:
+    """One argument for a java launcher argument file (taken literally inside single quotes).
+
+    >>> print(argfile_quote('SCRAM-SHA-512=[name="u",password="p w"]'))
+    'SCRAM-SHA-512=[name="u",password="p w"]'
+    """
+    if any(c in arg for c in "'\\\n\r"):
+        raise ServiceError("a local broker setting holds a quote, backslash or line break, which the "
+                           "broker's own configuration cannot carry either; choose another value")
+    return f"'{arg}'"
 
 
 def kafka_answers(bootstrap: str, *, timeout_s: float = 3.0, **client_kwargs: object) -> bool:

@@ -211,3 +211,30 @@ def test_healthz_fails_once_the_event_loop_stops_beating():
     time.sleep(0.3)
     alive, reason = metrics.health(timeout_s=0.2)
     assert not alive and "stuck" in reason
+
+
+def test_the_scram_password_never_reaches_a_command_line(tmp_path, monkeypatch):
+    """The storage tool gets its SCRAM user from a 0600 argument file the java launcher expands
+    (tests/integration/test_secured_kafka.py runs the real tool with it); the file is gone after."""
+    from streams.local import kafka
+
+    seen = []
+
+    def run_step(cmd, *, what, quiet=True, secrets=()):
+        argfile = Path(cmd[-1][1:])
+        seen.append((list(cmd), argfile.read_text(), argfile.stat().st_mode & 0o777, list(secrets)))
+
+    monkeypatch.setattr(kafka, "run_step", run_step)
+    props = tmp_path / "server.properties"
+    for name in ("server.properties", "b.pem", "ca.pem"):
+        (tmp_path / name).write_text("")
+    security = kafka.BrokerSecurity(mechanism="SCRAM-SHA-512", username="streamsense", password="s3cret pw",
+                                    pem=tmp_path / "b.pem", cafile=tmp_path / "ca.pem")
+    kafka._format_storage(["java", "-cp", "libs/*"], props, security)
+    [(cmd, content, mode, secrets)] = seen
+    assert not any("s3cret" in part for part in cmd) and cmd[-1].startswith("@")
+    assert "'SCRAM-SHA-512=[name=\"streamsense\",password=\"s3cret pw\"]'" in content
+    assert content.startswith("'kafka.tools.StorageTool' 'format'") and mode == 0o600
+    assert secrets == ["s3cret pw"] and not (tmp_path / "format.args").exists()
+    with pytest.raises(kafka.ServiceError, match="quote, backslash"):
+        kafka.argfile_quote("it's")
