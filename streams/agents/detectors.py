@@ -44,12 +44,14 @@ class EnrichedText:
 
 
 class KeyedMonitors:
-    """One :class:`SubjectMonitor` per key in a Faust table (pickled and sealed: see
-    :mod:`streams.core.state`), loaded once and written once per key per batch. A stored value
-    that fails authentication is discarded, counted and logged; the key starts fresh."""
+    """One :class:`SubjectMonitor` per key in a Faust table (plain JSON, sealed: see
+    :mod:`streams.core.plainstate` and :mod:`streams.core.state`), loaded once and written once
+    per key per batch. A stored value that fails authentication is discarded, counted and
+    logged; the key starts fresh. The monitors of the last ``cache_keys`` keys stored are kept
+    decoded: while the table still holds what was stored, loading one decodes nothing."""
 
     def __init__(self, table: Table, subject_type: str, config: MonitorConfig, *, with_surge: bool,
-                 metrics: Metrics, seal: StateSeal) -> None:
+                 metrics: Metrics, seal: StateSeal, cache_keys: int = 1_000) -> None:
         self.table = table
         self.subject_type = subject_type
         self.config = config
@@ -57,11 +59,19 @@ class KeyedMonitors:
         self.metrics = metrics
         self.seal = seal
         self.table_name = f"{subject_type}-monitors"
+        self.cache_keys = cache_keys
+        # key -> (the table value this worker stored, the monitor it encodes), oldest first.
+        self._cache: dict[str, tuple[str, SubjectMonitor]] = {}
 
     def load(self, key: str) -> SubjectMonitor | None:
         stored = self.table.get(key)
         if not stored:
             return None
+        cached = self._cache.pop(key, None)
+        if cached is not None and cached[0] == stored:
+            # The monitor this worker stored last, and the table still holds exactly that: no
+            # decoding. Popped, so a batch that fails before saving reads the table next time.
+            return cached[1]
         context = f"{self.table_name}/{key}"
         try:
             return SubjectMonitor.loads(base64.b64decode(stored, validate=True), self.seal, context=context)
@@ -73,7 +83,10 @@ class KeyedMonitors:
 
     def store(self, key: str, monitor: SubjectMonitor) -> None:
         sealed = monitor.dumps(self.seal, context=f"{self.table_name}/{key}")
-        self.table[key] = base64.b64encode(sealed).decode()
+        stored = self.table[key] = base64.b64encode(sealed).decode()
+        self._cache[key] = (stored, monitor)
+        if len(self._cache) > self.cache_keys:
+            del self._cache[next(iter(self._cache))]  # the least recently stored
 
     def batch(self) -> MonitorBatch:
         return MonitorBatch(self)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from streams.records import Alert, Subject
 
-__all__ = ["AlertBook", "Shift", "severity_of"]
+__all__ = ["STATE_CLASSES", "AlertBook", "Shift", "severity_of"]
 
 Severity = Literal["info", "warning", "critical"]
 _RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -163,3 +163,7 @@ class AlertBook:
                      "events": shift.events},
             statistic=shift.statistic, threshold=shift.threshold, evidence=evidence, message=message,
         )
+
+
+# The classes an AlertBook is made of, by name, for plain-data state (streams.core.plainstate).
+STATE_CLASSES = {"AlertBook": AlertBook, "OpenAlert": _Open}

@@ -4,8 +4,9 @@ A :class:`SubjectMonitor` holds everything one subject (a product, a news source
 needs: its :class:`~models.sequential.SentimentShiftDetector`, for entities a
 :class:`~models.sequential.MentionSurgeDetector`, the open alert (an
 :class:`~streams.core.alerts.AlertBook`) and a few recent negative texts as evidence. Its whole
-state pickles to a couple of kilobytes (``dumps``/``loads``), which is what the worker stores
-per key in a changelog-backed Faust table, so a restart or rebalance resumes every detector.
+state is a couple of kilobytes of sealed, compressed JSON (``dumps``/``loads``), which is what the worker
+stores per key in a changelog-backed Faust table, so a restart or rebalance resumes every
+detector.
 
 A :class:`StreamMonitor` watches one input topic as a whole for input drift (text length,
 non-ASCII share: a language-mix signal) and prediction drift (share of each sentiment label)
@@ -36,14 +37,17 @@ the same alert ids.
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from models.sequential import MentionSurgeDetector, SentimentShiftDetector, StreamDriftMonitor
+from models.sequential.cusum import BernoulliCUSUM, PoissonCUSUM
+from streams.core import plainstate
+from streams.core.alerts import STATE_CLASSES as ALERT_STATE_CLASSES
 from streams.core.alerts import AlertBook, Shift
-from streams.core.state import StateSeal
+from streams.core.state import StateSeal, compress, decompress
+from streams.errors import ForgedState
 from streams.records import MIN_ENTITY_SCORE, Alert, EnrichedNews, EnrichedReview, EntityMentionRecord
 
 __all__ = ["EntityMention", "MonitorConfig", "Observation", "StreamMonitor", "SubjectMonitor", "entity_key",
@@ -51,7 +55,8 @@ __all__ = ["EntityMention", "MonitorConfig", "Observation", "StreamMonitor", "Su
 
 log = logging.getLogger(__name__)
 
-_STATE_VERSION = 1
+# 2: plain JSON (streams.core.plainstate); 1 was a pickle, discarded when read.
+_STATE_VERSION = 2
 _EVIDENCE_CHARS = 280
 
 
@@ -177,28 +182,39 @@ class SubjectMonitor:
         return ranked[: self.config.evidence]
 
     def dumps(self, seal: StateSeal, *, context: str) -> bytes:
-        """The monitor as sealed bytes for a table (``context``: the table and key it goes under)."""
-        data = pickle.dumps((_STATE_VERSION, self), protocol=pickle.HIGHEST_PROTOCOL)
-        return seal.seal(data, context=context)
+        """The monitor as sealed JSON for a table (``context``: the table and key it goes under)."""
+        data = plainstate.dumps({"version": _STATE_VERSION, "monitor": self}, _STATE_CLASSES)
+        return seal.seal(compress(data), context=context)
 
     @classmethod
     def loads(cls, data: bytes | None, seal: StateSeal, *, context: str) -> SubjectMonitor | None:
-        """The monitor stored in ``data``; None (start afresh) if absent or from another version.
-        Raises :class:`~streams.errors.ForgedState` when ``data`` fails authentication: it is
-        never unpickled then."""
+        """The monitor stored in ``data``; None (start afresh) if absent, unreadable or from
+        another version. Raises :class:`~streams.errors.ForgedState` when ``data`` fails
+        authentication. Reading builds only the monitor's own classes and sets their attributes
+        (:mod:`streams.core.plainstate`); nothing in it is ever run."""
         if not data:
             return None
-        payload = seal.open(data, context=context)  # before pickle: only our own bytes are loaded
+        payload = seal.open(data, context=context)  # ForgedState: not ours, or not for this key
         try:
-            version, monitor = pickle.loads(payload)
-        except Exception:
-            log.warning("discarding unreadable detector state (%d bytes)", len(data), exc_info=True)
+            body = plainstate.loads(decompress(payload, max_bytes=seal.max_bytes), _STATE_CLASSES)
+        except (ForgedState, plainstate.PlainStateError) as exc:
+            # Pickled state of versions before 2 lands here too: discarded once, never unpickled.
+            log.warning("discarding unreadable detector state for %s (%d bytes): %s", context, len(data), exc)
             return None
+        version = body.get("version") if isinstance(body, dict) else None
+        monitor = body.get("monitor") if isinstance(body, dict) else None
         if version != _STATE_VERSION or not isinstance(monitor, cls):
-            log.warning("discarding detector state of version %r (this worker uses %d)", version,
-                        _STATE_VERSION)
+            log.warning("discarding detector state of version %r for %s (this worker uses %d)", version,
+                        context, _STATE_VERSION)
             return None
         return monitor
+
+
+# What a stored SubjectMonitor may be made of (by name); plainstate refuses any other class.
+_STATE_CLASSES = {"SubjectMonitor": SubjectMonitor, "MonitorConfig": MonitorConfig,
+                  "SentimentShiftDetector": SentimentShiftDetector, "BernoulliCUSUM": BernoulliCUSUM,
+                  "MentionSurgeDetector": MentionSurgeDetector, "PoissonCUSUM": PoissonCUSUM,
+                  **ALERT_STATE_CLASSES}
 
 
 class StreamMonitor:

@@ -1,9 +1,10 @@
 """Authenticated state: what the worker writes into a table and may read back.
 
-Detector monitors and click models are Python objects (River models pickle and nothing else
-restores them), and a pickle runs code when it is loaded. Their changelog topics are Kafka
-topics like any other: whoever can write to one could make every worker that recovers it run
-their code. So every state value is sealed with HMAC-SHA256 under a key that never travels
+Detector monitors are plain JSON (:mod:`streams.core.plainstate`); click models are River
+models, which pickle and nothing else restores, and a pickle runs code when it is loaded.
+Their changelog topics are Kafka topics like any other: whoever can write to one could make
+every worker that recovers a model run their code, or feed its detectors made-up baselines.
+So every state value is sealed with HMAC-SHA256 under a key that never travels
 through Kafka (Settings.state_key / state_key_file), bound to the table and key it was written
 under, and checked (in constant time) before anything is decompressed or unpickled. A value
 that fails is :class:`~streams.errors.ForgedState`: the caller discards it and starts the key
