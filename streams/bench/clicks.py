@@ -15,13 +15,13 @@ from streams.bench.harness import Stack, Workers, wait_for_stable_group
 from streams.bench.peers import PEERS, bare_loop, output_rate, run_peer
 from streams.synthetic import click_record, recent_clicks
 
-__all__ = ["clicks"]
+__all__ = ["click_values", "clicks", "in_process_us"]
 
 _NAMES = {"bare": "bare aiokafka loop, dict state", "faust": "faust-streaming minimal per-record agent, "
           "changelogged table", "quix": "Quix Streams app, RocksDB state (librdkafka client)"}
 
 
-def _clicks(n: int) -> list[bytes]:
+def click_values(n: int) -> list[bytes]:
     events = recent_clicks(
         simulate_clicks(users=5000, items=2000, genres=10, sessions=max(50, n // 30), seed=0).events[:n])
     return [json.dumps(click_record(e)).encode() for e in events]
@@ -82,7 +82,7 @@ def _streamsense(stack: Stack, values: list[bytes], workers: int) -> tuple[float
 
 
 def clicks(stack: Stack, n: int) -> str:
-    values = _clicks(n)
+    values = click_values(n)
     engagements = sum(json.loads(v)["action"] != "impression" for v in values)
     alone = in_process_us(values)
     rates = _peers(stack, values, engagements)

@@ -10,7 +10,7 @@ import pytest
 
 from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
-from streams.bench.clicks import _clicks
+from streams.bench.clicks import click_values
 from streams.bench.peer_apps import step
 from streams.bench.peers import PEERS, bare_loop, output_rate, run_peer
 from streams.settings import Settings
@@ -31,7 +31,7 @@ def expected_outputs(values: list[bytes]) -> dict[str, list[str]]:
 
 
 def test_every_peer_answers_each_engagement_once_with_the_same_state(kafka: Settings, tmp_path):
-    values = _clicks(1500)
+    values = click_values(1500)
     want = expected_outputs(values)
     sinks = {name: f"it-peers.out.{name}" for name in ("bare", *PEERS)}
     asyncio.run(ensure_topics(kafka, ["it-peers.clicks", *sinks.values()], partitions=4))
