@@ -132,7 +132,10 @@ class SentimentShiftDetector(base.Base):
         if self._recovery.drift_detected:
             self.recovered = True
             self._state = "monitoring"
-            self._window = []
+            # Keep the outcomes since the estimated recovery point: what the recovery was seen
+            # in (the summary, and so the recovered alert, reports their share; the monitor's
+            # run lengths restart at the reset below, so no later change is attributed to them).
+            self._window = self._window[-self._recovery.change_run_length:]
             assert self._monitor is not None
             self._monitor.reset()
 

@@ -30,6 +30,10 @@ def test_stable_products_give_no_alert_and_a_shift_gives_exactly_one_then_recove
     assert int(opened.evidence[0]["id"][1:]) >= 400 and all(e["sentiment"] == "negative" for e in opened.evidence)
     assert opened.detector["guarantee"].startswith("ARL0 >= 10000")
     assert opened.statistic >= opened.threshold
+    # The recovery says what it saw: the share of the outcomes it was detected in, back near the
+    # baseline and well below the share at the alarm (it said NaN over 0 events before).
+    recovered = alerts[-1]
+    assert recovered.current["events"] > 0 and recovered.current["rate"] < 0.25 < opened.current["rate"]
     lo, hi = opened.current["interval"]
     assert opened.baseline["rate"] < lo <= opened.current["rate"] <= hi
     # Evidence is ordered by how negative the text was.
