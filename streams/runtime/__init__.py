@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from streams.runtime.worker import Worker
 
 __all__ = ["BatchRunner", "Runtime", "SourceRevoked", "SourceTransactionTopic", "Worker", "as_current_event",
            "install"]
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -84,8 +87,11 @@ def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metri
         # Before the first commit of a partition the group never committed: where it starts.
         tps = [tp for tp in assigned if tp.topic in inputs]
         if tps:
-            with contextlib.suppress(Exception):  # the stall check reads them again
+            try:
                 faust_patches.note_log_start(app.consumer, await app.consumer.earliest_offsets(*tps))
+            except Exception as exc:
+                log.warning("could not read the log start of the assigned partitions (%r); those never "
+                            "committed commit nothing until the stall check reads it", exc)
 
     watch = StallWatch(app, inputs=inputs, batches=runtime.batches, metrics=metrics,
                        exactly_once=exactly_once)
