@@ -32,7 +32,8 @@ from streams.testing import malformed_records, synthetic_events
 from streams.testing.stack import WorkerProcess
 from streams.topics import TopicNames
 
-__all__ = ["OUTCOMES", "Fleet", "Outcome", "Stream", "bad_positions", "reconcile"]
+__all__ = ["OUTCOMES", "Fleet", "Outcome", "Stream", "bad_positions", "input_positions", "lost_positions",
+           "reconcile"]
 
 
 @dataclass(frozen=True)
@@ -193,10 +194,21 @@ OUTCOMES: list[Outcome] = []  # rows for the terminal summary (tests/chaos/conft
 def bad_positions(settings: Settings, names: TopicNames, stream: Stream) -> set[tuple[str, int, int]]:
     """Where each malformed record of ``stream`` landed: (topic, partition, offset), read back
     from the input topics by this checker's own consumer."""
-    async def read() -> set[tuple[str, int, int]]:
+    return input_positions(settings, names, stream)[0]
+
+
+_ID_FIELDS = ("review_id", "article_id", "event_id")
+
+
+def input_positions(settings: Settings, names: TopicNames, stream: Stream
+                    ) -> tuple[set[tuple[str, int, int]], dict[str, tuple[str, int, int]]]:
+    """Where ``stream``'s records landed, read back from the input topics by this checker's own
+    consumer: the malformed ones' positions, and each good record's by its id."""
+    async def read() -> tuple[set[tuple[str, int, int]], dict[str, tuple[str, int, int]]]:
         consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None, enable_auto_commit=False)
         await consumer.start()
-        found: set[tuple[str, int, int]] = set()
+        bad: set[tuple[str, int, int]] = set()
+        good: dict[str, tuple[str, int, int]] = {}
         try:
             partitions = [TopicPartition(topic, p) for topic in (names.reviews, names.news, names.clicks)
                           for p in range(settings.topic_partitions)]
@@ -208,13 +220,56 @@ def bad_positions(settings: Settings, names: TopicNames, stream: Stream) -> set[
             while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
                 assert time.monotonic() < deadline, "could not read the input topics to their end"
                 batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
-                found.update((r.topic, r.partition, r.offset) for records in batch.values() for r in records
-                             if r.value in stream.bad_lines)
-            return found
+                for r in (r for records in batch.values() for r in records):
+                    if r.value in stream.bad_lines:
+                        bad.add((r.topic, r.partition, r.offset))
+                    elif (key := _record_id(r.value)) is not None:
+                        good[key] = (r.topic, r.partition, r.offset)
+            return bad, good
         finally:
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def _record_id(value: bytes) -> str | None:
+    try:
+        body = json.loads(value)
+    except ValueError:
+        return None
+    return next((str(body[f]) for f in _ID_FIELDS if isinstance(body, dict) and f in body), None)
+
+
+def lost_positions(stream: Stream, seen: Seen, where: dict[str, tuple[str, int, int]]) -> str:
+    """The lost records by input partition, as offset ranges: where a commit ran past them.
+
+    >>> s = Stream.build("x", reviews=3, news=0, bad=0, seed=1)
+    >>> ids = sorted(s.review_ids)
+    >>> lost_positions(s, Seen(), {ids[0]: ("r", 0, 4), ids[1]: ("r", 0, 5), ids[2]: ("r", 1, 9)})
+    'lost records by input partition (offsets): r[0]: 4-5; r[1]: 9'
+    """
+    expected = ((stream.review_ids, seen.reviews), (stream.article_ids, seen.news),
+                (stream.engagement_ids, seen.recommendations))
+    lost = [i for ids, counts in expected for i in ids - counts.keys()]
+    if not lost:
+        return ""
+    by_partition: dict[tuple[str, int], list[int]] = {}
+    for i in lost:
+        topic, partition, offset = where.get(i, ("(not found in the inputs)", -1, -1))
+        by_partition.setdefault((topic, partition), []).append(offset)
+    parts = []
+    for (topic, partition), offsets in sorted(by_partition.items()):
+        ranges, offsets = [], sorted(offsets)
+        start = prev = offsets[0]
+        for offset in [*offsets[1:], None]:
+            if offset is not None and offset == prev + 1:
+                prev = offset
+                continue
+            ranges.append(f"{start}-{prev}" if prev > start else str(start))
+            if offset is not None:
+                start = prev = offset
+        parts.append(f"{topic}[{partition}]: {', '.join(ranges)}")
+    return "lost records by input partition (offsets): " + "; ".join(parts)
 
 
 def reconcile(scenario: str, guarantee: str, stream: Stream, seen: Seen, *, faults: str,

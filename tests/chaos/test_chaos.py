@@ -27,7 +27,7 @@ from streams.settings import Settings
 from streams.testing.stack import TcpProxy
 from streams.topics import TopicNames
 
-from .harness import Fleet, Stream, bad_positions, read_outputs, reconcile
+from .harness import Fleet, Stream, bad_positions, input_positions, lost_positions, read_outputs, reconcile
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -88,8 +88,9 @@ def test_two_workers_sigkilled_every_few_seconds(kafka: Settings, triton: Settin
         seen = read_outputs(settings, names, until=lambda s: s.complete(stream), timeout_s=420, idle_s=10)
     finally:
         fleet.stop()
+    bad_at, where = input_positions(settings, names, stream)
     outcome = reconcile("2 workers, SIGKILL every ~5 s", guarantee, stream, seen,
-                        faults=fleet.faults(), started=started, bad_at=bad_positions(settings, names, stream))
+                        faults=fleet.faults(), started=started, bad_at=bad_at)
     assert fleet.kills >= 2
     # A crash of its own is restarted like a kill, but must stay rare (not a crash loop), and
     # every worker stops when told (under exactly-once, Faust's own stop used to hang).
@@ -97,7 +98,7 @@ def test_two_workers_sigkilled_every_few_seconds(kafka: Settings, triton: Settin
     assert not fleet.hung, fleet.tails()
     second_opinion = seen.kcat_duplicates(settings, names) if outcome.duplicated else ""
     _check(outcome, guarantee, kills=fleet.kills,
-           logs=f"{seen.duplicates()}\n{second_opinion}\n{fleet.tails()}")
+           logs=f"{lost_positions(stream, seen, where)}\n{seen.duplicates()}\n{second_opinion}\n{fleet.tails()}")
 
 
 def test_triton_killed_and_restarted(kafka: Settings, stack_environment: dict[str, str], tmp_path: Path):
