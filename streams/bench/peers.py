@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +21,7 @@ from streams.adapters.kafka_admin import end_offsets
 from streams.adapters.kafka_io import read_topic
 from streams.bench.harness import REPO
 from streams.bench.peer_apps import step
+from streams.local.process import Service
 from streams.settings import Settings
 
 __all__ = ["PEERS", "bare_loop", "output_rate", "run_peer"]
@@ -63,37 +61,23 @@ def run_peer(name: str, settings: Settings, source: str, sink: str, expected: in
     """Start the peer ``name`` as a process and stop it once ``sink`` holds ``expected`` records."""
     state = home / f"peer-{name}-{time.time_ns()}"
     state.mkdir(parents=True)
-    env = {**os.environ, "PEER_BROKER": ",".join(settings.kafka_bootstrap_servers), "PEER_SOURCE": source,
+    env = {"PEER_BROKER": ",".join(settings.kafka_bootstrap_servers), "PEER_SOURCE": source,
            "PEER_SINK": sink, "PEER_GROUP": f"peer-{name}-{time.time_ns()}", "PEER_STATE_DIR": str(state)}
-    log = (home / f"{state.name}.log").open("wb")
     command = [sys.executable, "-c", "import sys; from streams.bench.peer_apps import run; run(sys.argv[1])",
                name]
-    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    # No port to ask: a peer is up once started, and shows it works by what it writes.
+    peer = Service(name=f"peer-{name}", argv=command, run_dir=state, health=lambda: True, env=env, cwd=REPO)
+    peer.start(timeout_s=30)
     try:
         deadline = time.monotonic() + timeout_s
         while asyncio.run(end_offsets(settings, [sink]))[sink] < expected:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the {name} peer exited ({proc.returncode}); see {log.name}")
+            if peer.pid() is None:
+                raise RuntimeError(f"the {name} peer exited; see {peer.log_file}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the {name} peer did not write {expected} records in {timeout_s:.0f} s")
             time.sleep(1)
     finally:
-        _stop(proc)
-        log.close()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        peer.stop()
 
 
 async def output_rate(settings: Settings, topic: str, expected: int) -> float:
