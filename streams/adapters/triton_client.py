@@ -8,7 +8,7 @@ Kafka (backpressure) instead of buffering without bound.
 A batch the server *rejects* while it is up and the model ready (the model failed on these
 texts) is different: retrying it forever would block its partition behind one poison text. After
 ``max_rejections`` such answers in a row :class:`InferenceRejected` is raised, and the agent
-narrows the batch down to the culprit and dead-letters it (``streams.app.process_text_events``).
+narrows the batch down to the culprit and dead-letters it (``streams.agents.text.TextProcessor``).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from streams.core.text import Analysis, RawRecord, decode_batch, enrich
 from streams.records import encode
 from streams.runtime import SourceRevoked, as_current_event
 
-__all__ = ["ATTEMPTS", "TextProcessor", "process_text_events"]
+__all__ = ["ATTEMPTS", "TextProcessor"]
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3  # tries of a failing batch before its records are tried one by one
@@ -52,93 +52,89 @@ class TextProcessor:
         self.rules = rules
 
     async def process(self, events: Sequence) -> None:
-        await process_text_events(self.base, events, inferencer=self.inferencer, output=self.output,
-                                  deadletter=self.deadletter, metrics=self.metrics, detectors=self.detectors,
-                                  rules=self.rules)
-
-
-async def process_text_events(base: str, events: Sequence, *, inferencer: Inferencer, output: OutputTopic,
-                              deadletter: OutputTopic, metrics: Metrics, detectors: Detectors | None = None,
-                              rules: InputRules = InputRules()) -> None:
-    """One batch of ``reviews`` or ``news`` events: decode, analyse, send. Never raises."""
-    raws = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
-                      e.message.value, record_time_ms(e.message.timestamp)) for e in events]
-    metrics.events_in.labels(topic=base).inc(len(raws))
-    metrics.batch_size.labels(topic=base).observe(len(raws))
-    kwargs = {"inferencer": inferencer, "output": output, "deadletter": deadletter, "metrics": metrics,
-              "detectors": detectors, "rules": rules}
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            await _process(base, raws, events=events, **kwargs)
-            return
-        except SourceRevoked:
-            raise
-        except asyncio.CancelledError:
-            if cancelling():
+        """One batch of ``reviews`` or ``news`` events: decode, analyse, send. Never raises."""
+        base, metrics = self.base, self.metrics
+        raws = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
+                          e.message.value, record_time_ms(e.message.timestamp)) for e in events]
+        metrics.events_in.labels(topic=base).inc(len(raws))
+        metrics.batch_size.labels(topic=base).observe(len(raws))
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                await self._process(raws, events)
+                return
+            except SourceRevoked:
                 raise
-            metrics.errors.labels(kind="batch_failed").inc()
-            log.warning("a %s batch was cancelled from inside (attempt %d/%d)", base, attempt, ATTEMPTS,
-                        exc_info=True)
-        except Exception:
-            # The batch must not crash the agent: Faust would ack it anyway (data loss).
-            metrics.errors.labels(kind="batch_failed").inc()
-            log.exception("processing a %s batch failed (attempt %d/%d)", base, attempt, ATTEMPTS)
-    # The batch keeps failing: process records one at a time so only the culprits are dead-lettered.
-    for raw, event in zip(raws, events, strict=True):
-        try:
-            await _process(base, [raw], events=[event], **kwargs)
-        except (asyncio.CancelledError, SourceRevoked):
-            raise
-        except Exception as exc:
-            with as_current_event(event):
-                await send_dead_letter(deadletter, event.message, f"processing failed: {exc!r}"[:1000],
-                                       now=datetime.now(UTC))
-            metrics.deadlettered.labels(source_topic=base).inc()
-
-
-async def _process(base: str, raws: list[RawRecord], *, inferencer: Inferencer, output: OutputTopic,
-                   deadletter: OutputTopic,
-                   metrics: Metrics, detectors: Detectors | None, events: Sequence,
-                   rules: InputRules) -> None:
-    now = datetime.now(UTC)
-    batch = decode_batch(base, raws, now=now, window=rules.window, max_bytes=rules.max_input_bytes)
-    texts = [item.model_text for item in batch.items if item.model_text]
-    results = iter(await inferencer.analyse(texts))
-    analyses: list[Analysis | None] = [next(results) if item.model_text else None for item in batch.items]
-    now = datetime.now(UTC)
-    event_of = {(e.message.partition, e.message.offset): e for e in events}
-    observed, sent = [], 0
-    for item, enriched, analysis in zip(batch.items, enrich(batch.items, analyses, now=now), analyses,
-                                        strict=True):
-        event = event_of[item.raw.partition, item.raw.offset]
-        value = encode(enriched)
-        with as_current_event(event):  # exactly-once: into the transaction of its input partition
-            if len(value) > rules.max_output_bytes:
-                await send_dead_letter(deadletter, event.message, (
-                    f"the enriched record would be {len(value)} bytes, over the output limit of "
-                    f"{rules.max_output_bytes} bytes (Kafka's producer limit)"), now=now)
+            except asyncio.CancelledError:
+                if cancelling():
+                    raise
+                metrics.errors.labels(kind="batch_failed").inc()
+                log.warning("a %s batch was cancelled from inside (attempt %d/%d)", base, attempt, ATTEMPTS,
+                            exc_info=True)
+            except Exception:
+                # The batch must not crash the agent: Faust would ack it anyway (data loss).
+                metrics.errors.labels(kind="batch_failed").inc()
+                log.exception("processing a %s batch failed (attempt %d/%d)", base, attempt, ATTEMPTS)
+        # The batch keeps failing: process records one at a time so only the culprits are dead-lettered.
+        for raw, event in zip(raws, events, strict=True):
+            try:
+                await self._process([raw], [event])
+            except (asyncio.CancelledError, SourceRevoked):
+                raise
+            except Exception as exc:
+                reason = f"processing failed: {exc!r}"[:1000]
+                with as_current_event(event):
+                    await send_dead_letter(self.deadletter, event.message, reason, now=datetime.now(UTC))
                 metrics.deadlettered.labels(source_topic=base).inc()
-                continue
-            await output.send(key=item.raw.key, value=value)
-        sent += 1
+
+    async def _process(self, raws: list[RawRecord], events: Sequence) -> None:
+        base, metrics, rules = self.base, self.metrics, self.rules
+        now = datetime.now(UTC)
+        batch = decode_batch(base, raws, now=now, window=rules.window, max_bytes=rules.max_input_bytes)
+        texts = [item.model_text for item in batch.items if item.model_text]
+        results = iter(await self.inferencer.analyse(texts))
+        analyses: list[Analysis | None] = [next(results) if item.model_text else None for item in batch.items]
+        now = datetime.now(UTC)
+        event_of = {(e.message.partition, e.message.offset): e for e in events}
+        observed, sent = [], 0
+        for item, enriched, analysis in zip(batch.items, enrich(batch.items, analyses, now=now), analyses,
+                                            strict=True):
+            event = event_of[item.raw.partition, item.raw.offset]
+            value = encode(enriched)
+            with as_current_event(event):  # exactly-once: into the transaction of its input partition
+                if len(value) > rules.max_output_bytes:
+                    await send_dead_letter(self.deadletter, event.message, (
+                        f"the enriched record would be {len(value)} bytes, over the output limit of "
+                        f"{rules.max_output_bytes} bytes (Kafka's producer limit)"), now=now)
+                    metrics.deadlettered.labels(source_topic=base).inc()
+                    continue
+                await self.output.send(key=item.raw.key, value=value)
+            sent += 1
+            self._count(item, enriched, now)
+            observed.append(EnrichedText(event, enriched, item.event_time or now, item.model_text,
+                                         analysis.unknown_token_share if analysis else None))
+        metrics.events_out.labels(topic=f"{base}.enriched").inc(sent)
+        await self._detect(observed)
+        for record in batch.dead:
+            with as_current_event(event_of[record.partition, record.offset]):
+                await self.deadletter.send(key=None, value=encode(record))
+        metrics.deadlettered.labels(source_topic=base).inc(len(batch.dead))
+
+    def _count(self, item, enriched, now: datetime) -> None:
+        base, metrics = self.base, self.metrics
         for flag in item.time_flags:
             metrics.event_time_replaced.labels(topic=base, flag=flag).inc()
         metrics.sentiment.labels(topic=base, label=enriched.sentiment.label).inc()
         event_time = item.event_time or now
         metrics.end_to_end_seconds.labels(topic=base).observe(max(0.0, (now - event_time).total_seconds()))
-        observed.append(EnrichedText(event, enriched, event_time, item.model_text,
-                                     analysis.unknown_token_share if analysis else None))
-    metrics.events_out.labels(topic=f"{base}.enriched").inc(sent)
-    if detectors is not None and observed:
+
+    async def _detect(self, observed: list[EnrichedText]) -> None:
+        if self.detectors is None or not observed:
+            return
         try:
-            await detectors.on_enriched(base, observed)
+            await self.detectors.on_enriched(self.base, observed)
         except (asyncio.CancelledError, SourceRevoked):
             raise
         except Exception:
             # Detection is downstream of enrichment: its failure must not dead-letter good records.
-            metrics.errors.labels(kind="detector_failed").inc()
-            log.exception("detectors failed on a %s batch; enriched records were sent", base)
-    for record in batch.dead:
-        with as_current_event(event_of[record.partition, record.offset]):
-            await deadletter.send(key=None, value=encode(record))
-    metrics.deadlettered.labels(source_topic=base).inc(len(batch.dead))
+            self.metrics.errors.labels(kind="detector_failed").inc()
+            log.exception("detectors failed on a %s batch; enriched records were sent", self.base)

@@ -21,7 +21,7 @@ from models.sequential import MentionSurgeDetector
 from streams.adapters.metrics import Metrics
 from streams.adapters.state_key import load_or_create_key
 from streams.agents.detectors import KeyedMonitors
-from streams.agents.text import process_text_events
+from streams.agents.text import TextProcessor
 from streams.core.eventtime import EventTimeWindow
 from streams.core.monitoring import MonitorConfig, Observation
 from streams.core.rules import InputRules
@@ -106,8 +106,9 @@ def test_hostile_reviews_are_enriched_with_their_time_corrected_or_dead_lettered
         {"review_id": "ok", "product_id": "p1", "text": "fine", "ts": (NOW - timedelta(minutes=5)).isoformat()},
     ]
     output, deadletter, metrics = FakeTopic(), FakeTopic(), Metrics()
-    asyncio.run(process_text_events("reviews", _events(values), inferencer=_Inferencer(), output=output,
-                                    deadletter=deadletter, metrics=metrics, rules=InputRules(window=WINDOW)))
+    processor = TextProcessor("reviews", inferencer=_Inferencer(), output=output, deadletter=deadletter,
+                              metrics=metrics, rules=InputRules(window=WINDOW))
+    asyncio.run(processor.process(_events(values)))
     by_id = {r["review_id"]: r for r in output.values()}
     assert set(by_id) == {"future", "ancient", "ok"}
     # The replaced time is the Kafka record time; the original is kept; the flag says why.
@@ -126,9 +127,9 @@ def test_hostile_reviews_are_enriched_with_their_time_corrected_or_dead_lettered
 def test_an_enriched_record_over_the_output_limit_is_dead_lettered_not_sent():
     output, deadletter = FakeTopic(), FakeTopic()
     big = {"review_id": "big", "product_id": "p1", "text": "fine", "extra": "y" * 5000}
-    asyncio.run(process_text_events("reviews", _events([big]), inferencer=_Inferencer(), output=output,
-                                    deadletter=deadletter, metrics=Metrics(),
-                                    rules=InputRules(max_output_bytes=4000)))
+    processor = TextProcessor("reviews", inferencer=_Inferencer(), output=output, deadletter=deadletter,
+                              metrics=Metrics(), rules=InputRules(max_output_bytes=4000))
+    asyncio.run(processor.process(_events([big])))
     assert output.values() == []
     [dead] = deadletter.values()
     assert "over the output limit of 4000 bytes" in dead["error"]

@@ -1,12 +1,12 @@
 """A record that makes processing fail every time is dead-lettered with the error after bounded
-attempts; the rest of its batch is processed (``streams.app.process_text_events``), on fakes."""
+attempts; the rest of its batch is processed (``streams.agents.text.TextProcessor``), on fakes."""
 
 import asyncio
 import json
 
 from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import InferenceRejected
-from streams.agents.text import process_text_events
+from streams.agents.text import TextProcessor
 from streams.core.text import Analysis
 from streams.testing import FakeTopic, fake_events
 
@@ -36,8 +36,9 @@ def _events(texts):
 def test_a_poison_text_is_dead_lettered_and_the_rest_of_the_batch_enriched():
     texts = ["great phone", "battery died", "POISON text the model fails on", "works fine"]
     output, deadletter, inferencer = FakeTopic(), FakeTopic(), _Inferencer()
-    asyncio.run(process_text_events("reviews", _events(texts), inferencer=inferencer, output=output,
-                                    deadletter=deadletter, metrics=Metrics()))
+    processor = TextProcessor("reviews", inferencer=inferencer, output=output, deadletter=deadletter,
+                              metrics=Metrics())
+    asyncio.run(processor.process(_events(texts)))
     assert sorted(r["review_id"] for r in output.values()) == ["r0", "r1", "r3"]
     [dead] = deadletter.values()
     assert dead["offset"] == 2 and dead["source_topic"] == "reviews"
