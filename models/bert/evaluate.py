@@ -1,8 +1,10 @@
 """Accuracy of the served model on held-out data, next to the baselines.
 
 The model is evaluated as Triton serves it: the exported ONNX graph run by onnxruntime with
-``pipeline.py``'s pre- and post-processing. Sentiment: held-out tweets (split by tweet id) and
-drugs.com reviews (out of domain), against VADER. Entities: entity-level F1 (exact span and
+``pipeline.py``'s pre- and post-processing. Sentiment: held-out tweets (split by tweet id), held-out
+customer tweets (split by text), drugs.com reviews (out of domain) and the hand-written product
+reviews in ``tests/fixtures/product_reviews.tsv`` (never trained on), each against VADER, with
+how often positives and negatives are called neutral. Entities: entity-level F1 (exact span and
 type) against the spaCy teacher on held-out prose (Wikipedia and news articles neither training
 stage saw), on held-out tweets and on generated sentences from held-out templates and names
 (also scored against their construction), and against the hand-labelled gold set in
@@ -24,9 +26,11 @@ from models.bert.corpus import Span, generated_sentences
 from models.bert.export import export_onnx
 from models.bert.pipeline import SENTIMENT_LABELS, decode_entities, encode
 
-__all__ = ["OnnxAnalyzer", "entity_f1", "evaluate", "parse_gold", "sentiment_scores"]
+__all__ = ["OnnxAnalyzer", "entity_f1", "evaluate", "parse_gold", "product_reviews", "sentiment_scores",
+           "sentiment_sets"]
 
 GOLD = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "ner_gold.txt"
+REVIEWS = GOLD.with_name("product_reviews.tsv")
 
 
 class OnnxAnalyzer:
@@ -47,9 +51,8 @@ class OnnxAnalyzer:
         for start in range(0, len(order), batch):
             idx = order[start:start + batch]
             enc = encode(self.tokenizer, [texts[i] for i in idx], max_length=self.max_tokens)
-            sent, tags = self.session.run(None, {"input_ids": enc.input_ids,
-                                                 "attention_mask": enc.attention_mask,
-                                                 "casing": enc.casing})
+            sent, tags = self.session.run(["sentiment_probs", "tag_probs"], {
+                "input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "casing": enc.casing})
             for k, i in enumerate(idx):
                 probs[i] = sent[k]
                 entities[i] = decode_entities(texts[i], tags[k], enc.offsets[k])
@@ -57,14 +60,15 @@ class OnnxAnalyzer:
 
 
 def sentiment_scores(gold: list[str], probs: np.ndarray, groups: list[str] | None = None) -> dict[str, float]:
-    """3-class accuracy and macro-F1, and accuracy on polar texts (negative vs positive).
+    """3-class accuracy and macro-F1, accuracy on polar texts (negative vs positive), and the
+    share of positives and of negatives called neutral.
 
     ``polar_se`` is the standard error of the polar accuracy by a bootstrap over ``groups``
     (augmented copies of one tweet are correlated: resampling single texts would understate it).
 
     >>> r = sentiment_scores(["positive", "negative", "neutral"], np.eye(3)[[2, 2, 1]], ["a", "b", "c"])
-    >>> r["accuracy"], r["polar_accuracy"], r["polar_se"] > 0
-    (0.6666666666666666, 0.5, True)
+    >>> r["accuracy"], r["polar_accuracy"], r["polar_se"] > 0, r["positive_as_neutral"]
+    (0.6666666666666666, 0.5, True, 0.0)
     """
     pred = [SENTIMENT_LABELS[i] for i in probs.argmax(1)]
     f1s = []
@@ -78,8 +82,11 @@ def sentiment_scores(gold: list[str], probs: np.ndarray, groups: list[str] | Non
              for g, p in zip(gold, probs, strict=True) if g != "neutral"]
     hits = np.array([g == p for g, p in polar])
     polar_groups = [k for k, g in zip(groups or range(len(gold)), gold, strict=True) if g != "neutral"]
+    pairs = list(zip(gold, pred, strict=True))
+    as_neutral = {f"{label}_as_neutral": float(np.mean([p == "neutral" for g, p in pairs if g == label]
+                                                       or [0.0])) for label in ("positive", "negative")}
     return {"n": len(gold), "accuracy": float(np.mean([g == p for g, p in zip(gold, pred, strict=True)])),
-            "macro_f1": float(np.mean(f1s)),
+            "macro_f1": float(np.mean(f1s)), **as_neutral,
             "polar_n": len(polar), "polar_accuracy": float(hits.mean()),
             "polar_se": _group_bootstrap_se(hits, polar_groups)}
 
@@ -122,6 +129,18 @@ def parse_gold(path: Path = GOLD) -> list[tuple[str, tuple[Span, ...]]]:
     return out
 
 
+def product_reviews(path: Path = REVIEWS) -> list[data.LabelledText]:
+    """The hand-written product reviews: ``label<TAB>text`` lines, ``#`` comments."""
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip() and not line.startswith("#"):
+            label, text = line.split("\t", 1)
+            if label not in data.LABELS:
+                raise ValueError(f"{path}:{n}: label {label!r} is not one of {data.LABELS}")
+            out.append(data.LabelledText(group=f"review-{n}", text=text.strip(), label=label))
+    return out
+
+
 def _vader(texts: list[str]) -> np.ndarray:
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
@@ -137,19 +156,32 @@ def _vader(texts: list[str]) -> np.ndarray:
     return out
 
 
+def sentiment_sets(config: train.TrainConfig, *, tweets_limit: int = 4000
+                   ) -> dict[str, list[data.LabelledText]]:
+    """Every sentiment set ``make eval`` reports, by name: the held-out parts of both training
+    corpora (tweets sampled down to ``tweets_limit``), and two sets never trained on."""
+    rng = np.random.default_rng(config.seed)
+    out = {}
+    corpora = {"tweets_heldout": data.tweets(), "customer_tweets_heldout": data.customer_tweets()}
+    for name, corpus in corpora.items():
+        _, heldout = train.split_corpus(corpus, heldout_fraction=config.heldout_fraction, seed=config.seed)
+        out[name] = [heldout[i] for i in rng.permutation(len(heldout))[:tweets_limit]]
+    out["product_reviews"] = product_reviews()
+    out["drug_reviews"] = data.drug_reviews()
+    return out
+
+
 def evaluate(config: train.TrainConfig = train.TrainConfig(), *, tweets_limit: int = 4000) -> dict:
     folder = train.ensure_trained(config)
     analyzer = OnnxAnalyzer(folder)
-    _, heldout = train.split_corpus(data.tweets(), heldout_fraction=config.heldout_fraction,
-                                    seed=config.seed)
-    rng = np.random.default_rng(config.seed)
-    heldout = [heldout[i] for i in rng.permutation(len(heldout))[:tweets_limit]]
-    drugs = data.drug_reviews()
-    tweet_texts, drug_texts = [t.text for t in heldout], [t.text for t in drugs]
-    tweet_gold, tweet_groups = [t.label for t in heldout], [t.group for t in heldout]
-    drug_gold = [t.label for t in drugs]
-    tweet_probs, tweet_ents = analyzer(tweet_texts)
-    drug_probs, _ = analyzer(drug_texts)
+    sentiment, texts_of = {}, {}
+    for name, items in sentiment_sets(config, tweets_limit=tweets_limit).items():
+        texts, gold, groups = [t.text for t in items], [t.label for t in items], [t.group for t in items]
+        probs, ents = analyzer(texts)
+        texts_of[name] = (texts, ents)
+        sentiment[name] = sentiment_scores(gold, probs, groups)
+        sentiment[f"vader_{name}"] = sentiment_scores(gold, _vader(texts), groups)
+    tweet_texts, tweet_ents = texts_of["tweets_heldout"]
     prose_texts = [p.text for p in train.heldout_prose(config)]
     _, prose_ents = analyzer(prose_texts)
     # Templates and names the tagger never saw (corpus.py holds every fifth one out).
@@ -161,12 +193,7 @@ def evaluate(config: train.TrainConfig = train.TrainConfig(), *, tweets_limit: i
                     for spans in train.teacher_spans([t for t, _ in gold])]
     results = {
         "model": folder.name,
-        "sentiment": {
-            "tweets_heldout": sentiment_scores(tweet_gold, tweet_probs, tweet_groups),
-            "drug_reviews": sentiment_scores(drug_gold, drug_probs),
-            "vader_tweets_heldout": sentiment_scores(tweet_gold, _vader(tweet_texts), tweet_groups),
-            "vader_drug_reviews": sentiment_scores(drug_gold, _vader(drug_texts)),
-        },
+        "sentiment": sentiment,
         "entities": {
             "vs_teacher_prose_heldout": entity_f1(train.teacher_spans(prose_texts), prose_ents),
             "vs_teacher_tweets_heldout": entity_f1(train.teacher_spans(tweet_texts), tweet_ents),
@@ -188,10 +215,11 @@ def main() -> None:
     results = evaluate()
     console = Console()
     table = Table("sentiment set", "n", "accuracy", "macro-F1", "polar n", "polar accuracy (SE)",
-                  title=f"sentiment ({results['model']})")
+                  "positive -> neutral", "negative -> neutral", title=f"sentiment ({results['model']})")
     for name, r in results["sentiment"].items():
         table.add_row(name, str(r["n"]), f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}",
-                      str(r["polar_n"]), f"{r['polar_accuracy']:.3f} ({r['polar_se']:.3f})")
+                      str(r["polar_n"]), f"{r['polar_accuracy']:.3f} ({r['polar_se']:.3f})",
+                      f"{r['positive_as_neutral']:.3f}", f"{r['negative_as_neutral']:.3f}")
     console.print(table)
     table = Table("entity set", "gold entities", "precision", "recall", "F1", title="entities")
     for name, r in results["entities"].items():

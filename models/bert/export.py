@@ -139,7 +139,7 @@ def main() -> None:
     if not (train.model_dir() / "complete.json").exists():
         # Said before anything else happens: a first setup otherwise sits here silently at first.
         print(f"training the text models: {train.model_dir()} is missing (first setup, or the training "
-              "code or data changed). About 25 minutes on 2 CPU cores, once; progress follows.",
+              "code or data changed). About 32 minutes on 2 CPU cores, once; progress follows.",
               file=sys.stderr, flush=True)
     folder = train.ensure_trained(log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(install(folder, repository))

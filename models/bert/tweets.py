@@ -15,19 +15,22 @@ from models.bert import data
 
 __all__ = ["EntityTweet", "entity_tweets"]
 
-_LABELS = {"Positive": "positive", "Negative": "negative", "Neutral": "neutral", "Irrelevant": "neutral"}
+# "Irrelevant" rows (off-topic for their entity) are left out, as in training (models.bert.data):
+# they are not neutral, and the model was not taught to call them so.
+_LABELS = {"Positive": "positive", "Negative": "negative", "Neutral": "neutral"}
 
 
 @dataclass(frozen=True, slots=True)
 class EntityTweet:
     tweet_id: str  # rows sharing an id are augmented near-duplicates of one tweet
     entity: str  # the dataset's topic column: the brand or game the tweet is about
-    label: str  # negative / neutral / positive (``Irrelevant`` counts as neutral)
+    label: str  # negative / neutral / positive
     text: str
 
 
 def entity_tweets() -> list[EntityTweet]:
-    """Every labelled row of ``twitter_training.csv`` (74,682 rows, 32 entities), in file order."""
+    """Every row of ``twitter_training.csv`` labelled positive, neutral or negative (32 entities),
+    in file order."""
     path = data._extract("tweets", "sentiment_model/datasets/twitter_training.csv")
     with path.open(encoding="utf-8", errors="replace", newline="") as fh:
         return [EntityTweet(row[0], row[1], _LABELS[row[2]], row[3].strip())
