@@ -5,8 +5,8 @@
   negative), so its sentiment is stationary, except the sour product: from 60% of its reviews on,
   70% of its texts are negative ones.
 * **news**: tweets that name one of six companies, as headlines from four sources with a fixed
-  label mix. The planted change: from 60% of its articles on, one source (``techdaily``) writes
-  mostly negative pieces naming one company (Nvidia): that source turns negative, and the
+  label mix. The planted change: from 60% of its articles on, 80% of one source's (``techdaily``)
+  are negative pieces naming one company (Nvidia): that source turns negative, and the
   company's entity gets both more mentions and a more negative tone.
 * **clicks**: shoppers from ``models.online.simulate``; from 60% of the clicks on, they click a
   fifth as often as before (``shift="fewer_clicks"``: a broken page, a redesign).
@@ -46,7 +46,7 @@ CHANGE_AT = 0.6  # share of a sequence before its planted change
 _STABLE_MIX = {"negative": 0.15, "neutral": 0.30, "positive": 0.55}
 _SOUR_MIX = {"negative": 0.70, "neutral": 0.15, "positive": 0.15}
 _NEWS_MIX = {"negative": 0.25, "neutral": 0.45, "positive": 0.30}
-_SOUR_SOURCE_SHARE = 0.6  # of the source's articles after its change: negative, naming the company
+_SOUR_SOURCE_SHARE = 0.8  # of the source's articles after its change: negative, naming the company
 _RATINGS = {"negative": (1, 2), "neutral": (3,), "positive": (4, 5)}
 MIX = {"clicks": 0.7, "reviews": 0.2, "news": 0.1}  # share of the stream per topic
 

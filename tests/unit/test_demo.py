@@ -63,7 +63,7 @@ def test_the_source_turns_negative_about_the_company(stream):
         articles = [a["title"] for a in stream.news if a["source"] == source]
         after = articles[change.index:]
         about = sum(t.startswith(SOUR_COMPANY + " negative") for t in after) / len(after)
-        expected = 0.6 + 0.4 / len(COMPANIES) * 0.25 if source == SOUR_SOURCE else 0.25 / len(COMPANIES)
+        expected = 0.8 + 0.2 / len(COMPANIES) * 0.25 if source == SOUR_SOURCE else 0.25 / len(COMPANIES)
         assert about == pytest.approx(expected, abs=0.06), source
         before = articles[:change.index]
         assert _negative_share(before) == pytest.approx(0.25, abs=0.05), source
