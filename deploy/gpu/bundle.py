@@ -88,7 +88,7 @@ def _reference(folder: Path, texts: dict[str, list[str]]) -> dict[str, dict[str,
         sentiment, tags = [], []
         for start in range(0, REFERENCE_TEXTS, 32):
             enc = encode(tokenizer, items[start:start + 32], max_length=256)
-            probs, tag_probs = session.run(None, {"input_ids": enc.input_ids,
+            probs, tag_probs, *_ = session.run(None, {"input_ids": enc.input_ids,
                                                   "attention_mask": enc.attention_mask, "casing": enc.casing})
             sentiment += probs.argmax(-1).tolist()
             tags += [row[mask == 1].tolist() for row, mask in zip(tag_probs.argmax(-1), enc.attention_mask,

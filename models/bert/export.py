@@ -26,9 +26,10 @@ import numpy as np
 from models.bert import train
 from models.bert.pipeline import encode
 
-__all__ = ["MODEL_NAME", "export_onnx", "export_onnx_fp16", "install", "main"]
+__all__ = ["MODEL_NAME", "OUTPUTS", "export_onnx", "export_onnx_fp16", "install", "main"]
 
 MODEL_NAME = "text_analysis"
+OUTPUTS = ("sentiment_probs", "tag_probs", "embedding")
 _CHECK_TEXTS = ["Apple is opening a new store in Berlin, said Tim Cook.", "Terrible. Broke in a day.",
                 "ok", "Grüße aus Köln! Das Essen war ausgezeichnet."]
 
@@ -39,18 +40,25 @@ def export_onnx(folder: Path) -> Path:
     from tokenizers import Tokenizer
 
     target = folder / "model.onnx"
-    if target.exists():
+    if target.exists() and _outputs(target) == list(OUTPUTS):
         return target
     model = train.load(folder)
 
     class WithProbabilities(torch.nn.Module):
+        """TextAnalyzer's forward, plus the L2-normalised mean-pooled embedding it computes on
+        the way (what the sentiment head reads; the worker's adapter learns from it)."""
+
         def __init__(self) -> None:
             super().__init__()
             self.inner = model
 
         def forward(self, input_ids, attention_mask, casing):
-            sentiment, tags = self.inner(input_ids, attention_mask, casing)
-            return sentiment.softmax(-1), tags.softmax(-1)
+            hidden = self.inner.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            sentiment, tags = self.inner.sentiment(pooled), self.inner.tagger(hidden, casing, mask)
+            embedding = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+            return sentiment.softmax(-1), tags.softmax(-1), embedding
 
     wrapped = WithProbabilities().eval()
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -59,10 +67,10 @@ def export_onnx(folder: Path) -> Path:
     tmp = folder / "model.onnx.tmp"
     torch.onnx.export(
         wrapped, inputs, str(tmp), input_names=["input_ids", "attention_mask", "casing"],
-        output_names=["sentiment_probs", "tag_probs"], opset_version=17, dynamo=False,
+        output_names=list(OUTPUTS), opset_version=17, dynamo=False,
         dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                       "casing": {0: "batch", 1: "tokens"}, "sentiment_probs": {0: "batch"},
-                      "tag_probs": {0: "batch", 1: "tokens"}})
+                      "tag_probs": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}})
     _check(tmp, wrapped, inputs)
     tmp.rename(target)
     return target
@@ -76,7 +84,7 @@ def export_onnx_fp16(folder: Path) -> Path:
     from tokenizers import Tokenizer
 
     target = folder / "model.fp16.onnx"
-    if target.exists():
+    if target.exists() and _outputs(target) == list(OUTPUTS):
         return target
     source = export_onnx(folder)
     tmp = folder / "model.fp16.onnx.tmp"
@@ -87,8 +95,8 @@ def export_onnx_fp16(folder: Path) -> Path:
     want = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, feed)
     got = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]).run(None, feed)
     mask = enc.attention_mask.astype(bool)
-    for name, g, w in zip(("sentiment", "tags"), got, want, strict=True):
-        same_labels = g.argmax(-1) == w.argmax(-1)
+    for name, g, w in zip(("sentiment", "tags", "embedding"), got, want, strict=True):
+        same_labels = g.argmax(-1) == w.argmax(-1) if name != "embedding" else np.ones(len(g), dtype=bool)
         if name == "tags":
             same_labels = same_labels[mask]  # padding's tags are never read
         if not same_labels.all() or not np.allclose(g, w, atol=1e-2):
@@ -96,6 +104,13 @@ def export_onnx_fp16(folder: Path) -> Path:
                                f"(max {np.abs(g - w).max():.2e}, labels agree: {bool(same_labels.all())})")
     tmp.rename(target)
     return target
+
+
+def _outputs(graph: Path) -> list[str]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    return [o.name for o in session.get_outputs()]
 
 
 def _check(onnx_path: Path, torch_model, inputs) -> None:
@@ -121,7 +136,7 @@ def install(folder: Path, repository: Path) -> Path:
     meta = json.loads((folder / "complete.json").read_text())
     info = {"name": MODEL_NAME, "version": f"minilm-l6-multitask-{meta['key']}",
             "sentiment_labels": meta["sentiment_labels"], "tags": meta["tags"],
-            "max_tokens": 256}
+            "max_tokens": 256, "outputs": list(OUTPUTS)}
     current = version_dir / "model_info.json"
     if current.exists() and json.loads(current.read_text()) == info and \
             all((version_dir / f).exists() for f in ("model.onnx", "model.fp16.onnx")):

@@ -45,8 +45,13 @@ class Inferencer(Protocol):
 class TritonInferencer:
     def __init__(self, *, url: str, model: str = "text_analysis", timeout_s: float = 30.0,
                  max_chunk: int = 64, max_in_flight: int = 8, latency_target_s: float = 1.0,
-                 max_rejections: int = 3, metrics=None, tls: dict | None = None) -> None:
+                 max_rejections: int = 3, metrics=None, tls: dict | None = None,
+                 embeddings: bool = False) -> None:
         self.url = url
+        # Also ask for each text's sentence embedding (the sentiment adapter learns from it);
+        # turned off, with a warning, when the served model has no EMBEDDING output.
+        self.embeddings = embeddings
+        self._outputs_checked = not embeddings
         # tritonclient's TLS arguments (ssl, root_certificates, private_key, certificate_chain:
         # file paths), from Settings.triton_tls(); None: plaintext.
         self.tls = tls or {}
@@ -84,6 +89,15 @@ class TritonInferencer:
         results = await asyncio.gather(*(self._call(chunk) for chunk in chunks))
         return [a for chunk in results for a in chunk]
 
+    async def _check_outputs(self, client) -> None:
+        """Once: does the served model have the EMBEDDING output asked for?"""
+        metadata = await client.get_model_metadata(self.model, as_json=True)
+        if "EMBEDDING" not in {o["name"] for o in metadata.get("outputs", [])}:
+            log.warning("Triton's %s has no EMBEDDING output (a model exported before embeddings "
+                        "were served): the sentiment adapter gets no embeddings", self.model)
+            self.embeddings = False
+        self._outputs_checked = True
+
     async def _call(self, texts: list[str]) -> list[Analysis]:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
         attempt = rejections = 0
@@ -96,8 +110,12 @@ class TritonInferencer:
                 try:
                     inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
                     inp.set_data_from_numpy(data)
+                    if not self._outputs_checked:
+                        await self._check_outputs(client)
+                    extra = {"outputs": [grpcclient.InferRequestedOutput(name) for name in
+                                         ("ANALYSIS", "EMBEDDING")]} if self.embeddings else {}
                     try:
-                        result = await client.infer(self.model, [inp], client_timeout=self.timeout_s)
+                        result = await client.infer(self.model, [inp], client_timeout=self.timeout_s, **extra)
                     except asyncio.CancelledError:
                         if cancelling():
                             raise
@@ -107,6 +125,9 @@ class TritonInferencer:
                     out = result.as_numpy("ANALYSIS")
                     if out is None or len(out) != len(texts):
                         raise InferenceServerException(f"expected {len(texts)} results")
+                    vectors = result.as_numpy("EMBEDDING") if extra else None
+                    if vectors is not None and vectors.shape[0] != len(texts):
+                        raise InferenceServerException(f"expected {len(texts)} embeddings")
                 except (TimeoutError, InferenceServerException, OSError) as exc:
                     kind = _kind(exc)
                     self.breaker.failure()
@@ -129,7 +150,10 @@ class TritonInferencer:
                     if self.metrics:
                         self.metrics.triton_request_seconds.observe(latency)
                         self.metrics.triton_batch_size.observe(len(texts))
-                    return [Analysis.from_json(v[0].decode("utf-8")) for v in out]
+                    analyses = [Analysis.from_json(v[0].decode("utf-8")) for v in out]
+                    if vectors is not None:
+                        analyses = [a.with_embedding(v) for a, v in zip(analyses, vectors, strict=True)]
+                    return analyses
                 finally:
                     await self._release(client)
             attempt += 1

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from streams.core.eventtime import EventTimeWindow
 from streams.records import (
@@ -91,6 +93,11 @@ class Analysis:
     truncated: bool
     model: str
     unknown_token_share: float | None = None  # None: the model did not say
+    # The sentence embedding (float16, L2-normalised) when it was asked for.
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def with_embedding(self, embedding: np.ndarray) -> Analysis:
+        return replace(self, embedding=embedding)
 
     @classmethod
     def from_json(cls, text: str) -> Analysis:

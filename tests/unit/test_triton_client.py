@@ -130,3 +130,41 @@ def test_errors_while_the_model_is_not_ready_are_an_outage_and_retried():
     channel = _Channel(["error", "error", "error", "error", "ok"], log, ready=False)
     results = asyncio.run(_inferencer([channel])._call(["a"]))
     assert len(results) == 1 and len(log) == 5
+
+
+class _EmbeddingClient:
+    """A Triton whose model has (or, before its re-export, lacks) the EMBEDDING output."""
+
+    def __init__(self, outputs):
+        self.outputs, self.asked = outputs, []
+
+    async def get_model_metadata(self, model, as_json=False):
+        return {"outputs": [{"name": name} for name in self.outputs]}
+
+    async def infer(self, model, inputs, client_timeout, outputs=None):
+        self.asked.append([o.name() for o in outputs] if outputs else None)
+        n = inputs[0].shape()[0]
+
+        class Result:
+            def as_numpy(self, name):
+                if name == "EMBEDDING":
+                    return np.full((n, 384), 0.5, dtype=np.float16)
+                return np.array([[ANALYSIS]] * n, dtype=np.object_)
+        return Result()
+
+
+def test_embeddings_come_with_each_analysis_when_the_model_serves_them():
+    client = _EmbeddingClient(["ANALYSIS", "EMBEDDING"])
+    inferencer = TritonInferencer(url="unused", embeddings=True)
+    inferencer._get_client = lambda: client
+    results = asyncio.run(inferencer.analyse(["a", "b"]))
+    assert [r.embedding.shape for r in results] == [(384,), (384,)]
+    assert client.asked == [["ANALYSIS", "EMBEDDING"]]
+
+
+def test_a_model_without_embeddings_turns_them_off_instead_of_failing():
+    client = _EmbeddingClient(["ANALYSIS"])
+    inferencer = TritonInferencer(url="unused", embeddings=True)
+    inferencer._get_client = lambda: client
+    results = asyncio.run(inferencer.analyse(["a"]))
+    assert results[0].embedding is None and client.asked == [None] and not inferencer.embeddings

@@ -21,7 +21,7 @@ class _Response:
 
 def _pb_utils():
     module = types.ModuleType("triton_python_backend_utils")
-    module.get_input_tensor_by_name = lambda request, name: types.SimpleNamespace(as_numpy=lambda: request)
+    module.get_input_tensor_by_name = lambda request, name: types.SimpleNamespace(as_numpy=lambda: request.texts)
     module.InferenceResponse = _Response
     module.Tensor = lambda name, array: (name, array)
     module.TritonError = lambda message: message
@@ -46,13 +46,24 @@ def model(monkeypatch):
     def analyse(texts):
         if any("POISON" in t for t in texts):
             raise ValueError("cannot analyse this text")
-        return [f"analysis of {t}" for t in texts]
+        return [f"analysis of {t}" for t in texts], np.array([[len(t)] for t in texts], dtype=np.float16)
     instance._analyse = analyse
     return instance
 
 
-def _request(*texts):
-    return np.array([[t.encode()] for t in texts], dtype=np.object_)
+class _Request:
+    """Triton's request as the model reads it: the TEXT tensor and the outputs asked for."""
+
+    def __init__(self, *texts, outputs=("ANALYSIS",)):
+        self.texts = np.array([[t.encode()] for t in texts], dtype=np.object_)
+        self.outputs = list(outputs)
+
+    def requested_output_names(self):
+        return self.outputs
+
+
+def _request(*texts, outputs=("ANALYSIS",)):
+    return _Request(*texts, outputs=outputs)
 
 
 def test_a_failing_text_fails_only_its_own_request(model):
@@ -61,6 +72,13 @@ def test_a_failing_text_fails_only_its_own_request(model):
     assert "cannot analyse this text" in responses[1].error
     assert responses[0].tensors[0][1].reshape(-1).tolist() == ["analysis of good", "analysis of fine"]
     assert responses[2].tensors[0][1].reshape(-1).tolist() == ["analysis of ok"]
+
+
+def test_embeddings_go_only_to_the_requests_that_ask_for_them(model):
+    plain, both = model.execute([_request("a"), _request("bb", "ccc", outputs=("ANALYSIS", "EMBEDDING"))])
+    assert [name for name, _ in plain.tensors] == ["ANALYSIS"]
+    assert [name for name, _ in both.tensors] == ["ANALYSIS", "EMBEDDING"]
+    assert both.tensors[1][1].reshape(-1).tolist() == [2.0, 3.0]
 
 
 def test_merged_requests_are_answered_in_order(model):
@@ -82,10 +100,13 @@ def test_the_fp16_graph_gives_the_answers_of_float32(monkeypatch):
         instance = module.TritonPythonModel()
         config = {"parameters": {"precision": {"string_value": precision}}}
         instance.initialize({"model_config": json.dumps(config), "model_instance_kind": "CPU"})
-        [response] = instance.execute([_request(*TEXTS)])
-        return [json.loads(a) for a in response.tensors[0][1].reshape(-1)]
+        [response] = instance.execute([_request(*TEXTS, outputs=("ANALYSIS", "EMBEDDING"))])
+        return [json.loads(a) for a in response.tensors[0][1].reshape(-1)], response.tensors[1][1]
 
-    got, want = answers("fp16"), answers("fp32")
+    (got, got_embedding), (want, want_embedding) = answers("fp16"), answers("fp32")
+    assert got_embedding.shape == (len(TEXTS), 384)
+    assert np.linalg.norm(want_embedding.astype(np.float32), axis=1) == pytest.approx(1.0, abs=2e-3)
+    assert got_embedding.astype(np.float32) == pytest.approx(want_embedding.astype(np.float32), abs=1e-2)
     assert [a["sentiment"]["label"] for a in got] == [a["sentiment"]["label"] for a in want]
     assert [[(e["start"], e["end"], e["type"]) for e in a["entities"]] for a in got] == \
         [[(e["start"], e["end"], e["type"]) for e in a["entities"]] for a in want]

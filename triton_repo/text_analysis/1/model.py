@@ -1,4 +1,5 @@
-"""Triton Python-backend model: raw texts in, sentiment and entity spans out (JSON per text).
+"""Triton Python-backend model: raw texts in, sentiment and entity spans out (JSON per text),
+and each text's sentence embedding (float16) for the clients that ask for ``EMBEDDING``.
 
 Tokenisation happens here, server-side, with the encoder's own tokenizer; the network runs in
 onnxruntime; ``pipeline.py`` (copied from models/bert by ``make setup``) turns tensors back into
@@ -26,6 +27,7 @@ import pipeline  # noqa: E402
 # Texts are run in length-sorted chunks so short texts do not pay for a long one's padding
 # (parameter "chunk": the GPU config runs larger ones).
 CHUNK = 32
+EMBEDDING_DIM = 384
 
 
 class TritonPythonModel:
@@ -48,51 +50,58 @@ class TritonPythonModel:
         self.unk_id = self.tokenizer.token_to_id("[UNK]")
 
     def execute(self, requests):
-        batches = []
+        batches, wants = [], []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             batches.append([t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in raw])
+            wants.append("EMBEDDING" in request.requested_output_names())
         try:
-            results = self._analyse([t for batch in batches for t in batch])
+            results, embeddings = self._analyse([t for batch in batches for t in batch])
         except Exception:
             # The dynamic batcher merged several clients' requests into this call: a text that
             # breaks the model must fail only its own request, not the others'.
-            return [self._respond_alone(batch) for batch in batches]
+            return [self._respond_alone(batch, want) for batch, want in zip(batches, wants)]
         responses, at = [], 0
-        for batch in batches:
-            responses.append(self._response(results[at:at + len(batch)]))
-            at += len(batch)
+        for batch, want in zip(batches, wants):
+            end = at + len(batch)
+            responses.append(self._response(results[at:end], embeddings[at:end] if want else None))
+            at = end
         return responses
 
-    def _respond_alone(self, texts):
+    def _respond_alone(self, texts, want):
         try:
-            return self._response(self._analyse(texts))
+            results, embeddings = self._analyse(texts)
+            return self._response(results, embeddings if want else None)
         except Exception as exc:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(f"text_analysis failed on this request: {exc!r}"[:1000]))
 
     @staticmethod
-    def _response(results):
-        out = np.array(results, dtype=np.object_).reshape(-1, 1)
-        return pb_utils.InferenceResponse([pb_utils.Tensor("ANALYSIS", out)])
+    def _response(results, embeddings):
+        tensors = [pb_utils.Tensor("ANALYSIS", np.array(results, dtype=np.object_).reshape(-1, 1))]
+        if embeddings is not None:
+            tensors.append(pb_utils.Tensor("EMBEDDING", embeddings))
+        return pb_utils.InferenceResponse(tensors)
 
     def _analyse(self, texts):
         results = [None] * len(texts)
+        embeddings = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float16)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.chunk):
             idx = order[start:start + self.chunk]
             chunk = [texts[i] for i in idx]
             enc = pipeline.encode(self.tokenizer, chunk, max_length=self.max_tokens)
-            sentiment, tags = self.session.run(None, {"input_ids": enc.input_ids,
-                                                      "attention_mask": enc.attention_mask,
-                                                      "casing": enc.casing})
+            sentiment, tags, embedding = self.session.run(None, {"input_ids": enc.input_ids,
+                                                                 "attention_mask": enc.attention_mask,
+                                                                 "casing": enc.casing})
+            embeddings[idx] = embedding.astype(np.float16)
             for k, i in enumerate(idx):
                 body = json.loads(pipeline.analysis_json(
                     chunk[k], sentiment[k], tags[k], enc.offsets[k], truncated=enc.truncated[k],
                     max_tokens=self.max_tokens, model=self.version))
                 body["unknown_token_share"] = self._unknown_share(enc.input_ids[k], enc.attention_mask[k])
                 results[i] = json.dumps(body, ensure_ascii=False)
-        return results
+        return results, embeddings
 
     def _unknown_share(self, ids, mask):
         """Share of the text's word pieces the vocabulary does not know (an input-drift signal:
