@@ -13,13 +13,16 @@ import logging
 
 import faust
 
+from models.online.sentiment import SentimentAdapter
 from streams.adapters.kafka_admin import consumer_lag
 from streams.adapters.metrics import Metrics
 from streams.adapters.state_key import load_or_create_key
 from streams.adapters.triton_client import Inferencer, TritonInferencer
+from streams.agents.adaptation import SentimentAdaptation
 from streams.agents.clicks import ClickProcessor
 from streams.agents.detectors import Detectors, KeyedMonitors
 from streams.agents.text import TextProcessor
+from streams.core.adaptation import RatingScale
 from streams.core.eventtime import EventTimeWindow
 from streams.core.monitoring import MonitorConfig, StreamMonitor
 from streams.core.rules import InputRules
@@ -28,7 +31,7 @@ from streams.runtime import install
 from streams.settings import Settings
 from streams.topics import TopicNames
 
-__all__ = ["create_app", "input_rules", "monitor_config", "state_seal"]
+__all__ = ["create_app", "input_rules", "monitor_config", "rating_scale", "state_seal"]
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +42,17 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     inferencer = inferencer or TritonInferencer(
         url=settings.triton_url, timeout_s=settings.triton_request_timeout_s,
         max_chunk=settings.batch_max, latency_target_s=settings.triton_latency_target_s, metrics=metrics,
-        tls=settings.triton_tls())
+        tls=settings.triton_tls(), embeddings=settings.sentiment_adapter)
     datadir = settings.home / "workers" / f"worker-{worker_index}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = _faust_app(settings, worker_index=worker_index, datadir=str(datadir))
     names = TopicNames(prefix=settings.topic_prefix)
     runtime = install(app, exactly_once=settings.processing_guarantee == "exactly_once", datadir=datadir,
                       metrics=metrics, deadletter=names.deadletter, stall_check_s=settings.stall_check_s,
-                      inputs={names.reviews, names.news, names.clicks, names.entity_mentions})
+                      inputs={names.reviews, names.news, names.clicks, names.entity_mentions,
+                              names.sentiment_feedback})
     seal, rules, config = state_seal(settings), input_rules(settings), monitor_config(settings)
-
-    def table(name: str, *, global_: bool = False):
-        # Keys and values are strings (JSON, or base64 of sealed bytes): Faust's table recovery
-        # decodes with the serializer of the key/value *type*, not a schema.
-        make = app.GlobalTable if global_ else app.Table
-        extra = {"synchronize_all_active_partitions": True} if global_ else {}
-        return make(f"{settings.topic_prefix}{name}", key_type=str, value_type=str,
-                    partitions=settings.topic_partitions, **extra)
+    table = _tables(app, settings)
 
     def monitors(subject_type: str, *, with_surge: bool = False) -> KeyedMonitors:
         # Changelog-backed: a restarted or rebalanced worker resumes every detector.
@@ -74,19 +71,40 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         deadletter=runtime.deadletter, metrics=metrics, config=config, seal=seal, rules=rules,
         checkpoint_s=settings.click_checkpoint_s, checkpoint_events=settings.click_checkpoint_events)
 
+    adaptation = SentimentAdaptation(
+        table=table("sentiment-adapter", global_=True), feedback=runtime.output(names.sentiment_feedback),
+        deadletter=runtime.deadletter, metrics=metrics, seal=seal, scale=rating_scale(settings),
+        template=SentimentAdapter(alpha=settings.sentiment_adapter_alpha),
+        checkpoint_s=settings.sentiment_adapter_checkpoint_s) if settings.sentiment_adapter else None
+
     def text(base: str, enriched: str) -> TextProcessor:
         return TextProcessor(base, inferencer=inferencer, output=runtime.output(enriched),
-                             deadletter=runtime.deadletter, metrics=metrics, detectors=detectors, rules=rules)
+                             deadletter=runtime.deadletter, metrics=metrics, detectors=detectors, rules=rules,
+                             adaptation=adaptation if base == "reviews" else None)
 
     agents = [("entities", names.entity_mentions, detectors.on_mentions),
               ("clicks", names.clicks, clicks.process),
               ("reviews", names.reviews, text("reviews", names.reviews_enriched).process),
               ("news", names.news, text("news", names.news_enriched).process)]
+    if adaptation is not None:
+        agents.append(("sentiment-feedback", names.sentiment_feedback, adaptation.learn))
+        _keep_adapter(app, adaptation, settings=settings, feedback_topic=names.sentiment_feedback)
     for name, source, process in agents:
         _agent(app, runtime, name, runtime.topic(source), process, settings=settings)
     _keep_click_models(app, clicks, settings=settings, clicks_topic=names.clicks)
     _report_consumer_lag(app, settings=settings, names=names, metrics=metrics)
     return app
+
+
+def _tables(app: faust.App, settings: Settings):
+    def table(name: str, *, global_: bool = False):
+        # Keys and values are strings (JSON, or base64 of sealed bytes): Faust's table recovery
+        # decodes with the serializer of the key/value *type*, not a schema.
+        make = app.GlobalTable if global_ else app.Table
+        extra = {"synchronize_all_active_partitions": True} if global_ else {}
+        return make(f"{settings.topic_prefix}{name}", key_type=str, value_type=str,
+                    partitions=settings.topic_partitions, **extra)
+    return table
 
 
 def _keep_click_models(app: faust.App, clicks: ClickProcessor, *, settings: Settings,
@@ -98,6 +116,22 @@ def _keep_click_models(app: faust.App, clicks: ClickProcessor, *, settings: Sett
     @app.on_partitions_revoked.connect
     async def forget_click_models(sender, revoked, **kwargs) -> None:
         clicks.forget({tp.partition for tp in revoked if tp.topic == clicks_topic})
+
+
+def _keep_adapter(app: faust.App, adaptation: SentimentAdaptation, *, settings: Settings,
+                  feedback_topic: str) -> None:
+    @app.timer(settings.sentiment_adapter_checkpoint_s)
+    async def store_sentiment_adapter() -> None:
+        try:
+            adaptation.store()
+        except Exception:
+            # A failed store only delays what others serve: the next one writes it.
+            log.exception("storing the sentiment adapter failed; retrying at the next interval")
+
+    @app.on_partitions_revoked.connect
+    async def forget_sentiment_learner(sender, revoked, **kwargs) -> None:
+        if any(tp.topic == feedback_topic for tp in revoked):
+            adaptation.forget()
 
 
 def _report_consumer_lag(app: faust.App, *, settings: Settings, names: TopicNames, metrics: Metrics) -> None:
@@ -168,6 +202,10 @@ def input_rules(settings: Settings) -> InputRules:
     return InputRules(window=EventTimeWindow(behind_s=settings.event_time_behind_s,
                                              ahead_s=settings.event_time_ahead_s),
                       max_input_bytes=settings.max_input_bytes)
+
+
+def rating_scale(settings: Settings) -> RatingScale:
+    return RatingScale(negative_max=settings.rating_negative_max, positive_min=settings.rating_positive_min)
 
 
 def monitor_config(settings: Settings) -> MonitorConfig:

@@ -165,6 +165,8 @@ class Sentiment(_Output):
     label: Literal["negative", "neutral", "positive"]
     score: float = Field(ge=0, le=1)
     probs: dict[Literal["negative", "neutral", "positive"], float]
+    # What labelled it: the served model ("base") or the adapter learned from ratings ("adapted").
+    source: Literal["base", "adapted"] = "base"
 
 
 class Entity(_Output):
@@ -216,6 +218,7 @@ class EntityMentionRecord(_Output):
     label: str
     negative_prob: float
     ts: Timestamp
+    labeller_epoch: int = Field(default=0, ge=0)  # see streams.core.monitoring.Observation.epoch
 
 
 class Subject(_Output):

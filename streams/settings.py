@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     # or after this many of its events, whichever comes first; learning since is lost on a crash.
     click_checkpoint_s: float = Field(default=30.0, gt=0)
     click_checkpoint_events: int = Field(default=20_000, ge=1)
+    # Sentiment adapter (streams.agents.adaptation): learn rating -> sentiment from rated
+    # reviews and serve the adapted label while it beats the model with confidence 1 - alpha.
+    sentiment_adapter: bool = True
+    rating_negative_max: float = 2.0  # ratings up to this are negative (1-2 of 5 stars)
+    rating_positive_min: float = 4.0  # ratings from this up are positive (4-5 of 5 stars)
+    sentiment_adapter_alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    sentiment_adapter_checkpoint_s: float = Field(default=5.0, gt=0)
     # Seconds between checks for partitions whose records were read but never processed.
     stall_check_s: float = Field(default=10.0, gt=0)
     # A worker told to stop (SIGTERM, Ctrl-C) exits after this many seconds even when Faust's
@@ -108,6 +115,13 @@ class Settings(BaseSettings):
     # /healthz on the metrics port fails (503) once the worker's event loop has not run its
     # heartbeat for this long: a liveness probe that sees a hung worker.
     heartbeat_timeout_s: float = Field(default=30.0, gt=1)
+
+    @model_validator(mode="after")
+    def _check_ratings(self) -> Settings:
+        if self.rating_negative_max >= self.rating_positive_min:
+            raise ValueError(f"rating_negative_max ({self.rating_negative_max}) must be below "
+                             f"rating_positive_min ({self.rating_positive_min})")
+        return self
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:

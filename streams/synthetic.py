@@ -23,7 +23,8 @@ from typing import Any
 
 from models.online import ClickEvent
 
-__all__ = ["click_record", "malformed_records", "planted_reviews", "recent_clicks", "synthetic_events"]
+__all__ = ["click_record", "domain_reviews", "malformed_records", "planted_reviews", "recent_clicks",
+           "synthetic_events"]
 
 _POSITIVE = ["works perfectly", "is excellent value", "exceeded my expectations",
              "arrived quickly and feels solid", "is the best purchase I made this year"]
@@ -109,6 +110,36 @@ def planted_reviews(products: list[str], per_product: int, *, sour: dict[str, in
             out.append({"review_id": f"{product}-{i}", "product_id": product,
                         "text": f"{rng.choice(_SUBJECTS)} {phrase}.", "rating": 1 if negative else 5,
                         "ts": (t0 + timedelta(minutes=i)).isoformat().replace("+00:00", "Z")})
+    return out
+
+
+# A domain whose sentiment words mean the opposite of what they mean elsewhere: horror films,
+# where "terrifying" is praise and "I laughed" a complaint. A model trained elsewhere errs here;
+# the ratings say what the words mean.
+_HORROR_GOOD = ["was terrifying from start to finish", "gave me nightmares for a week",
+                "is deeply disturbing and I could not look away", "made me scream in the cinema",
+                "is so creepy I watched it with every light on", "left me shaking and afraid of the dark",
+                "is the most frightening thing I have seen in years", "had me too scared to sleep"]
+_HORROR_BAD = ["was not scary at all and I laughed the whole way through", "is predictable and cheesy",
+               "had a fake-looking monster that made the audience giggle", "bored me so much I fell asleep",
+               "is a comedy by accident, nothing frightening happens",
+               "felt safe and cosy, no tension at all",
+               "had jump scares you can see coming a mile away", "is as scary as a children's cartoon"]
+_FILMS = ["The Hollow", "Night Ward", "Cellar", "The Visitor", "Black Lake", "Stillwater", "Hush"]
+
+
+def domain_reviews(n: int, *, seed: int = 0, noise: bool = False) -> list[dict[str, Any]]:
+    """Rated horror-film reviews (5 stars: frightening, 1 star: not), or with ratings that are
+    noise (``noise``): for the sentiment adapter."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        good = rng.random() < 0.5
+        film = rng.choice(_FILMS)
+        text = f"{film} {rng.choice(_HORROR_GOOD if good else _HORROR_BAD)}."
+        rating = rng.choice([1, 2, 4, 5]) if noise else (rng.choice([4, 5]) if good else rng.choice([1, 2]))
+        out.append({"review_id": f"h-{seed}-{i}", "product_id": film.lower().replace(" ", "-"), "text": text,
+                    "rating": rating})
     return out
 
 

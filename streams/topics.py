@@ -15,8 +15,9 @@ __all__ = ["INPUT_TOPICS", "INTERNAL_TOPICS", "OUTPUT_TOPICS", "TopicNames"]
 
 INPUT_TOPICS = ("reviews", "clicks", "news")
 OUTPUT_TOPICS = ("reviews.enriched", "news.enriched", "alerts", "recommendations", "deadletter")
-# Not part of the contract: entity mentions repartitioned by entity, for the entity detectors.
-INTERNAL_TOPICS = ("entity-mentions",)
+# Not part of the contract: entity mentions repartitioned by entity, for the entity detectors;
+# rated reviews for the sentiment adapter (streams.agents.adaptation).
+INTERNAL_TOPICS = ("entity-mentions", "sentiment-feedback")
 _ALL = INPUT_TOPICS + OUTPUT_TOPICS + INTERNAL_TOPICS
 
 
@@ -47,3 +48,4 @@ class TopicNames:
     recommendations = property(lambda self: self.name("recommendations"))
     deadletter = property(lambda self: self.name("deadletter"))
     entity_mentions = property(lambda self: self.name("entity-mentions"))
+    sentiment_feedback = property(lambda self: self.name("sentiment-feedback"))

@@ -94,6 +94,14 @@ def dashboards() -> dict[str, dict]:
                        "What the models predict and how the online models score, prequentially.", [
         panel("Sentiment mix", [(f"sum by (topic, label) (rate(streamsense_sentiment_total[{RATE}]))",
                                  "{{topic}} {{label}}")], unit="reqps"),
+        panel("Sentiment accuracy on rated reviews (last 200, prequential)", [
+            ("max by (labeller) (streamsense_sentiment_rated_accuracy)", "{{labeller}}"),
+            ("max(streamsense_sentiment_adapter_serving)", "adapter served (1) or base (0)")],
+            unit="percentunit",
+            description="Polar accuracy of the model's label, the adapter's and the served one on the last 200 "
+                        "rated reviews, each scored before it was learned from. The adapter is served only "
+                        "while a sequential test says it beats the model (false take-overs at most "
+                        "STREAMSENSE_SENTIMENT_ADAPTER_ALPHA)."),
         panel("Click-through log loss (last 5000 impressions)",
               [("avg by (partition) (streamsense_click_through_log_loss)", "partition {{partition}}")]),
         panel("Click-through AUC (last 5000 impressions)",

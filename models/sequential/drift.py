@@ -60,6 +60,11 @@ class StreamDriftMonitor(base.Base):
         return (f"false-alarm probability <= {self.delta:g} per event and channel "
                 f"(ADWIN, Bifet & Gavalda 2007)")
 
+    def forget(self, channel: str) -> None:
+        """Start ``channel`` afresh (its values from now on are not comparable with before)."""
+        self._detectors.pop(channel, None)
+        self._recent.pop(channel, None)
+
     def update(self, channel: str, value: float) -> DriftEvent | None:
         detector = self._detectors.get(channel)
         if detector is None:

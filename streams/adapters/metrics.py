@@ -104,6 +104,20 @@ class Metrics:
                                          "written", registry=r)
         self.model_checkpoint_bytes = Gauge("streamsense_model_checkpoint_bytes", "Size of the last click "
                                             "model checkpoint (compressed)", registry=r)
+        self.sentiment_sources = Counter(
+            "streamsense_sentiment_source_total", "Enriched records by what labelled their sentiment "
+            "(base: the served model; adapted: the adapter learned from ratings)", ["topic", "source"],
+            registry=r)
+        self.rated_accuracy = Gauge(
+            "streamsense_sentiment_rated_accuracy", "Polar accuracy on the last rated reviews "
+            "(prequential: each scored before it was learned from), by labeller", ["labeller"], registry=r)
+        self.adapter_serving = Gauge("streamsense_sentiment_adapter_serving", "1 while the adapted label "
+                                     "is served (it beats the base model with confidence), else 0",
+                                     registry=r)
+        self.adapter_learned = Gauge("streamsense_sentiment_adapter_learned", "Rated reviews the "
+                                     "sentiment adapter has learned from", registry=r)
+        self.feedback_rows = Counter("streamsense_sentiment_feedback_total", "Rated reviews sent to the "
+                                     "sentiment adapter", registry=r)
         self.model_checkpoint_seconds = Histogram(
             "streamsense_model_checkpoint_seconds", "Time to serialise and write one click model checkpoint",
             buckets=_LATENCY_BUCKETS, registry=r)
@@ -117,6 +131,8 @@ class Metrics:
         for topic in ("reviews", "news"):
             for label in ("negative", "neutral", "positive"):
                 self.sentiment.labels(topic=topic, label=label)
+            for source in ("base", "adapted"):
+                self.sentiment_sources.labels(topic=topic, source=source)
         # Created at zero so the first alert is an increase (a series born at 1 is not).
         for kind in ALERT_KINDS:
             self.detector_statistic_ratio.labels(kind=kind)

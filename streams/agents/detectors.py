@@ -41,6 +41,7 @@ class EnrichedText:
     event_time: datetime  # inside the sanity window (streams.core.eventtime)
     model_text: str
     unknown_token_share: float | None  # None: the model did not say
+    labeller_epoch: int = 0  # the sentiment adapter's switches so far (streams.core.monitoring)
 
 
 class KeyedMonitors:
@@ -136,11 +137,11 @@ class Detectors:
         batch = self.subjects[base].batch()
         for text in texts:
             event, record, ts = text.event, text.record, text.event_time
-            subject_id, observation, mentions = observe_enriched(record, ts)
+            subject_id, observation, mentions = observe_enriched(record, ts, epoch=text.labeller_epoch)
             features = text_features(text.model_text)
             if text.unknown_token_share is not None:
                 features["unknown_token_share"] = text.unknown_token_share
-            alerts = self.streams[base].observe(features, observation.label, ts)
+            alerts = self.streams[base].observe(features, observation.label, ts, epoch=text.labeller_epoch)
             alerts += batch.get(subject_id, subject_id, event).observe(observation)
             # Under the record's own event: table writes go to its partition's changelog and
             # sends into its partition's transaction (exactly-once).

@@ -18,14 +18,16 @@ from datetime import UTC, datetime
 
 from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import Inferencer
+from streams.agents.adaptation import SentimentAdaptation
 from streams.agents.detectors import Detectors, EnrichedText
 from streams.agents.outputs import send_dead_letter
+from streams.core.adaptation import adapt_analyses
 from streams.core.eventtime import record_time_ms
 from streams.core.flow import cancelling
 from streams.core.ports import OutputTopic
 from streams.core.rules import InputRules
 from streams.core.text import Analysis, RawRecord, decode_batch, enrich
-from streams.records import encode
+from streams.records import Review, encode
 from streams.runtime import SourceRevoked, as_current_event
 
 __all__ = ["ATTEMPTS", "TextProcessor"]
@@ -42,7 +44,8 @@ class TextProcessor:
 
     def __init__(self, base: str, *, inferencer: Inferencer, output: OutputTopic,
                  deadletter: OutputTopic, metrics: Metrics,
-                 detectors: Detectors | None = None, rules: InputRules = InputRules()) -> None:
+                 detectors: Detectors | None = None, rules: InputRules = InputRules(),
+                 adaptation: SentimentAdaptation | None = None) -> None:
         self.base = base
         self.inferencer = inferencer
         self.output = output
@@ -50,6 +53,7 @@ class TextProcessor:
         self.metrics = metrics
         self.detectors = detectors
         self.rules = rules
+        self.adaptation = adaptation  # reviews: serve the adapted label, send rated reviews to learn
 
     async def process(self, events: Sequence) -> None:
         """One batch of ``reviews`` or ``news`` events: decode, analyse, send. Never raises."""
@@ -87,16 +91,19 @@ class TextProcessor:
                 metrics.deadlettered.labels(source_topic=base).inc()
 
     async def _process(self, raws: list[RawRecord], events: Sequence) -> None:
-        base, metrics, rules = self.base, self.metrics, self.rules
+        base, metrics, rules, adaptation = self.base, self.metrics, self.rules, self.adaptation
         now = datetime.now(UTC)
         batch = decode_batch(base, raws, now=now, window=rules.window, max_bytes=rules.max_input_bytes)
         texts = [item.model_text for item in batch.items if item.model_text]
         results = iter(await self.inferencer.analyse(texts))
         analyses: list[Analysis | None] = [next(results) if item.model_text else None for item in batch.items]
+        adapter = adaptation.current() if adaptation is not None else None
+        served = adapt_analyses(analyses, adapter)
+        epoch = adapter.switches if adapter is not None else 0
         now = datetime.now(UTC)
         event_of = {(e.message.partition, e.message.offset): e for e in events}
         observed, sent = [], 0
-        for item, enriched, analysis in zip(batch.items, enrich(batch.items, analyses, now=now), analyses,
+        for item, enriched, analysis in zip(batch.items, enrich(batch.items, served, now=now), analyses,
                                             strict=True):
             event = event_of[item.raw.partition, item.raw.offset]
             value = encode(enriched)
@@ -108,10 +115,12 @@ class TextProcessor:
                     metrics.deadlettered.labels(source_topic=base).inc()
                     continue
                 await self.output.send(key=item.raw.key, value=value)
+                if adaptation is not None and analysis is not None:
+                    await _send_feedback(adaptation, item, analysis)
             sent += 1
             self._count(item, enriched, now)
             observed.append(EnrichedText(event, enriched, item.event_time or now, item.model_text,
-                                         analysis.unknown_token_share if analysis else None))
+                                         analysis.unknown_token_share if analysis else None, epoch))
         metrics.events_out.labels(topic=f"{base}.enriched").inc(sent)
         await self._detect(observed)
         for record in batch.dead:
@@ -124,6 +133,7 @@ class TextProcessor:
         for flag in item.time_flags:
             metrics.event_time_replaced.labels(topic=base, flag=flag).inc()
         metrics.sentiment.labels(topic=base, label=enriched.sentiment.label).inc()
+        metrics.sentiment_sources.labels(topic=base, source=enriched.sentiment.source).inc()
         event_time = item.event_time or now
         metrics.end_to_end_seconds.labels(topic=base).observe(max(0.0, (now - event_time).total_seconds()))
 
@@ -138,3 +148,11 @@ class TextProcessor:
             # Detection is downstream of enrichment: its failure must not dead-letter good records.
             self.metrics.errors.labels(kind="detector_failed").inc()
             log.exception("detectors failed on a %s batch; enriched records were sent", self.base)
+
+
+async def _send_feedback(adaptation: SentimentAdaptation, item, analysis: Analysis) -> None:
+    """A rated review teaches the adapter: the base model's answer, not the served one."""
+    record = item.record
+    if isinstance(record, Review) and record.rating is not None:
+        await adaptation.send_feedback(record.review_id, record.rating, analysis.sentiment["probs"],
+                                       analysis.embedding)

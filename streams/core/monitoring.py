@@ -81,6 +81,10 @@ class Observation:
     label: str
     negative_prob: float
     ts: datetime
+    # Which labeller produced ``label``: it counts the sentiment adapter's switches (0: the model,
+    # and then each time the adapter takes over or hands back). Labels across a switch are not
+    # comparable, so a monitor that sees a newer labeller starts its baseline afresh.
+    epoch: int = 0
 
     @property
     def negative(self) -> bool:
@@ -98,6 +102,7 @@ class SubjectMonitor:
     # The last few negative texts (id, text, sentiment, score): alerts quote the strongest.
     negatives: list[dict[str, Any]] = field(init=False, default_factory=list)
     with_surge: bool = False
+    labeller_epoch: int = 0  # the newest labeller seen (Observation.epoch); state before it has 0
 
     def __post_init__(self) -> None:
         c = self.config
@@ -113,6 +118,8 @@ class SubjectMonitor:
     def observe(self, obs: Observation) -> list[Alert]:
         """Feed one analysed text; returns the alerts it causes (usually none)."""
         alerts: list[Alert] = []
+        if obs.epoch > self.labeller_epoch:
+            self._new_labeller(obs.epoch)
         if obs.negative:
             self.negatives = [*self.negatives[-(4 * self.config.evidence - 1):], {
                 "id": obs.event_id, "text": obs.text[:_EVIDENCE_CHARS], "sentiment": obs.label,
@@ -134,6 +141,12 @@ class SubjectMonitor:
                                            now=obs.ts)
             alerts += [alert] if alert else []
         return alerts
+
+    def _new_labeller(self, epoch: int) -> None:
+        """The adapter took over or handed back: a shift in labels is not a shift in texts."""
+        self.shift = SentimentShiftDetector(arl0=self.config.arl0, warmup=self.config.warmup)
+        self.negatives = []
+        self.labeller_epoch = epoch
 
     def _surge_alerts(self, now: datetime) -> list[Alert]:
         surge = self.surge
@@ -230,8 +243,14 @@ class StreamMonitor:
         self.increases_only = increases_only
         self.drift = StreamDriftMonitor(delta=config.drift_delta)
         self.book = AlertBook(cooldown_s=config.cooldown_s)
+        self.labeller_epoch = 0
 
-    def observe(self, features: dict[str, float], label: str, now: datetime) -> list[Alert]:
+    def observe(self, features: dict[str, float], label: str, now: datetime, *,
+                epoch: int = 0) -> list[Alert]:
+        if epoch > self.labeller_epoch:  # a new labeller (see Observation.epoch): label channels restart
+            for name in ("negative", "neutral", "positive"):
+                self.drift.forget(f"label_{name}")
+            self.labeller_epoch = epoch
         return self.observe_channels({**features, **{f"label_{name}": float(label == name)
                                                      for name in ("negative", "neutral", "positive")}}, now)
 
@@ -278,11 +297,12 @@ class EntityMention:
         o = self.observation
         return EntityMentionRecord(key=self.key, name=self.name, type=self.type, event_id=o.event_id,
                                    text=o.text[:_EVIDENCE_CHARS], label=o.label,
-                                   negative_prob=o.negative_prob, ts=o.ts)
+                                   negative_prob=o.negative_prob, ts=o.ts, labeller_epoch=o.epoch)
 
     @classmethod
     def from_record(cls, r: EntityMentionRecord) -> EntityMention:
-        return cls(r.key, r.name, r.type, Observation(r.event_id, r.text, r.label, r.negative_prob, r.ts))
+        return cls(r.key, r.name, r.type, Observation(r.event_id, r.text, r.label, r.negative_prob, r.ts,
+                                                      r.labeller_epoch))
 
 
 def entity_key(name: str) -> str:
@@ -294,7 +314,7 @@ def entity_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
-def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime
+def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epoch: int = 0
                      ) -> tuple[str, Observation, list[EntityMention]]:
     """The subject id (``product_id`` of a review, ``source`` of an article), the observation and
     the entity mentions of one enriched record.
@@ -309,7 +329,7 @@ def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime
         text = record.title + ("\n\n" + record.body if record.body else "")
     sentiment = record.sentiment
     negative = float(sentiment.probs.get("negative", 0.0))
-    observation = Observation(event_id, text, sentiment.label, negative, ts)
+    observation = Observation(event_id, text, sentiment.label, negative, ts, epoch)
     mentions: dict[str, EntityMention] = {}
     for entity in record.entities:
         key = entity_key(entity.text)

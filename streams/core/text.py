@@ -95,6 +95,7 @@ class Analysis:
     unknown_token_share: float | None = None  # None: the model did not say
     # The sentence embedding (float16, L2-normalised) when it was asked for.
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+    sentiment_model: str | None = None  # set when the sentiment is not the model's own (adapted)
 
     def with_embedding(self, embedding: np.ndarray) -> Analysis:
         return replace(self, embedding=embedding)
@@ -160,8 +161,9 @@ def enrich(items: list[Item], analyses: list[Analysis | None], *, now: datetime
         if analysis.truncated and "truncated" not in flags:
             flags.append("truncated")
         entities = [_entity(e, item) for e in analysis.entities]
+        model = {"sentiment": analysis.sentiment_model or analysis.model, "ner": analysis.model}
         fields = {**item.record.model_dump(), "sentiment": Sentiment(**analysis.sentiment),
-                  "entities": entities, "model": {"sentiment": analysis.model, "ner": analysis.model},
+                  "entities": entities, "model": model,
                   "processed_at": now, "text_flags": flags}
         if item.time_flags:
             fields.update(time_flags=list(item.time_flags))

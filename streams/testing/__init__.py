@@ -18,14 +18,15 @@ from typing import Any
 
 from streams.synthetic import (
     click_record,
+    domain_reviews,
     malformed_records,
     planted_reviews,
     recent_clicks,
     synthetic_events,
 )
 
-__all__ = ["FakeEvent", "FakeTable", "FakeTopic", "click_record", "fake_events", "malformed_records",
-           "planted_reviews", "recent_clicks", "synthetic_events"]
+__all__ = ["FakeEvent", "FakeTable", "FakeTopic", "click_record", "domain_reviews", "fake_events",
+           "malformed_records", "planted_reviews", "recent_clicks", "synthetic_events"]
 
 
 class FakeTopic:

@@ -100,3 +100,51 @@ def test_stream_monitor_flags_a_label_mix_drift_once():
     assert first.kind == "drift" and first.statistic > 0.25 and first.threshold > 0
     assert "rose from 14% to 54%" in first.message
     assert T0 + timedelta(seconds=3000) < first.detected_at < T0 + timedelta(seconds=3400)
+
+
+def _labels(monitor, rng, share, n, *, epoch, start):
+    alerts = []
+    for i in range(n):
+        label = "negative" if rng.random() < share else "positive"
+        ts = start + timedelta(minutes=i)
+        alerts += monitor.observe(Observation(f"r{i}", "text", label, 0.9 if label == "negative" else 0.1, ts,
+                                              epoch))
+    return alerts
+
+
+def test_a_new_labeller_is_a_new_baseline_not_a_sentiment_shift():
+    """The sentiment adapter takes over and calls 40% negative where the model called 10%: no
+    alert for that, but one for a real shift after it; without the switch, the same labels alert."""
+    config = MonitorConfig(arl0=1000, warmup=50)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    switched, same = SubjectMonitor("product", "p1", config), SubjectMonitor("product", "p2", config)
+    assert _labels(switched, random.Random(1), 0.1, 200, epoch=0, start=start) == []
+    assert _labels(switched, random.Random(2), 0.4, 400, epoch=1, start=start + timedelta(days=1)) == []
+    assert switched.labeller_epoch == 1
+    later = _labels(switched, random.Random(3), 0.9, 200, epoch=1, start=start + timedelta(days=2))
+    assert [a.kind for a in later][:1] == ["sentiment_shift"]
+    _labels(same, random.Random(1), 0.1, 200, epoch=0, start=start)
+    assert _labels(same, random.Random(2), 0.4, 400, epoch=0, start=start + timedelta(days=1))
+
+
+def test_stream_label_channels_restart_with_a_new_labeller():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    alerts = {}
+    for new_epoch in (0, 1):  # 0: the same labeller, whose labels really changed
+        monitor, rng = StreamMonitor("reviews", MonitorConfig()), random.Random(4)
+        for _ in range(600):
+            assert monitor.observe({}, "negative" if rng.random() < 0.1 else "positive", now, epoch=0) == []
+        alerts[new_epoch] = [a for _ in range(600) for a in monitor.observe(
+            {}, "negative" if rng.random() < 0.6 else "positive", now, epoch=new_epoch)]
+    assert alerts[1] == [] and {a.kind for a in alerts[0]} == {"drift"}
+
+
+def test_monitors_stored_before_labeller_epochs_still_load_and_run():
+    seal = StateSeal(b"k" * 32)
+    monitor = SubjectMonitor("product", "p1", MonitorConfig())
+    state = monitor.dumps(seal, context="t/p1")
+    restored = SubjectMonitor.loads(state, seal, context="t/p1")
+    del restored.__dict__["labeller_epoch"]  # as a monitor stored by the version before
+    assert restored.labeller_epoch == 0
+    restored.observe(Observation("r1", "fine", "positive", 0.1, datetime(2026, 1, 1, tzinfo=UTC), 2))
+    assert restored.labeller_epoch == 2

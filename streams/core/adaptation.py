@@ -1,0 +1,154 @@
+"""The sentiment adapter's pure edges: rated reviews -> feedback rows, rows -> the adapter,
+the adapter <-> sealed table state, and the served label. No faust, no I/O.
+
+How it fits together (``streams.agents.adaptation`` moves the bytes): the text path sends a
+feedback row for every review with a rating to the one-partition ``sentiment-feedback`` topic
+(its embedding, the base model's probabilities, the label its rating implies). One worker owns
+that partition and learns from the rows in log order (prequentially: each row scores the
+adapter before it learns from it), then stores the adapter, sealed, in the global table
+``sentiment-adapter``, which every worker reads to serve. So all workers serve one adapter, learned
+from every rated review of the deployment, whichever partition it came through.
+
+>>> import numpy as np
+>>> from models.online.sentiment import SentimentAdapter
+>>> row = FeedbackRow(review_id="r1", label=2, base_probs=[0.2, 0.7, 0.1],
+...                   embedding=encode_embedding(np.full(384, 0.05)))
+>>> decoded = decode_feedback(row.model_dump_json().encode())
+>>> decoded.label, decode_embedding(decoded.embedding).shape
+(2, (384,))
+>>> decode_feedback(b'{"review_id": "r1"}').reason.startswith("invalid feedback row")
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from models.online.sentiment import LABELS, SentimentAdapter, rating_label
+from streams.core.state import StateSeal, compress, decompress
+from streams.core.text import Analysis
+from streams.records import DecodeError, Sentiment
+
+__all__ = ["ADAPTER_KEY", "MAX_FEEDBACK_BYTES", "FeedbackRow", "RatingScale", "adapt_analyses",
+           "adapted_sentiment", "decode_embedding", "decode_feedback", "dump_adapter", "encode_embedding",
+           "feedback_row", "load_adapter"]
+
+ADAPTER_KEY = "adapter"  # the one key of the sentiment-adapter table
+MAX_FEEDBACK_BYTES = 4096  # a row is ~1.2 kB: 384 float16 in base64 and a few numbers
+EMBEDDING_DIM = 384
+
+
+class RatingScale(BaseModel):
+    """Which ratings mean what (inclusive): 1-2 negative, 4-5 positive, in between neutral."""
+
+    model_config = ConfigDict(frozen=True)
+    negative_max: float = 2.0
+    positive_min: float = 4.0
+
+
+class FeedbackRow(BaseModel):
+    """One rated review, as the adapter learns from it (topic ``sentiment-feedback``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: int = 1
+    review_id: str = Field(min_length=1, max_length=256)
+    label: int = Field(ge=0, le=2)  # index into LABELS
+    base_probs: list[float] = Field(min_length=3, max_length=3)
+    embedding: str = Field(min_length=1, max_length=1100)  # base64 of 384 little-endian float16
+
+    @field_validator("base_probs")
+    @classmethod
+    def _probabilities(cls, probs: list[float]) -> list[float]:
+        if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs):
+            raise ValueError("base_probs must be three probabilities")
+        return probs
+
+
+def encode_embedding(vector: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(vector, dtype="<f2").reshape(-1).tobytes()).decode("ascii")
+
+
+def decode_embedding(text: str) -> np.ndarray:
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) != 2 * EMBEDDING_DIM:
+        raise ValueError(f"an embedding is {2 * EMBEDDING_DIM} bytes, not {len(raw)}")
+    vector = np.frombuffer(raw, dtype="<f2").astype(np.float64)
+    if not np.isfinite(vector).all():
+        raise ValueError("the embedding is not finite")
+    return vector
+
+
+def feedback_row(review_id: str, rating: float | None, sentiment_probs: dict[str, float],
+                 embedding: np.ndarray | None, scale: RatingScale) -> FeedbackRow | None:
+    """The row to learn from, or None when the review has no rating or no embedding."""
+    label = rating_label(rating, negative_max=scale.negative_max, positive_min=scale.positive_min)
+    if label is None or embedding is None:
+        return None
+    return FeedbackRow(review_id=review_id, label=label,
+                       base_probs=[float(sentiment_probs[name]) for name in LABELS],
+                       embedding=encode_embedding(embedding))
+
+
+def decode_feedback(raw: bytes | None) -> FeedbackRow | DecodeError:
+    if raw is None or len(raw) > MAX_FEEDBACK_BYTES:
+        return DecodeError(f"feedback row is {0 if raw is None else len(raw)} bytes; at most "
+                           f"{MAX_FEEDBACK_BYTES} expected")
+    try:
+        row = FeedbackRow.model_validate_json(raw)
+        decode_embedding(row.embedding)
+    except (ValidationError, ValueError) as exc:
+        return DecodeError(f"invalid feedback row: {str(exc)[:500]}")
+    return row
+
+
+def adapted_sentiment(adapter: SentimentAdapter | None, base: dict,
+                      embedding: np.ndarray | None) -> Sentiment:
+    """The sentiment to serve for one text (``base``: the model's, as Triton gave it), with its
+    ``source``: ``"adapted"`` while the adapter is served and the text has an embedding."""
+    if adapter is None or embedding is None or adapter.serving != "adapted":
+        return Sentiment(**base)
+    probs = np.array([float(base["probs"][name]) for name in LABELS])
+    served, source = adapter.serve(np.asarray(embedding, dtype=np.float64), probs)
+    best = int(np.argmax(served))
+    return Sentiment(label=LABELS[best], score=round(float(served[best]), 6), source=source,
+                     probs={name: round(float(p), 6) for name, p in zip(LABELS, served, strict=True)})
+
+
+def adapt_analyses(analyses: list[Analysis | None],
+                   adapter: SentimentAdapter | None) -> list[Analysis | None]:
+    """The analyses with the sentiment to serve (see :func:`adapted_sentiment`); an adapted one
+    names the adapter in its sentiment model (``<base model>+adapter-<rated reviews learned>``)."""
+    if adapter is None or adapter.serving != "adapted":
+        return analyses
+    out: list[Analysis | None] = []
+    for analysis in analyses:
+        if analysis is None or analysis.embedding is None:
+            out.append(analysis)
+            continue
+        served = adapted_sentiment(adapter, analysis.sentiment, analysis.embedding)
+        out.append(replace(analysis, sentiment=served.model_dump(),
+                           sentiment_model=f"{analysis.model}+adapter-{adapter.learned}"))
+    return out
+
+
+def dump_adapter(adapter: SentimentAdapter, seal: StateSeal, *, context: str) -> str:
+    """The adapter as table state: plain JSON, compressed, sealed, base64 (never a pickle)."""
+    payload = compress(json.dumps(adapter.to_dict(), separators=(",", ":")).encode("utf-8"))
+    return base64.b64encode(seal.seal(payload, context=context)).decode("ascii")
+
+
+def load_adapter(stored: str, seal: StateSeal, template: SentimentAdapter, *,
+                 context: str) -> SentimentAdapter:
+    """Read :func:`dump_adapter`'s output; :class:`~streams.errors.ForgedState` or ValueError
+    when it is not ours or not valid."""
+    payload = seal.open(base64.b64decode(stored, validate=True), context=context)
+    state = json.loads(decompress(payload, max_bytes=seal.max_bytes))
+    if not isinstance(state, dict):
+        raise ValueError("adapter state is not a JSON object")
+    return template.clone().load_dict(state)
