@@ -12,34 +12,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from streams.cli_model import console, model_app, reapply_model_version, train
+from streams.cli_model import fail as _fail
+from streams.cli_model import local_settings as _settings
 from streams.local.process import ServiceError
-from streams.local.settings import LocalStackSettings
-from streams.settings import explain_settings_error
 from streams.topics import INPUT_TOPICS, OUTPUT_TOPICS, TopicNames
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="StreamSense: real-time review, click and news intelligence on Kafka.")
-console = Console(stderr=True)
 
 
-def _settings() -> LocalStackSettings:
-    # The CLI runs workers and the local stack: the worker's settings and the stack's own.
-    try:
-        return LocalStackSettings()
-    except ValidationError as exc:
-        console.print(f"[red]invalid STREAMSENSE_* settings:[/red]\n{explain_settings_error(exc)}")
-        raise typer.Exit(2) from None
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(1)
+app.add_typer(model_app, name="model")
+app.command()(train)
 
 
 @app.command()
@@ -78,6 +67,8 @@ def up(
             created = asyncio.run(ensure_topics(settings, TopicNames(prefix=settings.topic_prefix).all()))
             if created:
                 console.print(f"created topics: {', '.join(created)}")
+        if triton:
+            reapply_model_version(settings)
     except (ServiceError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     for name, pid in pids.items():

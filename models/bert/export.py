@@ -26,7 +26,7 @@ import numpy as np
 from models.bert import train
 from models.bert.pipeline import encode
 
-__all__ = ["MODEL_NAME", "OUTPUTS", "export_onnx", "export_onnx_fp16", "install", "main"]
+__all__ = ["MODEL_NAME", "OUTPUTS", "export_onnx", "export_onnx_fp16", "install", "main", "next_version"]
 
 MODEL_NAME = "text_analysis"
 OUTPUTS = ("sentiment_probs", "tag_probs", "embedding")
@@ -127,26 +127,37 @@ def _check(onnx_path: Path, torch_model, inputs) -> None:
             raise RuntimeError(f"ONNX export differs from torch by {np.abs(g - w).max():.2e}")
 
 
-def install(folder: Path, repository: Path) -> Path:
-    """Copy the model's generated files into ``repository/text_analysis/1/``."""
-    version_dir = repository / MODEL_NAME / "1"
-    if not (version_dir / "model.py").exists():
-        raise FileNotFoundError(
-            f"{version_dir}/model.py is missing: is {repository} a StreamSense triton_repo?")
+def install(folder: Path, repository: Path, *, version: int = 1) -> Path:
+    """Copy the model's generated files into ``repository/text_analysis/<version>/`` (version 1:
+    ``make setup``'s; later ones: ``streamsense train --labels``, with version 1's ``model.py``)."""
+    source = repository / MODEL_NAME / "1" / "model.py"
+    if not source.exists():
+        raise FileNotFoundError(f"{source} is missing: is {repository} a StreamSense triton_repo?")
+    version_dir = repository / MODEL_NAME / str(version)
+    version_dir.mkdir(exist_ok=True)
     meta = json.loads((folder / "complete.json").read_text())
+    # ``weights``: where the torch weights are, for fine-tuning this version later.
     info = {"name": MODEL_NAME, "version": f"minilm-l6-multitask-{meta['key']}",
             "sentiment_labels": meta["sentiment_labels"], "tags": meta["tags"],
-            "max_tokens": 256, "outputs": list(OUTPUTS)}
+            "max_tokens": 256, "outputs": list(OUTPUTS), "weights": str(folder.resolve())}
     current = version_dir / "model_info.json"
     if current.exists() and json.loads(current.read_text()) == info and \
-            all((version_dir / f).exists() for f in ("model.onnx", "model.fp16.onnx")):
+            all((version_dir / f).exists() for f in ("model.onnx", "model.fp16.onnx", "model.py")):
         return version_dir
     shutil.copy2(export_onnx(folder), version_dir / "model.onnx")
     shutil.copy2(export_onnx_fp16(folder), version_dir / "model.fp16.onnx")
     shutil.copy2(folder / "tokenizer.json", version_dir / "tokenizer.json")
     shutil.copy2(Path(__file__).with_name("pipeline.py"), version_dir / "pipeline.py")
+    if version != 1:
+        shutil.copy2(source, version_dir / "model.py")
     current.write_text(json.dumps(info, indent=2) + "\n")
     return version_dir
+
+
+def next_version(repository: Path) -> int:
+    """One more than the highest installed version of ``text_analysis``."""
+    numbers = [int(p.name) for p in (repository / MODEL_NAME).iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(numbers, default=0) + 1
 
 
 def main() -> None:

@@ -100,6 +100,8 @@ def triton_service(*, home: Path, triton_dir: Path, model_repository: Path, http
         f"--grpc-address={host}", f"--grpc-port={grpc_port}",
         f"--metrics-address={host}", f"--metrics-port={metrics_port}",
         "--allow-metrics=true", "--allow-gpu-metrics=false",
+        # Explicit control: `streamsense model load/rollback` switch versions while serving.
+        "--model-control-mode=explicit", "--load-model=*",
         "--exit-timeout-secs=10",
         "--log-verbose=0",
     ]

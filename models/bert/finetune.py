@@ -1,0 +1,217 @@
+"""Fine-tune the served model on the user's own labelled texts (``streamsense train --labels``).
+
+The user's file holds JSON lines with a ``text`` and either a ``label`` (negative / neutral /
+positive) or a ``rating`` (1-2 negative, 3 neutral, 4-5 positive by default). A fifth of it,
+split by text, is held out. The encoder and the sentiment head are fine-tuned on the rest,
+mixed with as many of our own training tweets (``replay_fraction``) so the model keeps what it
+knew; the entity tagger stays frozen and the encoder is held to the old model's entity tags by
+distillation (a KL term on every token), so entities do not change with the sentiment. The
+report gives sentiment before and after on the user's held-out part, on our held-out tweets and
+customer tweets, and on the hand-written product reviews; the caller installs the result as a
+new model version (``models.bert.export.install``) that ``streamsense model load`` serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.bert import data, train
+from models.bert.evaluate import product_reviews, sentiment_scores
+from models.bert.pipeline import SENTIMENT_LABELS, TAGS, encode
+
+__all__ = ["FinetuneConfig", "finetune", "read_labels"]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 2
+    learning_rate: float = 3e-5
+    head_learning_rate: float = 5e-4
+    batch_size: int = 16
+    max_length: int = 128
+    heldout_fraction: float = 0.2
+    replay_fraction: float = 0.5  # our labelled tweets per user text, mixed in
+    tag_distill_weight: float = 1.0
+    eval_tweets: int = 1000
+    seed: int = 13
+
+
+def read_labels(path: Path, *, negative_max: float = 2.0, positive_min: float = 4.0
+                ) -> tuple[list[data.LabelledText], list[str]]:
+    """The labelled texts of a JSON-lines file, and one problem per line that was left out."""
+    texts, problems = [], []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text = row["text"].strip() if isinstance(row.get("text"), str) else ""
+                label = row.get("label")
+                rating = row.get("rating")
+                if label is None and isinstance(rating, int | float) and not isinstance(rating, bool) \
+                        and math.isfinite(rating):
+                    rating = float(rating)
+                    label = "negative" if rating <= negative_max else "positive" if rating >= positive_min \
+                        else "neutral"
+            except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+                problems.append(f"line {n}: not a JSON object ({exc})")
+                continue
+            if not text or label not in SENTIMENT_LABELS:
+                problems.append(f"line {n}: needs a non-empty text, and a label in {SENTIMENT_LABELS} "
+                                "or a rating")
+                continue
+            group = hashlib.sha256(text.lower().encode()).hexdigest()[:16]
+            texts.append(data.LabelledText(group=f"user-{group}", text=text, label=label))
+    return texts, problems
+
+
+def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
+             config: FinetuneConfig = FinetuneConfig(), log=print) -> dict:
+    """Fine-tune the model in ``base`` (a folder :func:`models.bert.train.ensure_trained`
+    writes) on ``labels``; write the result to ``out`` in the same layout; return the report."""
+    import torch
+
+    started = time.monotonic()
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    meta = json.loads((base / "complete.json").read_text())
+    base_config = train.TrainConfig(**meta["config"])
+    user_train, user_heldout = train.split_corpus(labels, heldout_fraction=config.heldout_fraction,
+                                                  seed=config.seed)
+    if not user_train or not user_heldout:
+        raise ValueError(f"need labelled texts for both training and held-out ({len(labels)} given)")
+    replay = _replay(base_config, int(len(user_train) * config.replay_fraction), config.seed)
+    examples = [(t.text, SENTIMENT_LABELS.index(t.label)) for t in user_train + replay]
+    sets = _evaluation_sets(base_config, user_heldout, config)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
+    teacher, model = train.load(base), train.load(base)
+    before = _scores(teacher, tokenizer, sets, config)
+    log(f"before: {_brief(before)}")
+    for p in [*teacher.parameters(), *model.tagger.parameters()]:
+        p.requires_grad_(False)
+    optimizer = torch.optim.AdamW([
+        {"params": model.encoder.parameters(), "lr": config.learning_rate},
+        {"params": model.sentiment.parameters(), "lr": config.head_learning_rate}], weight_decay=0.01)
+    rng = random.Random(config.seed)
+    total = config.epochs * ((len(examples) + config.batch_size - 1) // config.batch_size)
+    step = 0
+    for epoch in range(config.epochs):
+        model.train()
+        model.tagger.eval()
+        order = sorted(examples, key=lambda e: len(e[0]))
+        batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        rng.shuffle(batches)
+        for batch in batches:
+            loss = _loss(model, teacher, tokenizer, batch, config)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            if step % 20 == 0 or step == total:
+                elapsed = time.monotonic() - started
+                log(f"epoch {epoch + 1}/{config.epochs} step {step}/{total} loss {loss.item():.3f} "
+                    f"({elapsed:.0f}s, ~{elapsed / step * (total - step):.0f}s left)")
+    model.eval()
+    after = _scores(model, tokenizer, sets, config)
+    log(f"after: {_brief(after)}")
+    _save(model, base, out, meta, labels, config)
+    report = {"before": before, "after": after, "user_train": len(user_train),
+              "user_heldout": len(user_heldout), "replay": len(replay),
+              "seconds": round(time.monotonic() - started)}
+    (out / "finetune.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _replay(config: train.TrainConfig, n: int, seed: int) -> list[data.LabelledText]:
+    """``n`` of our own training texts (never our held-out ones), half tweets, half customer tweets."""
+    pools = [train.split_corpus(corpus, heldout_fraction=config.heldout_fraction, seed=config.seed)[0]
+             for corpus in (data.tweets(), data.customer_tweets())]
+    rng = random.Random(seed + 7)
+    return [t for pool in pools for t in rng.sample(pool, min(n // 2, len(pool)))]
+
+
+def _evaluation_sets(config: train.TrainConfig, user_heldout: list, ft: FinetuneConfig) -> dict[str, list]:
+    rng = random.Random(ft.seed + 11)
+    sets = {"yours (held out)": user_heldout}
+    for name, corpus in (("our tweets (held out)", data.tweets()),
+                         ("customer tweets (held out)", data.customer_tweets())):
+        heldout = train.split_corpus(corpus, heldout_fraction=config.heldout_fraction, seed=config.seed)[1]
+        sets[name] = rng.sample(heldout, min(ft.eval_tweets, len(heldout)))
+    sets["product reviews (fixture)"] = product_reviews()
+    return sets
+
+
+def _forward(model, tokenizer, texts: list[str], max_length: int):
+    import torch
+
+    enc = encode(tokenizer, texts, max_length=max_length)
+    ids, mask = torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask)
+    return model(ids, mask, torch.from_numpy(enc.casing)), mask
+
+
+def _loss(model, teacher, tokenizer, batch, config: FinetuneConfig):
+    import torch
+
+    (sentiment, tags), mask = _forward(model, tokenizer, [t for t, _ in batch], config.max_length)
+    with torch.no_grad():
+        (_, teacher_tags), _ = _forward(teacher, tokenizer, [t for t, _ in batch], config.max_length)
+    target = torch.tensor([label for _, label in batch])
+    loss = torch.nn.functional.cross_entropy(sentiment, target)
+    # Entities stay as they were: KL(teacher || student) over each real token's tag distribution.
+    kl = torch.nn.functional.kl_div(tags.log_softmax(-1), teacher_tags.log_softmax(-1), log_target=True,
+                                    reduction="none").sum(-1)
+    tokens = mask.to(kl.dtype)
+    return loss + config.tag_distill_weight * (kl * tokens).sum() / tokens.sum().clamp(min=1.0)
+
+
+def _scores(model, tokenizer, sets: dict[str, list], config: FinetuneConfig) -> dict[str, dict]:
+    import torch
+
+    out = {}
+    with torch.no_grad():
+        for name, items in sets.items():
+            order = sorted(range(len(items)), key=lambda i: len(items[i].text))
+            probs = np.zeros((len(items), len(SENTIMENT_LABELS)), dtype=np.float32)
+            for start in range(0, len(order), 64):
+                idx = order[start:start + 64]
+                texts = [items[i].text for i in idx]
+                (sentiment, _), _ = _forward(model, tokenizer, texts, config.max_length)
+                probs[idx] = sentiment.softmax(-1).numpy()
+            out[name] = sentiment_scores([t.label for t in items], probs, [t.group for t in items])
+    return out
+
+
+def _brief(scores: dict[str, dict]) -> str:
+    return "; ".join(f"{name} polar {s['polar_accuracy']:.3f}, 3-class {s['accuracy']:.3f}"
+                     for name, s in scores.items())
+
+
+def _save(model, base: Path, out: Path, meta: dict, labels: list, config: FinetuneConfig) -> None:
+    import torch
+
+    digest = hashlib.sha256(json.dumps([meta["key"], asdict(config), [(t.text, t.label) for t in labels]])
+                            .encode()).hexdigest()[:12]
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(model.state_dict(), tmp / "weights.pt")
+    for name in ("tokenizer.json", "encoder_config.json"):
+        shutil.copy2(base / name, tmp / name)
+    (tmp / "complete.json").write_text(json.dumps({
+        **meta, "key": f"{meta['key']}-ft-{digest}", "base": str(base), "finetune": asdict(config),
+        "tags": list(TAGS), "sentiment_labels": list(SENTIMENT_LABELS)}, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)

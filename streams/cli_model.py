@@ -1,0 +1,154 @@
+"""``streamsense train --labels`` and ``streamsense model list | load | rollback``: new model
+versions from the user's labels, and switching what Triton serves without a restart."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from streams.local.settings import LocalStackSettings
+from streams.settings import explain_settings_error
+
+__all__ = ["console", "fail", "local_settings", "model_app", "reapply_model_version", "train"]
+
+console = Console(stderr=True)
+model_app = typer.Typer(no_args_is_help=True, help="List, switch and roll back the served model version "
+                                                    "(no restart of Triton or the workers).")
+
+
+def local_settings() -> LocalStackSettings:
+    # The CLI runs workers and the local stack: the worker's settings and the stack's own.
+    try:
+        return LocalStackSettings()
+    except ValidationError as exc:
+        console.print(f"[red]invalid STREAMSENSE_* settings:[/red]\n{explain_settings_error(exc)}")
+        raise typer.Exit(2) from None
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
+
+
+def reapply_model_version(settings: LocalStackSettings) -> None:
+    """Triton starts with the newest version; serve the one last switched to instead."""
+    from streams.adapters.triton_models import ModelControl, history, repository_versions
+
+    switches = history(settings.home)
+    installed = {v.number for v in repository_versions(settings.triton_model_repository)}
+    if switches and int(switches[-1]["version"]) in installed:
+        control = ModelControl(settings.triton_http_url, home=settings.home)
+        if control.served() != [int(switches[-1]["version"])]:
+            control.load(int(switches[-1]["version"]), record=False)
+            console.print(f"serving text_analysis version {switches[-1]['version']} (the last switch)")
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """The installed versions of text_analysis and which one Triton serves."""
+    from streams.adapters.triton_models import ModelControl, history, repository_versions
+
+    settings = local_settings()
+    try:
+        served = ModelControl(settings.triton_http_url, home=settings.home).served()
+    except Exception as exc:
+        served = []
+        console.print(f"[yellow]Triton at {settings.triton_http_url} did not answer: {exc!r}[/yellow]")
+    for version in repository_versions(settings.triton_model_repository):
+        mark = "served" if version.number in served else ""
+        print(f"{version.number:>4}  {version.name}  {mark}".rstrip())
+    switches = history(settings.home)
+    if switches:
+        print(f"last switch: version {switches[-1]['version']} at {switches[-1]['at']}")
+
+
+@model_app.command("load")
+def model_load(version: Annotated[int, typer.Argument(help="the version folder's number")]) -> None:
+    """Serve VERSION from now on; returns when Triton reports it ready."""
+    from streams.adapters.triton_models import ModelControl, ModelVersionError, repository_versions
+
+    settings = local_settings()
+    if version not in {v.number for v in repository_versions(settings.triton_model_repository)}:
+        raise fail(f"no version {version} in {settings.triton_model_repository} (`streamsense model list`)")
+    try:
+        ModelControl(settings.triton_http_url, home=settings.home).load(version)
+    except ModelVersionError as exc:
+        raise fail(str(exc)) from None
+    print(f"serving text_analysis version {version}")
+
+
+@model_app.command("rollback")
+def model_rollback() -> None:
+    """Serve the version that was served before the last switch."""
+    from streams.adapters.triton_models import ModelControl, ModelVersionError
+
+    settings = local_settings()
+    try:
+        version = ModelControl(settings.triton_http_url, home=settings.home).rollback()
+    except ModelVersionError as exc:
+        raise fail(str(exc)) from None
+    print(f"serving text_analysis version {version} again")
+
+
+def train(
+    labels: Annotated[Path, typer.Option(help="JSON lines: text, and label (negative, neutral, positive) "
+                                         "or rating", exists=True, dir_okay=False)],
+    epochs: Annotated[int, typer.Option(min=1, help="passes over your texts")] = 2,
+    base: Annotated[int | None, typer.Option(help="the version to start from (default: the newest)")] = None,
+    eval_tweets: Annotated[int, typer.Option(min=10, help="our held-out tweets and customer tweets "
+                                             "scored before and after (each)")] = 1000,
+) -> None:
+    """Fine-tune the model on your labelled texts and install it as a new model version
+    (then `streamsense model load N`). Needs the training extra (torch), as `make setup` installs."""
+    from streams.adapters.triton_models import repository_versions
+
+    try:
+        from models.bert import data, export, finetune
+    except ImportError as exc:
+        raise fail(f"training needs the `train` extra (torch, transformers): {exc}") from None
+    settings = local_settings()
+    repository = settings.triton_model_repository
+    versions = {v.number: v for v in repository_versions(repository)}
+    start = versions.get(base if base is not None else max(versions, default=0))
+    weights = Path(_info(start.path).get("weights", "")) if start else None
+    if start is None or weights is None or not (weights / "complete.json").exists():
+        raise fail(f"no installed version with torch weights to start from in {repository} (`make setup`)")
+    texts, problems = finetune.read_labels(labels, negative_max=settings.rating_negative_max,
+                                           positive_min=settings.rating_positive_min)
+    for problem in problems[:20]:
+        console.print(f"[yellow]{labels}: {problem} (left out)[/yellow]")
+    console.print(f"fine-tuning version {start.number} ({start.name}) on {len(texts)} labelled texts")
+    out = data.cache_dir() / "models" / f"finetuned-{labels.stem}-{start.number}"
+    config = finetune.FinetuneConfig(epochs=epochs, eval_tweets=eval_tweets)
+    try:
+        report = finetune.finetune(weights, texts, out, config=config,
+                                   log=lambda msg: console.print(msg, highlight=False))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    number = export.next_version(repository)
+    export.install(out, repository, version=number)
+    _report(report)
+    print(f"installed as text_analysis version {number}: `streamsense model load {number}` serves it")
+
+
+def _info(path: Path) -> dict:
+    import json
+
+    return json.loads((path / "model_info.json").read_text())
+
+
+def _report(report: dict) -> None:
+    table = Table("set", "n", "polar before", "polar after", "3-class before", "3-class after",
+                  title=f"sentiment before and after ({report['user_train']} of your texts trained on, "
+                        f"{report['replay']} of ours mixed in, {report['seconds']} s)")
+    for name, before in report["before"].items():
+        after = report["after"][name]
+        table.add_row(name, str(before["n"]), *(f"{r[key]:.3f}" for key in ("polar_accuracy", "accuracy")
+                                                for r in (before, after)))
+    Console(file=sys.stdout, width=140).print(table)

@@ -1,0 +1,111 @@
+"""Model versions on the real stack, as a user runs them: `streamsense train --labels` makes
+version 2 from a small labelled file, `streamsense model load 2` switches what Triton serves
+while a worker runs, with nothing lost (records before the switch carry the old version,
+records after it the new one), and `rollback` switches back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.bert import data
+from streams.adapters.kafka_io import produce_lines, read_topic
+from streams.adapters.triton_models import repository_versions
+from streams.local.process import free_port
+from streams.local.stack import LocalStack
+from streams.settings import Settings
+from streams.testing import synthetic_events
+from streams.testing.stack import REPO, WorkerProcess, ids_in
+from streams.topics import TopicNames
+
+pytestmark = pytest.mark.integration
+
+
+def _repository(target: Path) -> str:
+    """A copy of the model repository (hard links) holding version 1; its version name."""
+    source = REPO / "triton_repo"
+    if not (source / "text_analysis" / "1" / "model_info.json").exists():
+        pytest.skip("triton_repo is built by `make setup`")
+    shutil.copytree(source, target, copy_function=os.link)
+    return json.loads((target / "text_analysis" / "1" / "model_info.json").read_text())["version"]
+
+
+def _labels(path: Path) -> Path:
+    """120 rated drugs.com reviews, the way a user would export them."""
+    rows = [{"text": r.text, "rating": {"negative": 1, "neutral": 3, "positive": 5}[r.label]}
+            for r in data.drug_reviews()[:120]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    return path
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "streams.cli", *args], env={**os.environ, **env},
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_switching_versions_while_a_worker_runs_loses_nothing(
+        kafka: Settings, stack_environment: dict[str, str], tmp_path: Path):
+    repository = tmp_path / "repo"
+    old = _repository(repository)
+    ports = {"STREAMSENSE_TRITON_URL": f"127.0.0.1:{free_port()}",
+             "STREAMSENSE_TRITON_HTTP_URL": f"127.0.0.1:{free_port()}",
+             "STREAMSENSE_TRITON_METRICS_PORT": str(free_port())}
+    home = tmp_path / "home"
+    env = {**stack_environment, **ports, "STREAMSENSE_TOPIC_PREFIX": "mv1.", "STREAMSENSE_HOME": str(home),
+           "STREAMSENSE_TRITON_MODEL_REPOSITORY": str(repository)}
+    settings = kafka.model_copy(update={"topic_prefix": "mv1."})
+    local = kafka.model_copy(update={
+        "triton_url": ports["STREAMSENSE_TRITON_URL"], "triton_http_url": ports["STREAMSENSE_TRITON_HTTP_URL"],
+        "triton_metrics_port": int(ports["STREAMSENSE_TRITON_METRICS_PORT"]), "home": home,
+        "triton_model_repository": repository})
+    names = TopicNames(prefix="mv1.")
+    trained = _cli(env, "train", "--labels", str(_labels(tmp_path / "labels.jsonl")), "--epochs", "1",
+                   "--eval-tweets", "100")
+    assert "installed as text_analysis version 2" in trained and "yours (held out)" in trained
+    new = json.loads((repository / "text_analysis" / "2" / "model_info.json").read_text())["version"]
+    assert new != old and "-ft-" in new
+    triton = LocalStack(local).triton()
+    triton.start(timeout_s=local.startup_timeout_s)
+    reviews = list(synthetic_events("reviews", 900, seed=11))
+    phases = [reviews[:300], reviews[300:600], reviews[600:]]
+    worker = WorkerProcess(env, log_dir=tmp_path)
+    try:
+        # Triton starts with the newest version; the first switch pins version 1.
+        listed = _cli(env, "model", "list").splitlines()
+        assert "served" in next(line for line in listed if new in line)
+        _cli(env, "model", "load", "1")
+        for i, phase in enumerate(phases):
+            asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in phase]))
+            ids_in(settings, names.reviews_enriched, "review_id", expect=sum(map(len, phases[:i + 1])),
+                   timeout_s=180, worker=worker)
+            if i == 0:
+                _cli(env, "model", "load", "2")
+            elif i == 1:
+                assert "version 1" in _cli(env, "model", "rollback")
+
+        async def versions() -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {}
+            async for rec in read_topic(settings, names.reviews_enriched, idle_timeout_s=3):
+                body = json.loads(rec.value)
+                out.setdefault(body["review_id"], []).append(body["model"]["ner"])
+            return out
+
+        seen = asyncio.run(versions())
+    finally:
+        worker.stop()
+        triton.stop()
+    assert worker.proc.returncode in (0, -15, 143), worker.tail()
+    assert set(seen) == {r["review_id"] for r in reviews}
+    assert {v for r in phases[0] for v in seen[r["review_id"]]} == {old}
+    assert {v for r in phases[1] for v in seen[r["review_id"]]} == {new}
+    assert {v for r in phases[2] for v in seen[r["review_id"]]} == {old}
+    assert [v.number for v in repository_versions(repository)] == [1, 2]
