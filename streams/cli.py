@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streams.cli_model import console, model_app, reapply_model_version, train
+from streams.cli_model import console, learn, model_app, reapply_model_version, train
 from streams.cli_model import fail as _fail
 from streams.cli_model import local_settings as _settings
 from streams.local.process import ServiceError
@@ -29,6 +29,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 app.add_typer(model_app, name="model")
 app.command()(train)
+app.command()(learn)
 
 
 @app.command()

@@ -15,7 +15,7 @@ from rich.table import Table
 from streams.local.settings import LocalStackSettings
 from streams.settings import explain_settings_error
 
-__all__ = ["console", "fail", "local_settings", "model_app", "reapply_model_version", "train"]
+__all__ = ["console", "fail", "learn", "local_settings", "model_app", "reapply_model_version", "train"]
 
 console = Console(stderr=True)
 model_app = typer.Typer(no_args_is_help=True, help="List, switch and roll back the served model version "
@@ -152,3 +152,40 @@ def _report(report: dict) -> None:
         table.add_row(name, str(before["n"]), *(f"{r[key]:.3f}" for key in ("polar_accuracy", "accuracy")
                                                 for r in (before, after)))
     Console(file=sys.stdout, width=140).print(table)
+
+
+def learn(
+    every: Annotated[int, typer.Option(min=10, help="new rated reviews between rounds")] = 1000,
+    epochs: Annotated[int, typer.Option(min=1, help="passes over the rated reviews per round")] = 1,
+    alpha: Annotated[float, typer.Option(min=0.0001, max=0.5, help="a new version is served only when "
+                                         "it wins with confidence 1 - alpha")] = 0.05,
+    once: Annotated[bool, typer.Option(help="gather, run at most one round, exit")] = False,
+    poll_s: Annotated[float, typer.Option(min=1, help="seconds between looks at the stream")] = 30.0,
+    eval_tweets: Annotated[int, typer.Option(min=10, help="our held-out tweets scored per round")] = 1000,
+) -> None:
+    """The background learner: gather rated reviews from reviews.enriched, fine-tune the served
+    version on them every N new ones, and serve the result only when it beats the served version
+    on held-out rated reviews with confidence (no restart). Needs the training extra."""
+    import time
+
+    from streams.learner import LearnerOptions, collect, learn_round, pending
+
+    settings = local_settings()
+    options = LearnerOptions(every=every, epochs=epochs, alpha=alpha, eval_tweets=eval_tweets)
+    while True:
+        try:
+            new = collect(settings, keep=options.keep)
+        except Exception as exc:
+            raise fail(f"cannot read {settings.topic_prefix}reviews.enriched from "
+                       f"{settings.kafka_bootstrap}: {exc!r}") from None
+        waiting = pending(settings)
+        console.print(f"learner: {new} new rated reviews, {waiting} since the last round "
+                      f"(a round every {every})")
+        if waiting >= every:
+            try:
+                learn_round(settings, options, log=lambda msg: console.print(msg, highlight=False))
+            except (ImportError, RuntimeError, ValueError) as exc:
+                raise fail(f"the learning round failed: {exc}") from None
+        if once:
+            return
+        time.sleep(poll_s)

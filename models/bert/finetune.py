@@ -76,9 +76,14 @@ def read_labels(path: Path, *, negative_max: float = 2.0, positive_min: float = 
 
 
 def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
-             config: FinetuneConfig = FinetuneConfig(), log=print) -> dict:
+             config: FinetuneConfig = FinetuneConfig(), heldout: list[data.LabelledText] | None = None,
+             log=print) -> dict:
     """Fine-tune the model in ``base`` (a folder :func:`models.bert.train.ensure_trained`
-    writes) on ``labels``; write the result to ``out`` in the same layout; return the report."""
+    writes) on ``labels``; write the result to ``out`` in the same layout; return the report.
+
+    ``heldout``: the user's texts to evaluate on (default: a fifth of ``labels``, split by text).
+    The report's ``paired`` counts, on the polar ones, the texts only the new model gets right
+    (``after_right``) and only the old one does (``before_right``): what a paired test needs."""
     import torch
 
     started = time.monotonic()
@@ -86,8 +91,11 @@ def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
     torch.manual_seed(config.seed)
     meta = json.loads((base / "complete.json").read_text())
     base_config = train.TrainConfig(**meta["config"])
-    user_train, user_heldout = train.split_corpus(labels, heldout_fraction=config.heldout_fraction,
-                                                  seed=config.seed)
+    if heldout is None:
+        user_train, user_heldout = train.split_corpus(labels, heldout_fraction=config.heldout_fraction,
+                                                      seed=config.seed)
+    else:
+        user_train, user_heldout = labels, heldout
     if not user_train or not user_heldout:
         raise ValueError(f"need labelled texts for both training and held-out ({len(labels)} given)")
     replay = _replay(base_config, int(len(user_train) * config.replay_fraction), config.seed)
@@ -97,7 +105,7 @@ def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
 
     tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
     teacher, model = train.load(base), train.load(base)
-    before = _scores(teacher, tokenizer, sets, config)
+    before, before_probs = _scores(teacher, tokenizer, sets, config)
     log(f"before: {_brief(before)}")
     for p in [*teacher.parameters(), *model.tagger.parameters()]:
         p.requires_grad_(False)
@@ -125,10 +133,11 @@ def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
                 log(f"epoch {epoch + 1}/{config.epochs} step {step}/{total} loss {loss.item():.3f} "
                     f"({elapsed:.0f}s, ~{elapsed / step * (total - step):.0f}s left)")
     model.eval()
-    after = _scores(model, tokenizer, sets, config)
+    after, after_probs = _scores(model, tokenizer, sets, config)
     log(f"after: {_brief(after)}")
     _save(model, base, out, meta, labels, config)
-    report = {"before": before, "after": after, "user_train": len(user_train),
+    report = {"before": before, "after": after, "paired": _paired(user_heldout, before_probs, after_probs),
+              "user_train": len(user_train),
               "user_heldout": len(user_heldout), "replay": len(replay),
               "seconds": round(time.monotonic() - started)}
     (out / "finetune.json").write_text(json.dumps(report, indent=2))
@@ -177,10 +186,26 @@ def _loss(model, teacher, tokenizer, batch, config: FinetuneConfig):
     return loss + config.tag_distill_weight * (kl * tokens).sum() / tokens.sum().clamp(min=1.0)
 
 
-def _scores(model, tokenizer, sets: dict[str, list], config: FinetuneConfig) -> dict[str, dict]:
+def _paired(items: list, before: np.ndarray, after: np.ndarray) -> dict[str, int]:
+    pos, neg = SENTIMENT_LABELS.index("positive"), SENTIMENT_LABELS.index("negative")
+    counts = {"after_right": 0, "before_right": 0, "polar": 0}
+    for item, b, a in zip(items, before, after, strict=True):
+        if item.label == "neutral":
+            continue
+        truth = item.label == "positive"
+        b_right, a_right = (b[pos] > b[neg]) == truth, (a[pos] > a[neg]) == truth
+        counts["polar"] += 1
+        counts["after_right"] += int(a_right and not b_right)
+        counts["before_right"] += int(b_right and not a_right)
+    return counts
+
+
+def _scores(model, tokenizer, sets: dict[str, list], config: FinetuneConfig
+            ) -> tuple[dict[str, dict], np.ndarray]:
+    """Scores per set, and the user's held-out probabilities (the first set)."""
     import torch
 
-    out = {}
+    out, first = {}, None
     with torch.no_grad():
         for name, items in sets.items():
             order = sorted(range(len(items)), key=lambda i: len(items[i].text))
@@ -191,7 +216,8 @@ def _scores(model, tokenizer, sets: dict[str, list], config: FinetuneConfig) -> 
                 (sentiment, _), _ = _forward(model, tokenizer, texts, config.max_length)
                 probs[idx] = sentiment.softmax(-1).numpy()
             out[name] = sentiment_scores([t.label for t in items], probs, [t.group for t in items])
-    return out
+            first = probs if first is None else first
+    return out, first
 
 
 def _brief(scores: dict[str, dict]) -> str:

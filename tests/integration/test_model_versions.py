@@ -1,7 +1,9 @@
 """Model versions on the real stack, as a user runs them: `streamsense train --labels` makes
 version 2 from a small labelled file, `streamsense model load 2` switches what Triton serves
 while a worker runs, with nothing lost (records before the switch carry the old version,
-records after it the new one), and `rollback` switches back."""
+records after it the new one), and `rollback` switches back. Then the background learner
+(`streamsense learn --once`) fine-tunes on the rated reviews the worker enriched, among them a
+domain the model gets wrong, and serves its version 3 because it wins on held-out ones."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from streams.adapters.triton_models import repository_versions
 from streams.local.process import free_port
 from streams.local.stack import LocalStack
 from streams.settings import Settings
-from streams.testing import synthetic_events
+from streams.testing import domain_reviews, synthetic_events
 from streams.testing.stack import REPO, WorkerProcess, ids_in
 from streams.topics import TopicNames
 
@@ -49,7 +51,7 @@ def _cli(env: dict[str, str], *args: str) -> str:
     result = subprocess.run([sys.executable, "-m", "streams.cli", *args], env={**os.environ, **env},
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return result.stdout + result.stderr
 
 
 def test_switching_versions_while_a_worker_runs_loses_nothing(
@@ -75,8 +77,8 @@ def test_switching_versions_while_a_worker_runs_loses_nothing(
     assert new != old and "-ft-" in new
     triton = LocalStack(local).triton()
     triton.start(timeout_s=local.startup_timeout_s)
-    reviews = list(synthetic_events("reviews", 900, seed=11))
-    phases = [reviews[:300], reviews[300:600], reviews[600:]]
+    reviews = list(synthetic_events("reviews", 300, seed=11))
+    phases = [reviews[:100], reviews[100:200], reviews[200:]]
     worker = WorkerProcess(env, log_dir=tmp_path)
     try:
         # Triton starts with the newest version; the first switch pins version 1.
@@ -100,6 +102,7 @@ def test_switching_versions_while_a_worker_runs_loses_nothing(
             return out
 
         seen = asyncio.run(versions())
+        learned = _learn(env, settings, names, worker)
     finally:
         worker.stop()
         triton.stop()
@@ -108,4 +111,28 @@ def test_switching_versions_while_a_worker_runs_loses_nothing(
     assert {v for r in phases[0] for v in seen[r["review_id"]]} == {old}
     assert {v for r in phases[1] for v in seen[r["review_id"]]} == {new}
     assert {v for r in phases[2] for v in seen[r["review_id"]]} == {old}
-    assert [v.number for v in repository_versions(repository)] == [1, 2]
+    assert [v.number for v in repository_versions(repository)] == [1, 2, 3]
+    rounds = [json.loads(line) for line in (home / "learner" / "rounds.jsonl").read_text().splitlines()]
+    assert [r["accepted"] for r in rounds] == [True] and rounds[0]["after"] > rounds[0]["before"]
+    third = json.loads((repository / "text_analysis" / "3" / "model_info.json").read_text())["version"]
+    assert learned and {r["model"]["ner"] for r in learned} == {third}
+
+
+def _learn(env: dict[str, str], settings: Settings, names: TopicNames, worker: WorkerProcess) -> list[dict]:
+    """Rated horror-film reviews (the model gets most wrong), a learner round, then unrated
+    ones: what the learner's version says about them."""
+    rated = domain_reviews(200, seed=21)
+    asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in rated]))
+    ids_in(settings, names.reviews_enriched, "review_id", expect=500, timeout_s=180, worker=worker)
+    out = _cli(env, "learn", "--once", "--every", "200", "--epochs", "2", "--eval-tweets", "20")
+    assert "serving version 3" in out, out
+    fresh = [{k: v for k, v in r.items() if k != "rating"} for r in domain_reviews(50, seed=22)]
+    asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in fresh]))
+    ids_in(settings, names.reviews_enriched, "review_id", expect=550, timeout_s=180, worker=worker)
+    wanted = {r["review_id"] for r in fresh}
+
+    async def read() -> list[dict]:
+        return [body async for rec in read_topic(settings, names.reviews_enriched, idle_timeout_s=3)
+                if (body := json.loads(rec.value))["review_id"] in wanted]
+
+    return asyncio.run(read())
