@@ -13,6 +13,8 @@ Sections (each replaces its part of BENCHMARKS.md with ``--write``):
   50% and 80% of the one-worker saturation rate, with a rate-controlled producer;
 * ``clicks``: the click path (1 and 2 workers) next to a bare aiokafka loop, a minimal
   faust-streaming agent and a Quix Streams app doing plain per-user state, on one broker;
+* ``adapter``: the sentiment adapter's learning curve on rated drugs.com reviews (served label
+  against the base model, VADER and the majority class, prequential);
 * ``profile``: where one worker spends its time on the text path (py-spy, when it may attach);
 * ``soak`` (only when asked for: ``make soak``): one worker's resident memory while it takes
   per-key state for 100k click users and then 100k entities, each seen twice.
@@ -36,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from models.benchmarks import write_section
+from streams.bench.adapter import adapter
 from streams.bench.clicks import clicks
 from streams.bench.harness import BUSY_WARNING, REPO, Stack, busy_fraction
 from streams.bench.plots import render
@@ -45,7 +48,7 @@ from streams.bench.text import inference, latency, text
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("inference", "text", "latency", "clicks", "profile", "soak")
+SECTIONS = ("inference", "text", "latency", "clicks", "adapter", "profile", "soak")
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -92,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             command = f"python -m streams.bench --only {name} --write {args.write}"
             write_section(args.write, f"bench-{name}", f"Command: `{command}` ({machine})\n\n{body}")
 
-    needs_triton = bool({"inference", "text", "latency", "profile"} & set(args.only))
+    needs_triton = bool({"inference", "text", "latency", "adapter", "profile"} & set(args.only))
     with Stack(with_triton=needs_triton) as stack:
         ceiling = saturation = 0.0
         if {"inference", "text", "latency"} & set(args.only):
@@ -111,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "clicks" in args.only:
             check("clicks")
             out("clicks", clicks(stack, args.events))
+        if "adapter" in args.only:
+            check("adapter")
+            out("adapter", adapter(stack))
         if "profile" in args.only:
             check("profile")
             out("profile", profile(stack, args.reviews))

@@ -109,3 +109,15 @@ def _draw_soak(fig, data: dict) -> None:
     ax.set_ylim(bottom=0)
     ax.legend()
     ax.set_title("One worker's memory over per-key state")
+
+
+def _draw_adapter(fig, data: dict) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    for name, rolling in data["curves"].items():
+        ax.plot(range(1, len(rolling) + 1), rolling, label=name, linewidth=2.2 if name == "served" else 1.2)
+    ax.axhline(0.8, color="grey", linestyle=":", label="target 0.80")
+    ax.set_xlabel("polar rated reviews streamed")
+    ax.set_ylabel("polar accuracy, last 200")
+    ax.set_ylim(0.3, 1.0)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Sentiment adapter on drugs.com reviews (prequential)")
