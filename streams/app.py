@@ -120,13 +120,16 @@ def _keep_click_models(app: faust.App, clicks: ClickProcessor, *, settings: Sett
 
 def _keep_adapter(app: faust.App, adaptation: SentimentAdaptation, *, settings: Settings,
                   feedback_topic: str) -> None:
-    @app.timer(settings.sentiment_adapter_checkpoint_s)
-    async def store_sentiment_adapter() -> None:
-        try:
-            adaptation.store()
-        except Exception:
-            # A failed store only delays what others serve: the next one writes it.
-            log.exception("storing the sentiment adapter failed; retrying at the next interval")
+    if settings.processing_guarantee != "exactly_once":
+        # Under exactly-once a table write belongs in a batch's transaction: a write from a timer
+        # can land between transactions. There the learner stores only after its batches.
+        @app.timer(settings.sentiment_adapter_checkpoint_s)
+        async def store_sentiment_adapter() -> None:
+            try:
+                adaptation.store()
+            except Exception:
+                # A failed store only delays what others serve: the next one writes it.
+                log.exception("storing the sentiment adapter failed; retrying at the next interval")
 
     @app.on_partitions_revoked.connect
     async def forget_sentiment_learner(sender, revoked, **kwargs) -> None:
