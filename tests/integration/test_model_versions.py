@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from models.bert import data
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.adapters.triton_models import repository_versions
 from streams.local.process import free_port
@@ -40,9 +39,8 @@ def _repository(target: Path) -> str:
 
 
 def _labels(path: Path) -> Path:
-    """120 rated drugs.com reviews, the way a user would export them."""
-    rows = [{"text": r.text, "rating": {"negative": 1, "neutral": 3, "positive": 5}[r.label]}
-            for r in data.drug_reviews()[:120]]
+    """120 rated reviews, the way a user would export them (no package download needed)."""
+    rows = [{"text": r["text"], "rating": r["rating"]} for r in domain_reviews(120, seed=31)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
     return path
 
