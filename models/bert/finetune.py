@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import shutil
 import time
@@ -27,6 +26,7 @@ import numpy as np
 from models.bert import data, train
 from models.bert.evaluate import product_reviews, sentiment_scores
 from models.bert.pipeline import SENTIMENT_LABELS, TAGS, encode
+from models.online.sentiment import rating_label
 
 __all__ = ["FinetuneConfig", "finetune", "read_labels"]
 
@@ -58,11 +58,9 @@ def read_labels(path: Path, *, negative_max: float = 2.0, positive_min: float = 
                 text = row["text"].strip() if isinstance(row.get("text"), str) else ""
                 label = row.get("label")
                 rating = row.get("rating")
-                if label is None and isinstance(rating, int | float) and not isinstance(rating, bool) \
-                        and math.isfinite(rating):
-                    rating = float(rating)
-                    label = "negative" if rating <= negative_max else "positive" if rating >= positive_min \
-                        else "neutral"
+                if label is None and isinstance(rating, int | float) and not isinstance(rating, bool):
+                    index = rating_label(rating, negative_max=negative_max, positive_min=positive_min)
+                    label = None if index is None else SENTIMENT_LABELS[index]
             except (json.JSONDecodeError, AttributeError, TypeError) as exc:
                 problems.append(f"line {n}: not a JSON object ({exc})")
                 continue
@@ -118,10 +116,8 @@ def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
     for epoch in range(config.epochs):
         model.train()
         model.tagger.eval()
-        order = sorted(examples, key=lambda e: len(e[0]))
-        batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-        rng.shuffle(batches)
-        for batch in batches:
+        for batch in train._batches(examples, base_config, rng, size=config.batch_size,
+                                    length=lambda e: len(e[0])):
             loss = _loss(model, teacher, tokenizer, batch, config)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -120,18 +120,23 @@ class SentimentAdapter:
             raise ValueError(f"expected {len(LABELS)} base probabilities")
         return np.concatenate([embedding, logp, [1.0]])
 
-    def predict_proba_one(self, embedding: np.ndarray, base_probs: np.ndarray) -> np.ndarray:
-        z = self._weights @ self._features(embedding, base_probs)
+    def _probs(self, x: np.ndarray) -> np.ndarray:
+        z = self._weights @ x
         z = np.exp(z - z.max())
         return z / z.sum()
 
+    def predict_proba_one(self, embedding: np.ndarray, base_probs: np.ndarray) -> np.ndarray:
+        return self._probs(self._features(embedding, base_probs))
+
     def learn_one(self, embedding: np.ndarray, base_probs: np.ndarray, label: int) -> SentimentAdapter:
         x = self._features(embedding, base_probs)
-        z = self._weights @ x
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        p[label] -= 1.0
-        grad = np.outer(p, x) + self.l2 * self._weights
+        return self._learn(x, self._probs(x), label)
+
+    def _learn(self, x: np.ndarray, probs: np.ndarray, label: int) -> SentimentAdapter:
+        """One AdaGrad step from features ``x`` and the current prediction ``probs`` of them."""
+        error = probs.copy()
+        error[label] -= 1.0
+        grad = np.outer(error, x) + self.l2 * self._weights
         self._grad_sq += grad * grad
         self._weights -= self.learning_rate * grad / np.sqrt(self._grad_sq)
         self._learned += 1
@@ -148,8 +153,9 @@ class SentimentAdapter:
         decision, then learn from it."""
         if label not in (_NEG, _NEU, _POS):
             raise ValueError(f"label must be 0, 1 or 2, not {label!r}")
+        x = self._features(embedding, base_probs)
+        adapted = self._probs(x)  # before learning this row: prequential, and the step's gradient
         if label != _NEU:
-            adapted = self.predict_proba_one(embedding, base_probs)
             base_right = _polar(base_probs) == label
             adapted_right = _polar(adapted) == label
             served_right = adapted_right if self._serving == "adapted" else base_right
@@ -162,7 +168,7 @@ class SentimentAdapter:
                 self._serving = "base" if self._serving == "adapted" else "adapted"
                 self._test = self._new_test()
                 self._switches += 1
-        return self.learn_one(embedding, base_probs, label)
+        return self._learn(x, adapted, label)
 
     def report(self) -> dict:
         """Rolling polar accuracies (None before any polar rated review) and the test's state."""
