@@ -116,8 +116,7 @@ def train(
     repository = settings.triton_model_repository
     versions = {v.number: v for v in repository_versions(repository)}
     start = versions.get(base if base is not None else max(versions, default=0))
-    weights = Path(_info(start.path).get("weights", "")) if start else None
-    if start is None or weights is None or not (weights / "complete.json").exists():
+    if start is None or start.weights is None:
         raise fail(f"no installed version with torch weights to start from in {repository} (`make setup`)")
     texts, problems = finetune.read_labels(labels, negative_max=settings.rating_negative_max,
                                            positive_min=settings.rating_positive_min)
@@ -127,7 +126,7 @@ def train(
     out = data.cache_dir() / "models" / f"finetuned-{labels.stem}-{start.number}"
     config = finetune.FinetuneConfig(epochs=epochs, eval_tweets=eval_tweets)
     try:
-        report = finetune.finetune(weights, texts, out, config=config,
+        report = finetune.finetune(start.weights, texts, out, config=config,
                                    log=lambda msg: console.print(msg, highlight=False))
     except ValueError as exc:
         raise fail(str(exc)) from None
@@ -135,12 +134,6 @@ def train(
     export.install(out, repository, version=number)
     _report(report)
     print(f"installed as text_analysis version {number}: `streamsense model load {number}` serves it")
-
-
-def _info(path: Path) -> dict:
-    import json
-
-    return json.loads((path / "model_info.json").read_text())
 
 
 def _report(report: dict) -> None:

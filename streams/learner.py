@@ -141,11 +141,13 @@ def learn_round(settings: LocalStackSettings, options: LearnerOptions, *, log=pr
         raise RuntimeError(f"Triton serves no installed version of text_analysis "
                            f"({settings.triton_model_repository})")
     base = versions[served[-1]]
-    weights = Path(json.loads((base.path / "model_info.json").read_text())["weights"])
+    if base.weights is None:
+        raise RuntimeError(f"version {base.number}'s torch weights are not on this machine: "
+                           "cannot fine-tune it")
     out = data.cache_dir() / "models" / f"learned-{base.name[-12:]}-{len(rows)}"
     log(f"learner: fine-tuning version {base.number} on {len(train)} rated reviews "
         f"({len(heldout)} held out)")
-    report = finetune.finetune(weights, train, out, heldout=heldout, log=log,
+    report = finetune.finetune(base.weights, train, out, heldout=heldout, log=log,
                                config=finetune.FinetuneConfig(epochs=options.epochs,
                                                               eval_tweets=options.eval_tweets))
     number_of_round = len(_rounds(settings)) + 1

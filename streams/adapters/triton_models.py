@@ -36,6 +36,9 @@ class ModelVersion:
     number: int
     name: str  # the version string each analysis carries (model_info.json)
     path: Path
+    # The torch weights it was exported from (a folder with complete.json), to fine-tune it
+    # further; None when they are not on this machine.
+    weights: Path | None = None
 
 
 def repository_versions(repository: Path, model: str = MODEL) -> list[ModelVersion]:
@@ -45,7 +48,11 @@ def repository_versions(repository: Path, model: str = MODEL) -> list[ModelVersi
                          key=lambda p: (len(p.name), p.name)):
         info = folder / "model_info.json"
         if folder.is_dir() and folder.name.isdigit() and info.exists():
-            out.append(ModelVersion(int(folder.name), json.loads(info.read_text())["version"], folder))
+            meta = json.loads(info.read_text())
+            weights = Path(meta["weights"]) if meta.get("weights") else None
+            if weights is not None and not (weights / "complete.json").exists():
+                weights = None
+            out.append(ModelVersion(int(folder.name), meta["version"], folder, weights))
     return out
 
 
