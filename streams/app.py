@@ -42,7 +42,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     inferencer = inferencer or TritonInferencer(
         url=settings.triton_url, timeout_s=settings.triton_request_timeout_s,
         max_chunk=settings.batch_max, latency_target_s=settings.triton_latency_target_s, metrics=metrics,
-        tls=settings.triton_tls(), embeddings=settings.sentiment_adapter)
+        tls=settings.triton_tls(), embeddings=settings.wants_embeddings)
     datadir = settings.home / "workers" / f"worker-{worker_index}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = _faust_app(settings, worker_index=worker_index, datadir=str(datadir))
@@ -204,7 +204,8 @@ def state_seal(settings: Settings) -> StateSeal:
 def input_rules(settings: Settings) -> InputRules:
     return InputRules(window=EventTimeWindow(behind_s=settings.event_time_behind_s,
                                              ahead_s=settings.event_time_ahead_s),
-                      max_input_bytes=settings.max_input_bytes)
+                      max_input_bytes=settings.max_input_bytes,
+                      enriched_embeddings=settings.enriched_embeddings)
 
 
 def rating_scale(settings: Settings) -> RatingScale:

@@ -192,6 +192,8 @@ class _Enrichment(BaseModel):
     # ``ts_original``), "record_time_untrusted" (see streams/core/eventtime.py).
     time_flags: list[str] = Field(default_factory=list)
     ts_original: Timestamp | None = None
+    # The text's sentence embedding (base64 of 384 float16), only with STREAMSENSE_ENRICHED_EMBEDDINGS.
+    embedding: str | None = None
 
 
 class EnrichedReview(_Enrichment, Review):

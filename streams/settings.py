@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     rating_positive_min: float = 4.0  # ratings from this up are positive (4-5 of 5 stars)
     sentiment_adapter_alpha: float = Field(default=0.05, gt=0, lt=0.5)
     sentiment_adapter_checkpoint_s: float = Field(default=5.0, gt=0)
+    # Put each text's sentence embedding (base64 float16) into its *.enriched record (+1 kB each).
+    enriched_embeddings: bool = False
     # Seconds between checks for partitions whose records were read but never processed.
     stall_check_s: float = Field(default=10.0, gt=0)
     # A worker told to stop (SIGTERM, Ctrl-C) exits after this many seconds even when Faust's
@@ -185,6 +187,11 @@ class Settings(BaseSettings):
             kwargs["sasl_plain_username"] = self.kafka_sasl_username
             kwargs["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
         return kwargs
+
+    @property
+    def wants_embeddings(self) -> bool:
+        """Whether to ask Triton for each text's embedding (the adapter or the output use it)."""
+        return self.sentiment_adapter or self.enriched_embeddings
 
     def triton_tls(self) -> dict[str, object] | None:
         """Keyword arguments for tritonclient's gRPC client; None for plaintext.

@@ -103,8 +103,8 @@ class TextProcessor:
         now = datetime.now(UTC)
         event_of = {(e.message.partition, e.message.offset): e for e in events}
         observed, sent = [], 0
-        for item, enriched, analysis in zip(batch.items, enrich(batch.items, served, now=now), analyses,
-                                            strict=True):
+        records = enrich(batch.items, served, now=now, embeddings=rules.enriched_embeddings)
+        for item, enriched, analysis in zip(batch.items, records, analyses, strict=True):
             event = event_of[item.raw.partition, item.raw.offset]
             value = encode(enriched)
             with as_current_event(event):  # exactly-once: into the transaction of its input partition

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models.online.sentiment import LABELS, SentimentAdapter, rating_label
 from streams.core.state import StateSeal, compress, decompress
-from streams.core.text import Analysis
+from streams.core.text import Analysis, decode_embedding, encode_embedding
 from streams.records import DecodeError, Sentiment
 
 __all__ = ["ADAPTER_KEY", "MAX_FEEDBACK_BYTES", "FeedbackRow", "RatingScale", "adapt_analyses",
@@ -41,7 +41,6 @@ __all__ = ["ADAPTER_KEY", "MAX_FEEDBACK_BYTES", "FeedbackRow", "RatingScale", "a
 
 ADAPTER_KEY = "adapter"  # the one key of the sentiment-adapter table
 MAX_FEEDBACK_BYTES = 4096  # a row is ~1.2 kB: 384 float16 in base64 and a few numbers
-EMBEDDING_DIM = 384
 
 
 class RatingScale(BaseModel):
@@ -68,20 +67,6 @@ class FeedbackRow(BaseModel):
         if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs):
             raise ValueError("base_probs must be three probabilities")
         return probs
-
-
-def encode_embedding(vector: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(vector, dtype="<f2").reshape(-1).tobytes()).decode("ascii")
-
-
-def decode_embedding(text: str) -> np.ndarray:
-    raw = base64.b64decode(text, validate=True)
-    if len(raw) != 2 * EMBEDDING_DIM:
-        raise ValueError(f"an embedding is {2 * EMBEDDING_DIM} bytes, not {len(raw)}")
-    vector = np.frombuffer(raw, dtype="<f2").astype(np.float64)
-    if not np.isfinite(vector).all():
-        raise ValueError("the embedding is not finite")
-    return vector
 
 
 def feedback_row(review_id: str, rating: float | None, sentiment_probs: dict[str, float],

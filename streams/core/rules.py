@@ -19,3 +19,4 @@ class InputRules:
     window: EventTimeWindow = field(default_factory=EventTimeWindow)
     max_input_bytes: int = MAX_INPUT_BYTES
     max_output_bytes: int = MAX_OUTPUT_BYTES
+    enriched_embeddings: bool = False  # put each text's embedding in its enriched record

@@ -23,6 +23,7 @@ Text hygiene, each case with a defined outcome (``text_flags`` on the enriched r
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -46,10 +47,12 @@ from streams.records import (
     decode_input,
 )
 
-__all__ = ["MAX_CHARS", "Analysis", "DecodedBatch", "Item", "RawRecord", "decode_batch", "enrich"]
+__all__ = ["EMBEDDING_DIM", "MAX_CHARS", "Analysis", "DecodedBatch", "Item", "RawRecord", "decode_batch",
+           "decode_embedding", "encode_embedding", "enrich"]
 
 # Far beyond the model's 256 tokens (~1,500 characters of English); keeps requests small.
 MAX_CHARS = 8192
+EMBEDDING_DIM = 384  # text_analysis's EMBEDDING output
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _NEWS_SEPARATOR = "\n\n"
 
@@ -151,9 +154,10 @@ _EMPTY = Analysis(sentiment={"label": "neutral", "score": 1.0,
                   entities=[], truncated=False, model="none")
 
 
-def enrich(items: list[Item], analyses: list[Analysis | None], *, now: datetime
+def enrich(items: list[Item], analyses: list[Analysis | None], *, now: datetime, embeddings: bool = False
            ) -> list[EnrichedReview | EnrichedNews]:
-    """Enriched records in input order; ``None`` analyses belong to empty texts."""
+    """Enriched records in input order; ``None`` analyses belong to empty texts. ``embeddings``:
+    put each text's sentence embedding in its record (when the model served one)."""
     out: list[EnrichedReview | EnrichedNews] = []
     for item, analysis in zip(items, analyses, strict=True):
         analysis = analysis or _EMPTY
@@ -165,6 +169,8 @@ def enrich(items: list[Item], analyses: list[Analysis | None], *, now: datetime
         fields = {**item.record.model_dump(), "sentiment": Sentiment(**analysis.sentiment),
                   "entities": entities, "model": model,
                   "processed_at": now, "text_flags": flags}
+        if embeddings and analysis.embedding is not None:
+            fields.update(embedding=encode_embedding(analysis.embedding))
         if item.time_flags:
             fields.update(time_flags=list(item.time_flags))
             if item.record.ts != item.event_time and item.record.ts is not None:
@@ -185,3 +191,17 @@ def _entity(e: dict[str, Any], item: Item) -> Entity:
     return Entity(text=e["text"], type=e["type"], start=e["start"], end=e["end"], score=e["score"],
                   field="text")
 
+
+def encode_embedding(vector: np.ndarray) -> str:
+    """An embedding on the wire: base64 of little-endian float16 (768 bytes for 384 values)."""
+    return base64.b64encode(np.asarray(vector, dtype="<f2").reshape(-1).tobytes()).decode("ascii")
+
+
+def decode_embedding(text: str) -> np.ndarray:
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) != 2 * EMBEDDING_DIM:
+        raise ValueError(f"an embedding is {2 * EMBEDDING_DIM} bytes, not {len(raw)}")
+    vector = np.frombuffer(raw, dtype="<f2").astype(np.float64)
+    if not np.isfinite(vector).all():
+        raise ValueError("the embedding is not finite")
+    return vector

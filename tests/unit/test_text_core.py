@@ -4,11 +4,20 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
 from streams.core.flow import AdaptiveLimiter, CircuitBreaker, backoff_s
-from streams.core.text import MAX_CHARS, Analysis, RawRecord, decode_batch, enrich
-from streams.records import EnrichedNews, EnrichedReview
+from streams.core.text import (
+    EMBEDDING_DIM,
+    MAX_CHARS,
+    Analysis,
+    RawRecord,
+    decode_batch,
+    decode_embedding,
+    enrich,
+)
+from streams.records import EnrichedNews, EnrichedReview, encode
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
@@ -52,6 +61,16 @@ def test_enrich_keeps_the_record_order_and_fields():
     assert [(e.text, e.start, e.field) for e in a.entities] == [("Berlin", 13, "text")]
     assert a.model == {"sentiment": "m@1", "ner": "m@1"}
     assert b.sentiment.label == "neutral" and b.text_flags == ["empty"] and b.entities == []
+
+
+def test_enriched_records_carry_the_embedding_only_when_asked():
+    batch = decode_batch("reviews", [raw(review("Nice shop", "a")), raw(review("", "b"))], now=NOW)
+    vector = np.linspace(-1, 1, EMBEDDING_DIM)
+    analyses = [fake_analysis("Nice shop").with_embedding(vector), None]
+    plain, _ = enrich(batch.items, analyses, now=NOW)
+    asked, empty = enrich(batch.items, analyses, now=NOW, embeddings=True)
+    assert plain.embedding is None and empty.embedding is None  # an empty text has no embedding
+    assert np.allclose(decode_embedding(json.loads(encode(asked))["embedding"]), vector, atol=1e-3)
 
 
 def test_news_entity_offsets_point_into_title_or_body():
