@@ -216,4 +216,5 @@ def monitor_config(settings: Settings) -> MonitorConfig:
     """The detectors' configuration: from Settings only (MonitorConfig's own defaults are for
     tests and notebooks)."""
     return MonitorConfig(arl0=settings.detector_arl0, warmup=settings.detector_warmup,
-                         cooldown_s=settings.alert_cooldown_s, surge_bucket_s=settings.surge_bucket_s)
+                         cooldown_s=settings.alert_cooldown_s, surge_bucket_s=settings.surge_bucket_s,
+                         themes=settings.themes)

@@ -31,28 +31,10 @@ from pydantic import (
     ValidationError,
 )
 
-__all__ = [
-    "INPUT_MODELS",
-    "MIN_ENTITY_SCORE",
-    "OUTPUT_MODELS",
-    "SCHEMA_VERSION",
-    "Alert",
-    "Click",
-    "DeadLetter",
-    "DecodeError",
-    "EnrichedNews",
-    "EnrichedReview",
-    "Entity",
-    "EntityMentionRecord",
-    "News",
-    "Recommendation",
-    "Review",
-    "Sentiment",
-    "dead_letter",
-    "decode_input",
-    "encode",
-    "json_schemas",
-]
+__all__ = ["INPUT_MODELS", "MIN_ENTITY_SCORE", "OUTPUT_MODELS", "SCHEMA_VERSION", "Alert",
+           "AlertTheme", "Click", "DeadLetter", "DecodeError", "EnrichedNews", "EnrichedReview",
+           "Entity", "EntityMentionRecord", "Explanation", "News", "Recommendation", "Review",
+           "Sentiment", "dead_letter", "decode_input", "encode", "json_schemas"]
 
 SCHEMA_VERSION = 1
 # Dead-letter records carry the raw bytes; beyond this they are cut so that the dead-letter
@@ -221,11 +203,29 @@ class EntityMentionRecord(_Output):
     negative_prob: float
     ts: Timestamp
     labeller_epoch: int = Field(default=0, ge=0)  # see streams.core.monitoring.Observation.epoch
+    embedding: str | None = Field(default=None, max_length=1100)  # base64 float16: the entity's themes
 
 
 class Subject(_Output):
     type: Literal["product", "entity", "source", "model", "stream", "user", "item"]
     id: str
+
+
+class AlertTheme(_Output):
+    """One theme of a subject's negative texts (streams/core/explain.py)."""
+
+    words: list[str]  # its most characteristic words (weighted log-odds against the subject)
+    share_now: float = Field(ge=0, le=1)  # of the negative texts in the alert's window
+    share_before: float = Field(ge=0, le=1)  # of the remembered negative texts before it
+    interval: tuple[float, float]  # 95% Wilson interval of share_now
+    count: int = Field(ge=0)
+    new: bool
+    quotes: list[dict[str, str]] = Field(default_factory=list)  # [{"id": ..., "text": ...}], most central first
+
+
+class Explanation(_Output):
+    themes: list[AlertTheme]
+    summary: str
 
 
 class Alert(_Output):
@@ -245,6 +245,8 @@ class Alert(_Output):
     # "recovered" when it ends; the latter two name the alert they update.
     status: Literal["open", "escalated", "recovered"] = "open"
     related_alert_id: str | None = None
+    # sentiment_shift: what the negative texts are about, and which themes grew (None: no embeddings).
+    explanation: Explanation | None = None
 
 
 class RecommendedItem(_Output):

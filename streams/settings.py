@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     rating_positive_min: float = 4.0  # ratings from this up are positive (4-5 of 5 stars)
     sentiment_adapter_alpha: float = Field(default=0.05, gt=0, lt=0.5)
     sentiment_adapter_checkpoint_s: float = Field(default=5.0, gt=0)
+    # Themes (models.online.themes): each subject's texts clustered by their embeddings, so a
+    # sentiment alert says what the negative texts are about and which themes grew.
+    themes: bool = True
     # Put each text's sentence embedding (base64 float16) into its *.enriched record (+1 kB each).
     enriched_embeddings: bool = False
     # Seconds between checks for partitions whose records were read but never processed.
@@ -190,8 +193,8 @@ class Settings(BaseSettings):
 
     @property
     def wants_embeddings(self) -> bool:
-        """Whether to ask Triton for each text's embedding (the adapter or the output use it)."""
-        return self.sentiment_adapter or self.enriched_embeddings
+        """Whether to ask Triton for each text's embedding (the adapter, themes or the output use it)."""
+        return self.sentiment_adapter or self.themes or self.enriched_embeddings
 
     def triton_tls(self) -> dict[str, object] | None:
         """Keyword arguments for tritonclient's gRPC client; None for plaintext.

@@ -24,7 +24,7 @@ from typing import Any
 from models.online import ClickEvent
 
 __all__ = ["click_record", "domain_reviews", "malformed_records", "planted_reviews", "recent_clicks",
-           "synthetic_events"]
+           "synthetic_events", "themed_reviews"]
 
 _POSITIVE = ["works perfectly", "is excellent value", "exceeded my expectations",
              "arrived quickly and feels solid", "is the best purchase I made this year"]
@@ -140,6 +140,55 @@ def domain_reviews(n: int, *, seed: int = 0, noise: bool = False) -> list[dict[s
         rating = rng.choice([1, 2, 4, 5]) if noise else (rng.choice([4, 5]) if good else rng.choice([1, 2]))
         out.append({"review_id": f"h-{seed}-{i}", "product_id": film.lower().replace(" ", "-"), "text": text,
                     "rating": rating})
+    return out
+
+
+# Everyday reviews on many different aspects (so no one complaint dominates a product), and one
+# complaint that can be planted: the battery.
+_OPENERS = ["Honestly,", "After a month:", "Update:", "Second one I own.", "", "Quick review:"]
+_PRAISE = ["the build quality is excellent", "setup was quick and painless", "it looks great on my desk",
+           "the price was fair for what you get", "delivery was faster than promised",
+           "the instructions were clear and helpful", "it is quiet and works perfectly", "my kids love it",
+           "the colour matches the photos", "customer service was friendly and helpful",
+           "it feels sturdy and well made", "the screen is bright and sharp"]
+_GRIPES = ["the box arrived crushed", "the lid cracked within a week", "it smells of cheap plastic",
+           "the manual is missing pages", "the fan is far too loud", "the cable is too short to reach",
+           "the colour is nothing like the photos", "the buttons stick and are hard to press",
+           "delivery took three weeks",
+           "the handle wobbles", "the remote stopped pairing", "it scratches far too easily"]
+_BATTERY = ["the battery dies after two hours", "the battery won't hold a charge",
+            "the battery drains overnight",
+            "the battery is swollen after a month", "the battery needs charging twice a day",
+            "the battery goes from full to empty in no time", "the battery stopped charging after a week"]
+_ENDINGS = ["", " Disappointed.", " Avoid.", " Returning it.", " Not happy."]
+
+
+def themed_reviews(products: list[str], per_product: int, *, planted: dict[str, int], seed: int = 0,
+                   gripe_share: float = 0.12, planted_share: float = 0.55,
+                   start: datetime | None = None) -> list[dict[str, Any]]:
+    """Reviews of ``products`` on everyday aspects (``gripe_share`` of them complaints, each about
+    something else), one round per minute of event time; a product in ``planted`` gets, from that
+    review index on, ``planted_share`` of its reviews complaining about its battery (their
+    ``review_id`` ends in ``-battery``).
+
+    >>> events = themed_reviews(["a"], 3, planted={"a": 1}, seed=2, planted_share=1.0)
+    >>> [e["review_id"] for e in events]
+    ['a-0', 'a-1-battery', 'a-2-battery']
+    """
+    rng = random.Random(seed)
+    t0 = start or _ending_now(timedelta(minutes=per_product))
+    out = []
+    for i in range(per_product):
+        for product in products:
+            battery = i >= planted.get(product, per_product) and rng.random() < planted_share
+            gripe = battery or rng.random() < gripe_share
+            aspect = rng.choice(_BATTERY if battery else _GRIPES if gripe else _PRAISE)
+            text = f"{rng.choice(_OPENERS)} {aspect[0].upper()}{aspect[1:]}.".strip()
+            review_id = f"{product}-{i}" + ("-battery" if battery else "")
+            out.append({"review_id": review_id, "product_id": product,
+                        "user_id": f"u{rng.randrange(10_000)}", "rating": 1 if gripe else 5,
+                        "text": text + (rng.choice(_ENDINGS) if gripe else ""),
+                        "ts": (t0 + timedelta(minutes=i)).isoformat().replace("+00:00", "Z")})
     return out
 
 

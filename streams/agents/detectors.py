@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
+from models.online import TextBackground, words_of
 from models.sequential import text_features
 from streams.adapters.metrics import Metrics
 from streams.agents.alerts import send_alerts
@@ -42,6 +45,7 @@ class EnrichedText:
     model_text: str
     unknown_token_share: float | None  # None: the model did not say
     labeller_epoch: int = 0  # the sentiment adapter's switches so far (streams.core.monitoring)
+    embedding: np.ndarray | None = None  # the text's sentence embedding, when the model served one
 
 
 class KeyedMonitors:
@@ -131,18 +135,23 @@ class Detectors:
         self.subjects = subjects
         self.streams = streams
         self.entities = entities
+        # Every text's words, in this worker's memory: what a theme's words are weighed against.
+        self.background = TextBackground()
 
     async def on_enriched(self, base: str, texts: Sequence[EnrichedText]) -> None:
         """``texts``: the batch's enriched records of input ``base``, in input order."""
         batch = self.subjects[base].batch()
         for text in texts:
             event, record, ts = text.event, text.record, text.event_time
-            subject_id, observation, mentions = observe_enriched(record, ts, epoch=text.labeller_epoch)
+            subject_id, observation, mentions = observe_enriched(record, ts, epoch=text.labeller_epoch,
+                                                                 embedding=text.embedding)
+            self.background.learn_one(words_of(observation.text), text.embedding, observation.label)
             features = text_features(text.model_text)
             if text.unknown_token_share is not None:
                 features["unknown_token_share"] = text.unknown_token_share
             alerts = self.streams[base].observe(features, observation.label, ts, epoch=text.labeller_epoch)
-            alerts += batch.get(subject_id, subject_id, event).observe(observation)
+            monitor = batch.get(subject_id, subject_id, event)
+            alerts += monitor.observe(observation, background=self.background)
             # Under the record's own event: table writes go to its partition's changelog and
             # sends into its partition's transaction (exactly-once).
             with as_current_event(event):
@@ -166,7 +175,8 @@ class Detectors:
                 self.metrics.errors.labels(kind="bad_entity_mention").inc()
                 log.warning("skipping an unreadable entity mention at offset %s", event.message.offset)
                 continue
-            alerts = batch.get(mention.key, mention.name, event).observe(mention.observation)
+            alerts = batch.get(mention.key, mention.name, event).observe(mention.observation,
+                                                                          background=self.background)
             with as_current_event(event):
                 await send_alerts(self.alerts, alerts, self.metrics)
         batch.save()

@@ -120,7 +120,8 @@ class TextProcessor:
             sent += 1
             self._count(item, enriched, now)
             observed.append(EnrichedText(event, enriched, item.event_time or now, item.model_text,
-                                         analysis.unknown_token_share if analysis else None, epoch))
+                                         analysis.unknown_token_share if analysis else None, epoch,
+                                         analysis.embedding if analysis else None))
         metrics.events_out.labels(topic=f"{base}.enriched").inc(sent)
         await self._detect(observed)
         for record in batch.dead:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from streams.records import Alert, Subject
+from streams.records import Alert, Explanation, Subject
 
 __all__ = ["STATE_CLASSES", "AlertBook", "Shift", "severity_of"]
 
@@ -98,7 +98,8 @@ class AlertBook:
         self._open: dict[tuple[str, str, str], _Open] = {}
 
     def on_shift(self, *, kind: str, subject: tuple[str, str], shift: Shift, detector: str,
-                 params: dict[str, Any], evidence: list[dict[str, Any]], now: datetime) -> Alert | None:
+                 params: dict[str, Any], evidence: list[dict[str, Any]], now: datetime,
+                 explanation: Explanation | None = None) -> Alert | None:
         """The alert to emit for a detection, or None when it would repeat an open one."""
         key = (kind, *subject)
         severity = severity_of(shift)
@@ -108,12 +109,12 @@ class AlertBook:
                 return None
             current.severity = severity
             return self._alert(kind, subject, shift, detector, params, evidence, now, severity,
-                               status="escalated", related=current.alert_id)
+                               status="escalated", related=current.alert_id, explanation=explanation)
         if current is not None and current.closed_at is not None and \
                 now - current.closed_at < timedelta(seconds=self.cooldown_s):
             return None
         alert = self._alert(kind, subject, shift, detector, params, evidence, now, severity,
-                            status="open", related=None)
+                            status="open", related=None, explanation=explanation)
         self._open[key] = _Open(alert.alert_id, severity)
         return alert
 
@@ -137,7 +138,8 @@ class AlertBook:
     @staticmethod
     def _alert(kind: str, subject: tuple[str, str], shift: Shift, detector: str,
                params: dict[str, Any], evidence: list[dict[str, Any]], now: datetime,
-               severity: Severity, *, status: str, related: str | None) -> Alert:
+               severity: Severity, *, status: str, related: str | None,
+               explanation: Explanation | None = None) -> Alert:
         subject_type, subject_id = subject
         lo, hi = shift.interval
         if status == "recovered":
@@ -150,6 +152,8 @@ class AlertBook:
             message = (f"{shift.measure} of {subject_type} {subject_id} {direction} from "
                        f"{shift.fmt(shift.baseline_rate)} to {shift.fmt(shift.current_rate)} {interval}"
                        f"over the last {shift.events} {shift.unit_of_events}.")
+            if explanation is not None and explanation.summary:
+                message += " " + explanation.summary
         # Deterministic ids: a reprocessed event yields the same alert id (dedup downstream).
         alert_id = hashlib.sha256(
             f"{kind}|{subject_type}|{subject_id}|{status}|{now.isoformat()}".encode()
@@ -162,6 +166,7 @@ class AlertBook:
             current={"rate": shift.current_rate, "interval": [lo, hi], "interval_label": shift.interval_label,
                      "events": shift.events},
             statistic=shift.statistic, threshold=shift.threshold, evidence=evidence, message=message,
+            explanation=explanation,
         )
 
 

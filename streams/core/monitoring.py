@@ -41,12 +41,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
+from models.online import TextBackground, ThemeTracker
 from models.sequential import MentionSurgeDetector, SentimentShiftDetector, StreamDriftMonitor
 from models.sequential.cusum import BernoulliCUSUM, PoissonCUSUM
 from streams.core import plainstate
 from streams.core.alerts import STATE_CLASSES as ALERT_STATE_CLASSES
 from streams.core.alerts import AlertBook, Shift
+from streams.core.explain import explain_shift
 from streams.core.state import StateSeal, compress, decompress
+from streams.core.text import decode_embedding, encode_embedding
 from streams.errors import ForgedState
 from streams.records import MIN_ENTITY_SCORE, Alert, EnrichedNews, EnrichedReview, EntityMentionRecord
 
@@ -58,6 +63,7 @@ log = logging.getLogger(__name__)
 # 2: plain JSON (streams.core.plainstate); 1 was a pickle, discarded when read.
 _STATE_VERSION = 2
 _EVIDENCE_CHARS = 280
+_EVIDENCE_KEYS = ("id", "text", "sentiment", "score")  # an alert's evidence: not the theme bookkeeping
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,7 @@ class MonitorConfig:
     surge_recovery_buckets: int = 10
     evidence: int = 3
     drift_delta: float = 1e-5
+    themes: bool = True  # track each subject's themes (when texts come with embeddings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,8 @@ class Observation:
     # and then each time the adapter takes over or hands back). Labels across a switch are not
     # comparable, so a monitor that sees a newer labeller starts its baseline afresh.
     epoch: int = 0
+    # The text's sentence embedding, when the model served one: the subject's themes learn from it.
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def negative(self) -> bool:
@@ -103,6 +112,9 @@ class SubjectMonitor:
     negatives: list[dict[str, Any]] = field(init=False, default_factory=list)
     with_surge: bool = False
     labeller_epoch: int = 0  # the newest labeller seen (Observation.epoch); state before it has 0
+    # What the subject's texts are about (models.online.themes); None until a text with an
+    # embedding arrives (state stored before themes existed reads back as None too).
+    themes: ThemeTracker | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         c = self.config
@@ -115,15 +127,23 @@ class SubjectMonitor:
     def subject(self) -> tuple[str, str]:
         return self.subject_type, self.subject_id
 
-    def observe(self, obs: Observation) -> list[Alert]:
-        """Feed one analysed text; returns the alerts it causes (usually none)."""
+    def observe(self, obs: Observation, *, background: TextBackground | None = None) -> list[Alert]:
+        """Feed one analysed text; returns the alerts it causes (usually none). ``background``:
+        every subject's words, which a theme's words are weighed against."""
         alerts: list[Alert] = []
         if obs.epoch > self.labeller_epoch:
             self._new_labeller(obs.epoch)
+        theme: dict[str, Any] = {}
+        if obs.embedding is not None and self.config.themes:
+            if self.themes is None:
+                self.themes = ThemeTracker()
+            theme_id, fit = self.themes.learn_one(obs.embedding, obs.text, label=obs.label,
+                                                  background=background)
+            theme = {"theme": theme_id, "fit": fit}
         if obs.negative:
             self.negatives = [*self.negatives[-(4 * self.config.evidence - 1):], {
                 "id": obs.event_id, "text": obs.text[:_EVIDENCE_CHARS], "sentiment": obs.label,
-                "score": round(obs.negative_prob, 4)}]
+                "score": round(obs.negative_prob, 4), **theme}]
         if self.surge is not None:
             self.surge.update(obs.ts.timestamp())
             alerts += self._surge_alerts(obs.ts)
@@ -131,9 +151,12 @@ class SubjectMonitor:
         # While shifted, re-check severity every 25 outcomes: a worsening change escalates.
         recheck = self.shift.state == "shifted" and self.shift.shifted_events % 25 == 0
         if self.shift.drift_detected or recheck:
-            alert = self.book.on_shift(kind="sentiment_shift", subject=self.subject, shift=self._shift(),
+            shift = self._shift()
+            explanation = explain_shift(self.themes, self.negatives, events=max(shift.events, 30),
+                                        background=background)
+            alert = self.book.on_shift(kind="sentiment_shift", subject=self.subject, shift=shift,
                                        detector="SentimentShiftDetector", params=self._shift_params(),
-                                       evidence=self._evidence(), now=obs.ts)
+                                       evidence=self._evidence(), now=obs.ts, explanation=explanation)
             alerts += [alert] if alert else []
         elif self.shift.recovered:
             alert = self.book.on_recovered(kind="sentiment_shift", subject=self.subject, shift=self._shift(),
@@ -146,6 +169,7 @@ class SubjectMonitor:
         """The adapter took over or handed back: a shift in labels is not a shift in texts."""
         self.shift = SentimentShiftDetector(arl0=self.config.arl0, warmup=self.config.warmup)
         self.negatives = []
+        self.themes = None  # its memory of negative texts is by label too
         self.labeller_epoch = epoch
 
     def _surge_alerts(self, now: datetime) -> list[Alert]:
@@ -192,7 +216,7 @@ class SubjectMonitor:
     def _evidence(self) -> list[dict[str, Any]]:
         # The strongest of the recent negatives, most recent first among equals.
         ranked = sorted(reversed(self.negatives), key=lambda e: -e["score"])
-        return ranked[: self.config.evidence]
+        return [{k: e[k] for k in _EVIDENCE_KEYS} for e in ranked[: self.config.evidence]]
 
     def dumps(self, seal: StateSeal, *, context: str) -> bytes:
         """The monitor as sealed JSON for a table (``context``: the table and key it goes under)."""
@@ -227,6 +251,7 @@ class SubjectMonitor:
 _STATE_CLASSES = {"SubjectMonitor": SubjectMonitor, "MonitorConfig": MonitorConfig,
                   "SentimentShiftDetector": SentimentShiftDetector, "BernoulliCUSUM": BernoulliCUSUM,
                   "MentionSurgeDetector": MentionSurgeDetector, "PoissonCUSUM": PoissonCUSUM,
+                  "ThemeTracker": ThemeTracker,
                   **ALERT_STATE_CLASSES}
 
 
@@ -297,12 +322,15 @@ class EntityMention:
         o = self.observation
         return EntityMentionRecord(key=self.key, name=self.name, type=self.type, event_id=o.event_id,
                                    text=o.text[:_EVIDENCE_CHARS], label=o.label,
-                                   negative_prob=o.negative_prob, ts=o.ts, labeller_epoch=o.epoch)
+                                   negative_prob=o.negative_prob, ts=o.ts, labeller_epoch=o.epoch,
+                                   embedding=None if o.embedding is None else encode_embedding(o.embedding))
 
     @classmethod
     def from_record(cls, r: EntityMentionRecord) -> EntityMention:
+        """The mention in a record; ValueError for an embedding that is not one."""
+        embedding = None if r.embedding is None else decode_embedding(r.embedding)
         return cls(r.key, r.name, r.type, Observation(r.event_id, r.text, r.label, r.negative_prob, r.ts,
-                                                      r.labeller_epoch))
+                                                      r.labeller_epoch, embedding))
 
 
 def entity_key(name: str) -> str:
@@ -314,8 +342,8 @@ def entity_key(name: str) -> str:
     return " ".join(name.split()).casefold()
 
 
-def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epoch: int = 0
-                     ) -> tuple[str, Observation, list[EntityMention]]:
+def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epoch: int = 0,
+                     embedding: np.ndarray | None = None) -> tuple[str, Observation, list[EntityMention]]:
     """The subject id (``product_id`` of a review, ``source`` of an article), the observation and
     the entity mentions of one enriched record.
 
@@ -329,7 +357,7 @@ def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epo
         text = record.title + ("\n\n" + record.body if record.body else "")
     sentiment = record.sentiment
     negative = float(sentiment.probs.get("negative", 0.0))
-    observation = Observation(event_id, text, sentiment.label, negative, ts, epoch)
+    observation = Observation(event_id, text, sentiment.label, negative, ts, epoch, embedding)
     mentions: dict[str, EntityMention] = {}
     for entity in record.entities:
         key = entity_key(entity.text)

@@ -23,10 +23,11 @@ from streams.synthetic import (
     planted_reviews,
     recent_clicks,
     synthetic_events,
+    themed_reviews,
 )
 
 __all__ = ["FakeEvent", "FakeTable", "FakeTopic", "click_record", "domain_reviews", "fake_events",
-           "malformed_records", "planted_reviews", "recent_clicks", "synthetic_events"]
+           "malformed_records", "planted_reviews", "recent_clicks", "synthetic_events", "themed_reviews"]
 
 
 class FakeTopic:

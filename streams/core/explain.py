@@ -1,0 +1,68 @@
+"""Why a subject's sentiment shifted: the themes that grew among its negative texts. Pure logic.
+
+A :class:`~models.online.themes.ThemeTracker` knows the theme of each recent negative text; the
+monitor knows the texts themselves (its evidence). :func:`explain_shift` puts them together into
+an alert's ``explanation`` (:class:`~streams.records.Explanation`): the themes whose share of the
+negatives grew most over the alert's window, each with its words, its share now and before,
+and the quotes closest to its centre, plus one sentence for the alert's ``message``.
+
+>>> from streams.records import AlertTheme
+>>> summary_sentence([AlertTheme(words=["battery", "charge", "dies"], share_now=0.41, share_before=0.0,
+...                              interval=(0.3, 0.52), count=37, new=True),
+...                   AlertTheme(words=["late", "delivery"], share_now=0.18, share_before=0.09,
+...                              interval=(0.1, 0.3), count=16, new=False)])
+"Mostly 'battery / charge / dies' (41% of negatives, new), then 'late / delivery' (18%, was 9%)."
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from models.online import TextBackground, ThemeTracker
+from streams.records import AlertTheme, Explanation
+
+__all__ = ["explain_shift", "summary_sentence"]
+
+QUOTES = 3
+
+
+def explain_shift(tracker: ThemeTracker | None, negatives: Sequence[dict[str, Any]], *, events: int,
+                  background: TextBackground | None = None, top: int = 3) -> Explanation | None:
+    """The explanation of a shift seen over the last ``events`` texts, or None when there is
+    nothing to say (no themes: the model served no embeddings; or no theme grew).
+
+    ``negatives``: the monitor's recent negative texts, each ``{"id", "text", "theme", "fit"}``
+    (``theme``/``fit``: the theme id and cosine :meth:`ThemeTracker.learn_one` returned)."""
+    if tracker is None:
+        return None
+    shares = tracker.explain(events, background=background, top=top)
+    if not shares:
+        return None
+    themes = []
+    for share in shares:
+        mine = [n for n in negatives if n.get("theme") == share.theme_id]
+        mine.sort(key=lambda n: -float(n.get("fit", 0.0)))  # most central first (a stable sort)
+        themes.append(AlertTheme(words=share.words, share_now=round(share.share_now, 4),
+                                 share_before=round(share.share_before, 4), interval=share.interval,
+                                 count=share.count, new=share.new,
+                                 quotes=[_quote(n) for n in mine[:QUOTES]]))
+    return Explanation(themes=themes, summary=summary_sentence(themes))
+
+
+def _quote(negative: dict[str, Any]) -> dict[str, str]:
+    return {"id": str(negative["id"]), "text": str(negative["text"])}
+
+
+def summary_sentence(themes: Sequence[AlertTheme]) -> str:
+    """One sentence on the themes, largest growth first."""
+    parts = []
+    for i, theme in enumerate(themes):
+        label = " / ".join(theme.words) or "(no distinctive words)"
+        of = " of negatives" if i == 0 else ""
+        change = "new" if theme.new else f"was {theme.share_before:.0%}"
+        parts.append(f"'{label}' ({theme.share_now:.0%}{of}, {change})")
+    if not parts:
+        return ""
+    head, rest = parts[0], parts[1:]
+    return "Mostly " + head + "".join(f", then {p}" for p in rest) + "."
