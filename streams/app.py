@@ -217,4 +217,6 @@ def monitor_config(settings: Settings) -> MonitorConfig:
     tests and notebooks)."""
     return MonitorConfig(arl0=settings.detector_arl0, warmup=settings.detector_warmup,
                          cooldown_s=settings.alert_cooldown_s, surge_bucket_s=settings.surge_bucket_s,
-                         themes=settings.themes)
+                         themes=settings.themes, coordinated_min_users=settings.coordinated_min_users,
+                         coordinated_window_s=settings.coordinated_window_s,
+                         discount_coordinated=settings.discount_coordinated)

@@ -167,7 +167,8 @@ class _Enrichment(BaseModel):
     entities: list[Entity]
     model: dict[str, str]
     processed_at: Timestamp
-    # How the text was handled: "empty", "truncated", "control_characters" (see streams/core/text.py).
+    # How the text was handled: "empty", "truncated", "control_characters" (see streams/core/text.py);
+    # "coordinated": part of a burst of near-duplicate reviews from many users (streams/core/bursts.py).
     text_flags: list[str] = Field(default_factory=list)
     # Why ``ts`` is not the input's own time: "event_time_ahead", "event_time_behind" (outside the
     # sanity window around the Kafka record time, and replaced by it; the input's time is then in

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     # Themes (models.online.themes): each subject's texts clustered by their embeddings, so a
     # sentiment alert says what the negative texts are about and which themes grew.
     themes: bool = True
+    # Review bombing (streams.core.bursts): this many distinct users posting near-duplicate reviews
+    # of one product within the window raise coordinated_reviews and flag those reviews
+    # ("coordinated" in text_flags; 0 turns it off); flagged reviews do not count towards the
+    # product's sentiment unless discount_coordinated is false.
+    coordinated_min_users: int = Field(default=10, ge=0)
+    coordinated_window_s: float = Field(default=3600.0, gt=0)
+    discount_coordinated: bool = True
     # Put each text's sentence embedding (base64 float16) into its *.enriched record (+1 kB each).
     enriched_embeddings: bool = False
     # Seconds between checks for partitions whose records were read but never processed.

@@ -23,8 +23,16 @@ from typing import Any
 
 from models.online import ClickEvent
 
-__all__ = ["click_record", "domain_reviews", "malformed_records", "planted_reviews", "recent_clicks",
-           "synthetic_events", "themed_reviews"]
+__all__ = [
+    "bombing_reviews",
+    "click_record",
+    "domain_reviews",
+    "malformed_records",
+    "planted_reviews",
+    "recent_clicks",
+    "synthetic_events",
+    "themed_reviews",
+]
 
 _POSITIVE = ["works perfectly", "is excellent value", "exceeded my expectations",
              "arrived quickly and feels solid", "is the best purchase I made this year"]
@@ -161,6 +169,10 @@ _BATTERY = ["the battery dies after two hours", "the battery won't hold a charge
             "the battery is swollen after a month", "the battery needs charging twice a day",
             "the battery goes from full to empty in no time", "the battery stopped charging after a week"]
 _ENDINGS = ["", " Disappointed.", " Avoid.", " Returning it.", " Not happy."]
+_CONTEXTS = ["", "", "", "Bought it for the office.", "A gift for my brother.", "We use it in the kitchen.",
+             "Got it on sale.", "It replaced my old one.", "Ordered two of them."]
+_CLOSERS = ["", "", "", " Would buy it again.", " Worth the money.", " Five stars.", " Happy with it.",
+            " Recommended."]
 
 
 def themed_reviews(products: list[str], per_product: int, *, planted: dict[str, int], seed: int = 0,
@@ -183,12 +195,41 @@ def themed_reviews(products: list[str], per_product: int, *, planted: dict[str, 
             battery = i >= planted.get(product, per_product) and rng.random() < planted_share
             gripe = battery or rng.random() < gripe_share
             aspect = rng.choice(_BATTERY if battery else _GRIPES if gripe else _PRAISE)
-            text = f"{rng.choice(_OPENERS)} {aspect[0].upper()}{aspect[1:]}.".strip()
+            text = " ".join(filter(None, [rng.choice(_OPENERS), rng.choice(_CONTEXTS),
+                                          f"{aspect[0].upper()}{aspect[1:]}."]))
             review_id = f"{product}-{i}" + ("-battery" if battery else "")
             out.append({"review_id": review_id, "product_id": product,
                         "user_id": f"u{rng.randrange(10_000)}", "rating": 1 if gripe else 5,
-                        "text": text + (rng.choice(_ENDINGS) if gripe else ""),
+                        "text": text + rng.choice(_ENDINGS if gripe else _CLOSERS),
                         "ts": (t0 + timedelta(minutes=i)).isoformat().replace("+00:00", "Z")})
+    return out
+
+
+# A review-bombing campaign: one message, lightly edited by each account that posts it (case,
+# punctuation, a word or a number).
+_SCAMS = ["Total scam!", "Total scam!!", "TOTAL SCAM!", "Total scam."]
+_THINGS = ["product", "item", "thing"]
+_WARNINGS = ["Do NOT buy!", "Do not buy!!", "DO NOT BUY.", "Do not buy it!"]
+
+
+def bombing_reviews(product: str, users: int, *, start: datetime, span: timedelta = timedelta(minutes=15),
+                    seed: int = 0) -> list[dict[str, Any]]:
+    """``users`` near-duplicate one-star reviews of ``product`` from as many accounts, spread over
+    ``span`` from ``start`` (their ``review_id`` ends in ``-bomb``).
+
+    >>> events = bombing_reviews("p", 2, start=datetime(2026, 1, 1, tzinfo=UTC), seed=1)
+    >>> [e["review_id"] for e in events], events[0]["text"][:12]
+    (['p-0-bomb', 'p-1-bomb'], 'Total scam! ')
+    """
+    rng = random.Random(seed)
+    out = []
+    for i in range(users):
+        days = rng.randint(1, 4)
+        text = (f"{rng.choice(_SCAMS)} This {rng.choice(_THINGS)} stopped working after {days} days "
+                f"and the seller refuses to refund me. {rng.choice(_WARNINGS)}")
+        ts = start + span * (i / max(users - 1, 1))
+        out.append({"review_id": f"{product}-{i}-bomb", "product_id": product, "user_id": f"bot{seed}-{i}",
+                    "rating": 1, "text": text, "ts": ts.isoformat().replace("+00:00", "Z")})
     return out
 
 

@@ -64,6 +64,9 @@ class Metrics:
             "streamsense_event_time_replaced_total", "Inputs whose event time was outside the sanity "
             "window around their Kafka record time (or whose record time was untrusted)", ["topic", "flag"],
             registry=r)
+        self.coordinated = Counter(
+            "streamsense_coordinated_texts_total", "Reviews flagged as part of a burst of near-duplicate "
+            "reviews from many users (review bombing)", ["topic"], registry=r)
         self.state_rejected = Counter(
             "streamsense_state_rejected_total", "State values read back from a table that failed "
             "authentication or a size limit, discarded (the key starts fresh)", ["table"], registry=r)

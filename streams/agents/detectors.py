@@ -30,7 +30,7 @@ from streams.errors import ForgedState
 from streams.records import EnrichedNews, EnrichedReview, EntityMentionRecord, encode
 from streams.runtime import as_current_event
 
-__all__ = ["Detectors", "EnrichedText", "KeyedMonitors", "MonitorBatch"]
+__all__ = ["Detectors", "EnrichedText", "KeyedMonitors", "MonitorBatch", "Screening"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class EnrichedText:
     unknown_token_share: float | None  # None: the model did not say
     labeller_epoch: int = 0  # the sentiment adapter's switches so far (streams.core.monitoring)
     embedding: np.ndarray | None = None  # the text's sentence embedding, when the model served one
+    coordinated: bool = False  # flagged by Detectors.screen
 
 
 class KeyedMonitors:
@@ -122,6 +123,17 @@ class MonitorBatch:
         self.owner.metrics.monitored_subjects.labels(type=self.owner.subject_type).set(len(self.owner.table))
 
 
+@dataclass
+class Screening:
+    """What :meth:`Detectors.screen` found in a batch before its records were sent: which are
+    part of a burst of near-duplicates, the alerts new bursts raised (with the event each goes
+    out under), and the monitors it loaded, which :meth:`Detectors.on_enriched` goes on with."""
+
+    batch: MonitorBatch
+    flags: list[bool]
+    alerts: list[tuple[Any, list]]
+
+
 class Detectors:
     """Runs the detectors on enriched records and entity mentions; sends the alerts."""
 
@@ -138,13 +150,36 @@ class Detectors:
         # Every text's words, in this worker's memory: what a theme's words are weighed against.
         self.background = TextBackground()
 
-    async def on_enriched(self, base: str, texts: Sequence[EnrichedText]) -> None:
-        """``texts``: the batch's enriched records of input ``base``, in input order."""
+    def screen(self, base: str, records: Sequence[EnrichedReview | EnrichedNews], events: Sequence,
+               times: Sequence[datetime]) -> Screening:
+        """Before a batch's enriched records are sent: which reviews belong to a burst of
+        near-duplicate reviews from many users (``SubjectMonitor.screen``). News is not screened
+        (no users). ``events`` and ``times``: each record's event and event time."""
         batch = self.subjects[base].batch()
+        flags, alerts = [False] * len(records), []
+        for i, (record, event, ts) in enumerate(zip(records, events, times, strict=True)):
+            if not isinstance(record, EnrichedReview):
+                continue
+            monitor = batch.get(record.product_id, record.product_id, event)
+            flags[i], raised = monitor.screen(record.review_id, record.text, user=record.user_id, ts=ts)
+            if raised:
+                alerts.append((event, raised))
+        self.metrics.coordinated.labels(topic=base).inc(sum(flags))
+        return Screening(batch, flags, alerts)
+
+    async def on_enriched(self, base: str, texts: Sequence[EnrichedText], screening: Screening | None = None
+                          ) -> None:
+        """``texts``: the batch's enriched records of input ``base``, in input order (after
+        ``screening``, when :meth:`screen` ran for them)."""
+        batch = screening.batch if screening is not None else self.subjects[base].batch()
+        for event, alerts in screening.alerts if screening is not None else []:
+            with as_current_event(event):
+                await send_alerts(self.alerts, alerts, self.metrics)
         for text in texts:
             event, record, ts = text.event, text.record, text.event_time
             subject_id, observation, mentions = observe_enriched(record, ts, epoch=text.labeller_epoch,
-                                                                 embedding=text.embedding)
+                                                                 embedding=text.embedding,
+                                                                 coordinated=text.coordinated)
             self.background.learn_one(words_of(observation.text), text.embedding, observation.label)
             features = text_features(text.model_text)
             if text.unknown_token_share is not None:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import Inferencer
 from streams.agents.adaptation import SentimentAdaptation
-from streams.agents.detectors import Detectors, EnrichedText
+from streams.agents.detectors import Detectors, EnrichedText, Screening
 from streams.agents.outputs import send_dead_letter
 from streams.core.adaptation import adapt_analyses
 from streams.core.eventtime import record_time_ms
@@ -104,8 +104,12 @@ class TextProcessor:
         event_of = {(e.message.partition, e.message.offset): e for e in events}
         observed, sent = [], 0
         records = enrich(batch.items, served, now=now, embeddings=rules.enriched_embeddings)
-        for item, enriched, analysis in zip(batch.items, records, analyses, strict=True):
-            event = event_of[item.raw.partition, item.raw.offset]
+        item_events = [event_of[item.raw.partition, item.raw.offset] for item in batch.items]
+        screening = self._screen(records, item_events, [item.event_time or now for item in batch.items])
+        if screening is not None:  # review bombing: the records say so
+            records = [r.model_copy(update={"text_flags": [*r.text_flags, "coordinated"]}) if flagged else r
+                       for r, flagged in zip(records, screening.flags, strict=True)]
+        for item, enriched, analysis, event in zip(batch.items, records, analyses, item_events, strict=True):
             value = encode(enriched)
             with as_current_event(event):  # exactly-once: into the transaction of its input partition
                 if len(value) > rules.max_output_bytes:
@@ -121,9 +125,10 @@ class TextProcessor:
             self._count(item, enriched, now)
             observed.append(EnrichedText(event, enriched, item.event_time or now, item.model_text,
                                          analysis.unknown_token_share if analysis else None, epoch,
-                                         analysis.embedding if analysis else None))
+                                         analysis.embedding if analysis else None,
+                                         "coordinated" in enriched.text_flags))
         metrics.events_out.labels(topic=f"{base}.enriched").inc(sent)
-        await self._detect(observed)
+        await self._detect(observed, screening)
         for record in batch.dead:
             with as_current_event(event_of[record.partition, record.offset]):
                 await self.deadletter.send(key=None, value=encode(record))
@@ -138,11 +143,23 @@ class TextProcessor:
         event_time = item.event_time or now
         metrics.end_to_end_seconds.labels(topic=base).observe(max(0.0, (now - event_time).total_seconds()))
 
-    async def _detect(self, observed: list[EnrichedText]) -> None:
+    def _screen(self, records: list, events: list, times: list[datetime]) -> Screening | None:
+        if self.detectors is None:
+            return None
+        try:
+            return self.detectors.screen(self.base, records, events, times)
+        except Exception:
+            # Screening only adds a flag: its failure must not hold back the records.
+            self.metrics.errors.labels(kind="detector_failed").inc()
+            log.exception("screening a %s batch for review bombing failed; its records go out unflagged",
+                          self.base)
+            return None
+
+    async def _detect(self, observed: list[EnrichedText], screening: Screening | None) -> None:
         if self.detectors is None or not observed:
             return
         try:
-            await self.detectors.on_enriched(self.base, observed)
+            await self.detectors.on_enriched(self.base, observed, screening)
         except (asyncio.CancelledError, SourceRevoked):
             raise
         except Exception:

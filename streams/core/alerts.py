@@ -99,8 +99,9 @@ class AlertBook:
 
     def on_shift(self, *, kind: str, subject: tuple[str, str], shift: Shift, detector: str,
                  params: dict[str, Any], evidence: list[dict[str, Any]], now: datetime,
-                 explanation: Explanation | None = None) -> Alert | None:
-        """The alert to emit for a detection, or None when it would repeat an open one."""
+                 explanation: Explanation | None = None, message: str | None = None) -> Alert | None:
+        """The alert to emit for a detection, or None when it would repeat an open one.
+        ``message``: the alert's sentence, when the shift's own would not say it."""
         key = (kind, *subject)
         severity = severity_of(shift)
         current = self._open.get(key)
@@ -109,12 +110,13 @@ class AlertBook:
                 return None
             current.severity = severity
             return self._alert(kind, subject, shift, detector, params, evidence, now, severity,
-                               status="escalated", related=current.alert_id, explanation=explanation)
+                               status="escalated", related=current.alert_id, explanation=explanation,
+                               message=message)
         if current is not None and current.closed_at is not None and \
                 now - current.closed_at < timedelta(seconds=self.cooldown_s):
             return None
         alert = self._alert(kind, subject, shift, detector, params, evidence, now, severity,
-                            status="open", related=None, explanation=explanation)
+                            status="open", related=None, explanation=explanation, message=message)
         self._open[key] = _Open(alert.alert_id, severity)
         return alert
 
@@ -139,21 +141,10 @@ class AlertBook:
     def _alert(kind: str, subject: tuple[str, str], shift: Shift, detector: str,
                params: dict[str, Any], evidence: list[dict[str, Any]], now: datetime,
                severity: Severity, *, status: str, related: str | None,
-               explanation: Explanation | None = None) -> Alert:
+               explanation: Explanation | None = None, message: str | None = None) -> Alert:
         subject_type, subject_id = subject
         lo, hi = shift.interval
-        if status == "recovered":
-            message = (f"{shift.measure} of {subject_type} {subject_id} is back near its baseline "
-                       f"of {shift.fmt(shift.baseline_rate)}.")
-        else:
-            direction = "rose" if shift.current_rate >= shift.baseline_rate else "fell"
-            interval = (f"({shift.interval_label} {shift.fmt(lo)}-{shift.fmt(hi)}) "
-                        if shift.interval_label else "")
-            message = (f"{shift.measure} of {subject_type} {subject_id} {direction} from "
-                       f"{shift.fmt(shift.baseline_rate)} to {shift.fmt(shift.current_rate)} {interval}"
-                       f"over the last {shift.events} {shift.unit_of_events}.")
-            if explanation is not None and explanation.summary:
-                message += " " + explanation.summary
+        message = message or _sentence(shift, subject_type, subject_id, status, explanation)
         # Deterministic ids: a reprocessed event yields the same alert id (dedup downstream).
         alert_id = hashlib.sha256(
             f"{kind}|{subject_type}|{subject_id}|{status}|{now.isoformat()}".encode()
@@ -168,6 +159,25 @@ class AlertBook:
             statistic=shift.statistic, threshold=shift.threshold, evidence=evidence, message=message,
             explanation=explanation,
         )
+
+
+def _sentence(shift: Shift, subject_type: str, subject_id: str, status: str,
+              explanation: Explanation | None) -> str:
+    """The alert's one readable sentence, from its shift."""
+    lo, hi = shift.interval
+    if status == "recovered":
+        message = (f"{shift.measure} of {subject_type} {subject_id} is back near its baseline "
+                   f"of {shift.fmt(shift.baseline_rate)}.")
+    else:
+        direction = "rose" if shift.current_rate >= shift.baseline_rate else "fell"
+        interval = (f"({shift.interval_label} {shift.fmt(lo)}-{shift.fmt(hi)}) "
+                    if shift.interval_label else "")
+        message = (f"{shift.measure} of {subject_type} {subject_id} {direction} from "
+                   f"{shift.fmt(shift.baseline_rate)} to {shift.fmt(shift.current_rate)} {interval}"
+                   f"over the last {shift.events} {shift.unit_of_events}.")
+        if explanation is not None and explanation.summary:
+            message += " " + explanation.summary
+    return message
 
 
 # The classes an AlertBook is made of, by name, for plain-data state (streams.core.plainstate).

@@ -45,10 +45,12 @@ import numpy as np
 
 from models.online import TextBackground, ThemeTracker
 from models.sequential import MentionSurgeDetector, SentimentShiftDetector, StreamDriftMonitor
+from models.sequential.coordination import CoordinationDetector
 from models.sequential.cusum import BernoulliCUSUM, PoissonCUSUM
 from streams.core import plainstate
 from streams.core.alerts import STATE_CLASSES as ALERT_STATE_CLASSES
 from streams.core.alerts import AlertBook, Shift
+from streams.core.bursts import burst_alert
 from streams.core.explain import explain_shift
 from streams.core.state import StateSeal, compress, decompress
 from streams.core.text import decode_embedding, encode_embedding
@@ -77,6 +79,12 @@ class MonitorConfig:
     evidence: int = 3
     drift_delta: float = 1e-5
     themes: bool = True  # track each subject's themes (when texts come with embeddings)
+    # Review bombing (models.sequential.coordination): this many distinct users posting
+    # near-duplicate reviews of one product within the window is a burst (0: not looked for); with
+    # discount_coordinated, the burst's reviews do not count towards its sentiment.
+    coordinated_min_users: int = 10
+    coordinated_window_s: float = 3600.0
+    discount_coordinated: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,7 @@ class Observation:
     epoch: int = 0
     # The text's sentence embedding, when the model served one: the subject's themes learn from it.
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
+    coordinated: bool = False  # part of a burst of near-duplicates from many users (SubjectMonitor.screen)
 
     @property
     def negative(self) -> bool:
@@ -115,6 +124,7 @@ class SubjectMonitor:
     # What the subject's texts are about (models.online.themes); None until a text with an
     # embedding arrives (state stored before themes existed reads back as None too).
     themes: ThemeTracker | None = field(init=False, default=None)
+    coordination: CoordinationDetector | None = field(init=False, default=None)  # reviews only: screen()
 
     def __post_init__(self) -> None:
         c = self.config
@@ -133,6 +143,8 @@ class SubjectMonitor:
         alerts: list[Alert] = []
         if obs.epoch > self.labeller_epoch:
             self._new_labeller(obs.epoch)
+        if obs.coordinated and self.config.discount_coordinated:
+            return alerts  # a campaign's texts say nothing about what customers think
         theme: dict[str, Any] = {}
         if obs.embedding is not None and self.config.themes:
             if self.themes is None:
@@ -164,6 +176,23 @@ class SubjectMonitor:
                                            now=obs.ts)
             alerts += [alert] if alert else []
         return alerts
+
+    def screen(self, event_id: str, text: str, *, user: str | None, ts: datetime) -> tuple[bool, list[Alert]]:
+        """Whether a review belongs to a burst of near-duplicate reviews from many users (review
+        bombing), and the ``coordinated_reviews`` alert a new burst raises. Runs before the
+        review's enriched record is sent, so that the record can say so."""
+        c = self.config
+        if c.coordinated_min_users <= 0:
+            return False, []
+        if self.coordination is None:
+            self.coordination = CoordinationDetector(window_s=c.coordinated_window_s,
+                                                     min_users=c.coordinated_min_users)
+        detector = self.coordination
+        flagged = detector.update(event_id, text, user=user, ts=ts.timestamp())
+        if not detector.drift_detected:
+            return flagged, []
+        alert = burst_alert(self.book, self.subject, detector, now=ts)
+        return flagged, [alert] if alert else []
 
     def _new_labeller(self, epoch: int) -> None:
         """The adapter took over or handed back: a shift in labels is not a shift in texts."""
@@ -251,7 +280,7 @@ class SubjectMonitor:
 _STATE_CLASSES = {"SubjectMonitor": SubjectMonitor, "MonitorConfig": MonitorConfig,
                   "SentimentShiftDetector": SentimentShiftDetector, "BernoulliCUSUM": BernoulliCUSUM,
                   "MentionSurgeDetector": MentionSurgeDetector, "PoissonCUSUM": PoissonCUSUM,
-                  "ThemeTracker": ThemeTracker,
+                  "ThemeTracker": ThemeTracker, "CoordinationDetector": CoordinationDetector,
                   **ALERT_STATE_CLASSES}
 
 
@@ -343,7 +372,8 @@ def entity_key(name: str) -> str:
 
 
 def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epoch: int = 0,
-                     embedding: np.ndarray | None = None) -> tuple[str, Observation, list[EntityMention]]:
+                     embedding: np.ndarray | None = None, coordinated: bool = False
+                     ) -> tuple[str, Observation, list[EntityMention]]:
     """The subject id (``product_id`` of a review, ``source`` of an article), the observation and
     the entity mentions of one enriched record.
 
@@ -357,7 +387,7 @@ def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epo
         text = record.title + ("\n\n" + record.body if record.body else "")
     sentiment = record.sentiment
     negative = float(sentiment.probs.get("negative", 0.0))
-    observation = Observation(event_id, text, sentiment.label, negative, ts, epoch, embedding)
+    observation = Observation(event_id, text, sentiment.label, negative, ts, epoch, embedding, coordinated)
     mentions: dict[str, EntityMention] = {}
     for entity in record.entities:
         key = entity_key(entity.text)

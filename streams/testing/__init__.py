@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from streams.synthetic import (
+    bombing_reviews,
     click_record,
     domain_reviews,
     malformed_records,
@@ -26,8 +27,9 @@ from streams.synthetic import (
     themed_reviews,
 )
 
-__all__ = ["FakeEvent", "FakeTable", "FakeTopic", "click_record", "domain_reviews", "fake_events",
-           "malformed_records", "planted_reviews", "recent_clicks", "synthetic_events", "themed_reviews"]
+__all__ = ["FakeEvent", "FakeTable", "FakeTopic", "bombing_reviews", "click_record", "domain_reviews",
+           "fake_events", "malformed_records", "planted_reviews", "recent_clicks", "synthetic_events",
+           "themed_reviews"]
 
 
 class FakeTopic:
