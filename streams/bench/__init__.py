@@ -15,6 +15,8 @@ Sections (each replaces its part of BENCHMARKS.md with ``--write``):
   faust-streaming agent and a Quix Streams app doing plain per-user state, on one broker;
 * ``adapter``: the sentiment adapter's learning curve on rated drugs.com reviews (served label
   against the base model, VADER and the majority class, prequential);
+* ``analysis``: the detectors' CPU per review before and after themes and review-bombing
+  screening, and the state they keep per product;
 * ``profile``: where one worker spends its time on the text path (py-spy, when it may attach);
 * ``soak`` (only when asked for: ``make soak``): one worker's resident memory while it takes
   per-key state for 100k click users and then 100k entities, each seen twice.
@@ -34,11 +36,12 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from models.benchmarks import write_section
 from streams.bench.adapter import adapter
+from streams.bench.analysis import analysis
 from streams.bench.clicks import clicks
 from streams.bench.harness import BUSY_WARNING, REPO, Stack, busy_fraction
 from streams.bench.plots import render
@@ -48,7 +51,7 @@ from streams.bench.text import inference, latency, text
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("inference", "text", "latency", "clicks", "adapter", "profile", "soak")
+SECTIONS = ("inference", "text", "latency", "clicks", "adapter", "analysis", "profile", "soak")
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -63,6 +66,16 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--plots", type=Path, default=REPO / "deploy" / "benchmarks",
                         help="with --write: where each section's PNG goes (linked from the file)")
     return parser.parse_args(argv)
+
+
+# The sections that need nothing from the others: name -> (stack, arguments) -> body.
+_ON_THEIR_OWN: dict[str, Callable[[Stack, argparse.Namespace], str]] = {
+    "clicks": lambda stack, args: clicks(stack, args.events),
+    "adapter": lambda stack, args: adapter(stack),
+    "analysis": lambda stack, args: analysis(stack),
+    "profile": lambda stack, args: profile(stack, args.reviews),
+    "soak": lambda stack, args: soak(stack, args.soak_keys),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -111,15 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "latency" in args.only:
             check("latency")
             out("latency", latency(stack, saturation, args.seconds))
-        if "clicks" in args.only:
-            check("clicks")
-            out("clicks", clicks(stack, args.events))
-        if "adapter" in args.only:
-            check("adapter")
-            out("adapter", adapter(stack))
-        if "profile" in args.only:
-            check("profile")
-            out("profile", profile(stack, args.reviews))
-        if "soak" in args.only:
-            check("soak")
-            out("soak", soak(stack, args.soak_keys))
+        for name, run in _ON_THEIR_OWN.items():
+            if name in args.only:
+                check(name)
+                out(name, run(stack, args))
