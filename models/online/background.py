@@ -96,10 +96,13 @@ class Frame:
         return cls(mean, _orthonormal(np.array([means[label] - mean for label in usable])))
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
-        z = v - self.mean
+        """``v`` (one vector, or one per row) in this frame, unit length."""
+        z = np.atleast_2d(v) - self.mean
         if len(self.axes):
-            z = z - self.axes.T @ (self.axes @ z)
-        return z / (np.linalg.norm(z) or 1.0)
+            z = z - (z @ self.axes.T) @ self.axes
+        norms = np.linalg.norm(z, axis=1, keepdims=True)
+        z = z / np.where(norms > 0, norms, 1.0)
+        return z if np.ndim(v) == 2 else z[0]
 
 
 def _orthonormal(vectors: np.ndarray) -> np.ndarray:

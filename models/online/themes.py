@@ -95,7 +95,9 @@ class ThemeTracker:
         self._words: list[dict[str, float]] = []  # per slot: decayed word counts
         self._all_words: dict[str, float] = {}  # the subject's decayed word counts, as of _all_touched
         self._all_touched = 0
-        self._negatives: list[list[int]] = []  # the last `memory` negative texts: [seq, theme id]
+        # The last `memory` negative texts: their _seq and their theme id (plain lists store compactly).
+        self._negative_seqs: list[int] = []
+        self._negative_themes: list[int] = []
 
     def learn_one(self, embedding: np.ndarray, text: str, *, label: str,
                   background: TextBackground | None = None) -> tuple[int, float]:
@@ -108,14 +110,14 @@ class ThemeTracker:
         self._learn_mean(label, p)
         x = frame(p)
         raw = [_unpack(c) for c in self._centroids]
-        themes = [frame(c) for c in raw]
+        themes = list(frame(np.array(raw))) if raw else []
         sims = [float(t @ x) for t in themes]
         best = int(np.argmax(sims)) if sims else -1
         if best < 0 or sims[best] < self.similarity:
             best, fit = self._new_theme(p), 1.0
         else:
             fit = sims[best]
-            self._age(best)
+            self._age(best, every=8)
             rate = max(1.0 / (self._weights[best] + 1.0), 1.0 / self.halflife)
             moved = (1.0 - rate) * raw[best] + rate * p
             self._centroids[best], themes[best] = _pack(moved), frame(moved)
@@ -130,7 +132,8 @@ class ThemeTracker:
         self._learn_words(words)
         theme_id = self._ids[best]
         if label == "negative":
-            self._negatives = [*self._negatives[-(self.memory - 1):], [self._seq, theme_id]]
+            self._negative_seqs = [*self._negative_seqs[-(self.memory - 1):], self._seq]
+            self._negative_themes = [*self._negative_themes[-(self.memory - 1):], theme_id]
         return theme_id, round(fit, 4)
 
     def predict_one(self, embedding: np.ndarray, *, label: str, background: TextBackground | None = None
@@ -140,7 +143,7 @@ class ThemeTracker:
             return None
         frame = self._frame_of(background)
         x = frame(projected(embedding, self.dim, self.seed))
-        sims = [float(frame(_unpack(c)) @ x) for c in self._centroids]
+        sims = (frame(np.array([_unpack(c) for c in self._centroids])) @ x).tolist()
         best = int(np.argmax(sims))
         return self._ids[best] if sims[best] >= self.similarity else None
 
@@ -150,8 +153,9 @@ class ThemeTracker:
         against the remembered texts before them, largest growth first (at most ``top``, each
         with at least ``min_count`` negative texts now)."""
         start = self._seq - n
-        now = [t for s, t in self._negatives if s > start]
-        before = [t for s, t in self._negatives if s <= start]
+        pairs = list(zip(self._negative_seqs, self._negative_themes, strict=True))
+        now = [t for s, t in pairs if s > start]
+        before = [t for s, t in pairs if s <= start]
         if not now:
             return []
         out = []
@@ -199,11 +203,10 @@ class ThemeTracker:
             # Recycle the least active theme: the fewest texts (decayed to now) for the texts
             # since it was born. A theme just born is light by nature, and measuring it by its
             # weight alone would recycle a new complaint before it could form.
-            for s in range(len(self._ids)):
-                self._age(s)
             window = self.halflife / math.log(2)  # the decayed weight of a theme given every text
-            slot = min(range(len(self._ids)), key=lambda s: self._weights[s] / (
-                min(self._seq - self._born[s], window) + self.max_themes))
+            step = decay(self.halflife)
+            slot = min(range(len(self._ids)), key=lambda s: self._weights[s] * step ** (
+                self._seq - self._touched[s]) / (min(self._seq - self._born[s], window) + self.max_themes))
         self._ids[slot], self._next_id = self._next_id, self._next_id + 1
         self._centroids[slot] = _pack(p)
         self._weights[slot], self._words[slot] = 0.0, {}
@@ -229,17 +232,17 @@ class ThemeTracker:
         if len(words) > self.words_per_theme:
             prune(words, self.words_per_theme)
         kept_id, gone_id = self._ids[keep], self._ids[gone]
-        for entry in self._negatives:
-            if entry[1] == gone_id:
-                entry[1] = kept_id
+        self._negative_themes = [kept_id if t == gone_id else t for t in self._negative_themes]
         for column in (self._ids, self._centroids, self._weights, self._touched, self._born, self._words):
             del column[gone]
         return keep if keep < gone else keep - 1
 
-    def _age(self, slot: int) -> None:
-        """Decay a theme's weight and words to now (lazily: only the themes a text touches)."""
+    def _age(self, slot: int, *, every: int = 1) -> None:
+        """Decay a theme's weight and words to now (lazily: only the themes a text touches, and
+        with ``every`` > 1 only that often: counts added in between are off by at most
+        ``every`` steps of decay, under 3% at the default half-life)."""
         gap = self._seq - self._touched[slot]
-        if gap > 0:
+        if gap >= every:
             factor = decay(self.halflife) ** gap
             self._weights[slot] *= factor
             self._words[slot] = _scaled(self._words[slot], factor)

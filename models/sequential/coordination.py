@@ -74,7 +74,10 @@ class CoordinationDetector:
         self.max_users = max_users
         self.drift_detected = False
         self.burst: dict[str, Any] = {}
-        self._recent: list[list[Any]] = []  # [ts, fingerprint, user hash, text id]
+        # The last `memory` texts in no group, one column each (plain lists store compactly).
+        self._recent_ts: list[float] = []
+        self._recent_fingerprint: list[int] = []
+        self._recent_user: list[str] = []
         self._groups: list[dict[str, Any]] = []
 
     def update(self, text_id: str, text: str, *, user: str | None, ts: float) -> bool:
@@ -83,28 +86,25 @@ class CoordinationDetector:
         if fingerprint is None:
             return False
         # A 32-bit hash keeps the state small; without a user id each text counts as its own user.
-        user_key = _user_hash(user or f"text:{text_id}")
-        horizon = ts - self.window_s
-        self._recent = [r for r in self._recent if r[0] >= horizon]
-        self._groups = [g for g in self._groups if g["last"] >= horizon]
-        for g in self._groups:  # a burst is many users within the window, not over all time
-            g["users"] = [u for u in g["users"] if u[1] >= horizon]
+        user_key = str(_user_hash(user or f"text:{text_id}"))
+        self._forget(ts - self.window_s)
         near = self.max_distance
         # Against the group's centre (each bit the majority of its texts'), not any member: edits
         # scatter around the message, so the centre is nearer to each than they are to each other,
         # while chaining from member to member would let everyday phrasings drift together.
-        group = next((g for g in self._groups
-                      if (_centre(g["bits"], g["texts"]) ^ fingerprint).bit_count() <= near), None)
+        group = next((g for g in self._groups if (g["centre"] ^ fingerprint).bit_count() <= near),
+                     None)
         if group is None:
-            twins = [r for r in self._recent if (r[1] ^ fingerprint).bit_count() <= near]
+            twins = [k for k, f in enumerate(self._recent_fingerprint)
+                     if (f ^ fingerprint).bit_count() <= near]
             if not twins:
-                self._recent = [*self._recent[-(self.memory - 1):], [ts, fingerprint, user_key, text_id]]
+                self._remember(ts, fingerprint, user_key)
                 return False
-            self._recent = [r for r in self._recent if r not in twins]
-            group = {"bits": [0] * 64, "users": [], "texts": 0, "first": min(r[0] for r in twins),
-                     "last": ts, "examples": [], "alerted": False}
-            for twin in twins:
-                self._join(group, twin[2], twin[0], twin[1])
+            group = {"bits": [0] * 64, "centre": 0, "users": {}, "texts": 0, "first": ts, "last": ts,
+                     "examples": [], "alerted": False}
+            for k in twins:
+                self._join(group, self._recent_user[k], self._recent_ts[k], self._recent_fingerprint[k])
+            self._keep_recent([k for k in range(len(self._recent_ts)) if k not in twins])
             if len(self._groups) >= self.max_bursts:  # make room: the fewest users, the oldest first
                 self._groups.remove(min(self._groups, key=lambda g: (len(g["users"]), g["last"])))
             self._groups.append(group)
@@ -121,20 +121,44 @@ class CoordinationDetector:
                           "last": group["last"], "examples": list(group["examples"])}
         return True
 
-    def _join(self, group: dict[str, Any], user: int, ts: float, fingerprint: int) -> None:
-        """Count a text in ``group``; ``users`` holds [user hash, their latest time], newest last;
-        ``bits`` how many of its texts have each fingerprint bit set."""
+    def _forget(self, horizon: float) -> None:
+        """Drop what is older than the window: a burst is many users within it, not over all time."""
+        self._keep_recent([k for k, t in enumerate(self._recent_ts) if t >= horizon])
+        self._groups = [g for g in self._groups if g["last"] >= horizon]
+        for g in self._groups:
+            g["users"] = {u: t for u, t in g["users"].items() if t >= horizon}
+
+    def _keep_recent(self, keep: list[int]) -> None:
+        if len(keep) < len(self._recent_ts):
+            self._recent_ts = [self._recent_ts[k] for k in keep]
+            self._recent_fingerprint = [self._recent_fingerprint[k] for k in keep]
+            self._recent_user = [self._recent_user[k] for k in keep]
+
+    def _remember(self, ts: float, fingerprint: int, user: str) -> None:
+        keep = slice(-(self.memory - 1), None)
+        self._recent_ts = [*self._recent_ts[keep], ts]
+        self._recent_fingerprint = [*self._recent_fingerprint[keep], fingerprint]
+        self._recent_user = [*self._recent_user[keep], user]
+
+    def _join(self, group: dict[str, Any], user: str, ts: float, fingerprint: int) -> None:
+        """Count a text in ``group``: ``users`` maps each user's hash to their latest time (newest
+        last), ``bits`` counts its texts with each fingerprint bit set, ``centre`` their majority."""
         group["texts"] += 1
-        group["bits"] = [n + (fingerprint >> bit & 1) for bit, n in enumerate(group["bits"])]
+        bits = np.array(group["bits"]) + _bits(fingerprint)
+        group["bits"] = bits.tolist()
+        group["centre"] = int(np.packbits(2 * bits >= group["texts"], bitorder="little").view("<u8")[0])
         group["first"], group["last"] = min(group["first"], ts), max(group["last"], ts)
-        others = [u for u in group["users"] if u[0] != user]
-        group["users"] = [*others[-(self.max_users - 1):], [user, ts]]
+        users = group["users"]
+        users.pop(user, None)
+        users[user] = ts
+        while len(users) > self.max_users:
+            del users[next(iter(users))]
 
 
 def _user_hash(user: str) -> int:
     return int.from_bytes(hashlib.blake2b(user.encode(), digest_size=4).digest(), "little")
 
 
-def _centre(bits: list[int], texts: int) -> int:
-    """The fingerprint whose bits are the majority of a group's ``texts`` (ties: set)."""
-    return sum(1 << bit for bit, n in enumerate(bits) if 2 * n >= texts)
+def _bits(fingerprint: int) -> np.ndarray:
+    raw = np.array([fingerprint], dtype="<u8").view(np.uint8)
+    return np.unpackbits(raw, bitorder="little").astype(np.int64)
