@@ -105,6 +105,9 @@ class Step:
 
 
 _SESSION_GAP_S = 1800.0
+# What a user's behaviour profile holds (ClickRecommender._update_segment), in a fixed order.
+_PROFILE_FEATURES = ("activity", "popular_taste", "sentiment_taste", "share_add_to_cart", "share_click",
+                     "share_purchase")
 
 
 def _same_session(user: UserState, ts: float) -> bool:
@@ -135,6 +138,13 @@ class ClickRecommender(base.Base):
         self._covis = CoVisitation(half_life_s=half_life_s)
         self._popularity = Popularity(half_life_s=half_life_s, leaders=max(20, n_candidates // 3))
         self._segments = cluster.KMeans(n_clusters=n_segments, halflife=0.05, sigma=0.5, seed=seed)
+        # River's KMeans draws a centre's coordinate the first time a feature name is looked up,
+        # in the order of a set of names: that order changes with PYTHONHASHSEED, so the same
+        # clicks gave other segments in another process. Drawing them all now, in a fixed order,
+        # makes a replay give the same segments.
+        for centre in self._segments.centers.values():
+            for name in _PROFILE_FEATURES:
+                centre[name]  # the lookup draws the coordinate
         self._log_loss = utils.Rolling(metrics.LogLoss, window_size=window)
         self._auc = metrics.RollingROCAUC(window_size=window)
         self._hit_rate = utils.Rolling(stats.Mean, window_size=window)
@@ -291,6 +301,11 @@ class ClickRecommender(base.Base):
         profile["activity"] = min(1.0, profile.get("activity", 0.0) + 0.02)
         self._segments.learn_one(profile)
         user.segment = int(self._segments.predict_one(profile))
+
+    def segment_profile(self, segment: int) -> dict[str, float]:
+        """The centre of a segment: the behaviour its users share (see ``_update_segment``)."""
+        centre = self._segments.centers.get(segment, {})
+        return {name: round(float(value), 3) for name, value in sorted(centre.items())}
 
     # -- reporting -----------------------------------------------------------------------
 
