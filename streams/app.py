@@ -69,7 +69,8 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         users=table("click-users"), models=table("click-models"), signals=item_signals,
         recommendations=runtime.output(names.recommendations), alerts=runtime.output(names.alerts),
         deadletter=runtime.deadletter, metrics=metrics, config=config, seal=seal, rules=rules,
-        checkpoint_s=settings.click_checkpoint_s, checkpoint_events=settings.click_checkpoint_events)
+        checkpoint_s=settings.click_checkpoint_s, checkpoint_events=settings.click_checkpoint_events,
+        segments=runtime.output(names.user_segments))
 
     adaptation = SentimentAdaptation(
         table=table("sentiment-adapter", global_=True), feedback=runtime.output(names.sentiment_feedback),

@@ -31,7 +31,7 @@ from streams.timestamps import Id, Timestamp
 __all__ = ["INPUT_MODELS", "MIN_ENTITY_SCORE", "OUTPUT_MODELS", "SCHEMA_VERSION", "Alert",
            "AlertTheme", "Click", "DeadLetter", "DecodeError", "EnrichedNews", "EnrichedReview",
            "Entity", "EntityMentionRecord", "Explanation", "News", "Recommendation", "Review",
-           "Sentiment", "dead_letter", "decode_input", "encode", "json_schemas"]
+           "Sentiment", "UserSegment", "dead_letter", "decode_input", "encode", "json_schemas"]
 
 SCHEMA_VERSION = 1
 # Dead-letter records carry the raw bytes; beyond this they are cut so that the dead-letter
@@ -204,6 +204,22 @@ class Recommendation(_Output):
     ts: Timestamp
 
 
+class UserSegment(_Output):
+    """The compacted ``user-segments`` topic, keyed by ``user_id``: a user's segment each time it
+    changes, so its latest record is the user's current segment."""
+
+    user_id: Id
+    # "<partition>:<cluster>": the click models (segments included) are per input partition, and
+    # a user's clicks always land in one partition.
+    segment: str
+    previous: str | None
+    profile: dict[str, float]  # the segment's centre: action mix, taste for popular and well-rated items, activity
+    description: str
+    trigger_event_id: Id
+    since: Timestamp  # the event time of the click that moved the user
+    model: str
+
+
 class DeadLetter(_Output):
     source_topic: str
     partition: int | None
@@ -221,6 +237,7 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "news.enriched": EnrichedNews,
     "alerts": Alert,
     "recommendations": Recommendation,
+    "user-segments": UserSegment,
     "deadletter": DeadLetter,
     "entity-mentions": EntityMentionRecord,
 }

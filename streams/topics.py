@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["INPUT_TOPICS", "INTERNAL_TOPICS", "OUTPUT_TOPICS", "TopicNames"]
+__all__ = ["COMPACTED_TOPICS", "INPUT_TOPICS", "INTERNAL_TOPICS", "OUTPUT_TOPICS", "TopicNames"]
 
 INPUT_TOPICS = ("reviews", "clicks", "news")
-OUTPUT_TOPICS = ("reviews.enriched", "news.enriched", "alerts", "recommendations", "deadletter")
+OUTPUT_TOPICS = ("reviews.enriched", "news.enriched", "alerts", "recommendations", "deadletter",
+                 "user-segments")
+# Tables of latest state (the newest record per key is what counts): compacted, not time-retained.
+COMPACTED_TOPICS = ("user-segments",)
 # Not part of the contract: entity mentions repartitioned by entity, for the entity detectors;
 # rated reviews for the sentiment adapter (streams.agents.adaptation).
 INTERNAL_TOPICS = ("entity-mentions", "sentiment-feedback")
@@ -47,5 +50,6 @@ class TopicNames:
     alerts = property(lambda self: self.name("alerts"))
     recommendations = property(lambda self: self.name("recommendations"))
     deadletter = property(lambda self: self.name("deadletter"))
+    user_segments = property(lambda self: self.name("user-segments"))
     entity_mentions = property(lambda self: self.name("entity-mentions"))
     sentiment_feedback = property(lambda self: self.name("sentiment-feedback"))

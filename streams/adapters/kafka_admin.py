@@ -12,12 +12,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.settings import Settings
+from streams.topics import COMPACTED_TOPICS
 
 __all__ = ["GroupLag", "consumer_lag", "end_offsets", "ensure_topics", "list_topics"]
 
-# Output topics that are tables of latest state would be compacted; every contract topic is an
-# event log, so all use time retention.
+# Event logs use time retention; tables of latest state (user-segments) are compacted.
 _TOPIC_CONFIG = {"cleanup.policy": "delete"}
+_COMPACTED_CONFIG = {"cleanup.policy": "compact"}
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str], *,
@@ -32,7 +33,7 @@ async def ensure_topics(settings: Settings, names: Iterable[str], *,
             return []
         new = [NewTopic(name=n, num_partitions=partitions or settings.topic_partitions,
                         replication_factor=settings.topic_replication_factor,
-                        topic_configs=config or _TOPIC_CONFIG) for n in missing]
+                        topic_configs=config or _config_of(n)) for n in missing]
         # Another worker may create them between our list and create.
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(new)
@@ -40,6 +41,12 @@ async def ensure_topics(settings: Settings, names: Iterable[str], *,
         return missing
     finally:
         await admin.close()
+
+
+def _config_of(name: str) -> dict[str, str]:
+    # Names carry the topic prefix: match the contract name at the end.
+    return _COMPACTED_CONFIG if name.endswith(COMPACTED_TOPICS) else _TOPIC_CONFIG
+
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str],

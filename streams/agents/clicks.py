@@ -35,6 +35,7 @@ from streams.core.clicks import (
     decode_click,
     recommendation,
     restore_checkpoint,
+    segment_change,
 )
 from streams.core.eventtime import record_time_ms
 from streams.core.monitoring import MonitorConfig
@@ -78,8 +79,9 @@ class ClickProcessor:
     def __init__(self, *, users: Table, models: Table, signals: Table, recommendations: OutputTopic,
                  alerts: OutputTopic, deadletter: OutputTopic, metrics: Metrics,
                  config: MonitorConfig, checkpoint_s: float, checkpoint_events: int, seal: StateSeal,
-                 rules: InputRules = InputRules()) -> None:
+                 rules: InputRules = InputRules(), segments: OutputTopic | None = None) -> None:
         self.users = users
+        self.segments = segments  # user-segments: a record when a user's segment changes
         self.models = models
         self.signals = ItemSignals(signals)
         self.recommendations = recommendations
@@ -153,7 +155,11 @@ class ClickProcessor:
                 held = self._model(msg.partition)
                 user = states.get(click.user_id, (None, None))[0] or self._load_user(click.user_id)
                 states[click.user_id] = (user, event)
+                before = user.segment
                 step, alerts = held.model.observe(user, click, self.signals)
+                moved = segment_change(click.user_id, click, partition=msg.partition, before=before,
+                                       after=user.segment, model=held.model.version,
+                                       profile=held.model.recommender.segment_profile(user.segment or 0))
             except (SourceRevoked, asyncio.CancelledError):
                 raise
             except Exception as exc:
@@ -171,6 +177,9 @@ class ClickProcessor:
                     sent += 1
                     m.end_to_end_seconds.labels(topic="clicks").observe(max(0.0, time.time() - click.ts))
                 await send_alerts(self.alerts, alerts, self.metrics)
+                if moved is not None and self.segments is not None:
+                    await self.segments.send(key=click.user_id.encode(), value=encode(moved))
+                    m.events_out.labels(topic="user-segments").inc()
         m.events_out.labels(topic="recommendations").inc(sent)
         for user_id, (state, event) in states.items():
             with as_current_event(event):

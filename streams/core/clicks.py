@@ -54,11 +54,12 @@ from streams.records import (
     EnrichedReview,
     Recommendation,
     RecommendedItem,
+    UserSegment,
     decode_input,
 )
 
-__all__ = ["MODEL_NAME", "PartitionModel", "checkpoint_chunks", "decode_click", "item_signal_update",
-           "recommendation", "restore_checkpoint", "signal_item"]
+__all__ = ["MODEL_NAME", "PartitionModel", "checkpoint_chunks", "decode_click", "describe_segment",
+           "item_signal_update", "recommendation", "restore_checkpoint", "segment_change", "signal_item"]
 
 MODEL_NAME = "click-ranker"
 _STATE_VERSION = 2  # 2: PartitionModel.behaviour (version 1 checkpoints are migrated)
@@ -150,6 +151,44 @@ def recommendation(user_id: str, event_id: str, items: list[tuple[str, float]], 
                    now: datetime) -> Recommendation:
     return Recommendation(user_id=user_id, trigger_event_id=event_id,
                           items=[RecommendedItem(item_id=i, score=s) for i, s in items], model=model, ts=now)
+
+
+def segment_change(user_id: str, click: ClickEvent, *, partition: int, before: int | None, after: int | None,
+                   profile: dict[str, float], model: str) -> UserSegment | None:
+    """The ``user-segments`` record when a click moved its user to another segment, else None.
+
+    >>> from models.online import ClickEvent
+    >>> click = ClickEvent("c9", "u7", "i1", "purchase", 1763805600.0)
+    >>> change = segment_change("u7", click, partition=2, before=1, after=4, model="m@1",
+    ...                         profile={"share_click": 0.2, "share_purchase": 0.5, "activity": 0.9})
+    >>> change.segment, change.previous, change.description
+    ('2:4', '2:1', 'clicks 20%, buys 50%; very active')
+    >>> segment_change("u7", click, partition=2, before=4, after=4, model="m@1", profile={}) is None
+    True
+    """
+    if after is None or after == before:
+        return None
+    return UserSegment(user_id=user_id, segment=f"{partition}:{after}",
+                       previous=None if before is None else f"{partition}:{before}", profile=profile,
+                       description=describe_segment(profile), trigger_event_id=click.event_id,
+                       since=datetime.fromtimestamp(click.ts, UTC), model=model)
+
+
+def describe_segment(profile: dict[str, float]) -> str:
+    """A segment's centre in words: its action mix, then its tastes and activity."""
+    mix = ", ".join(f"{word} {profile[key]:.0%}" for key, word in (
+        ("share_click", "clicks"), ("share_add_to_cart", "adds to cart"), ("share_purchase", "buys"))
+        if key in profile)
+    traits = []
+    if "popular_taste" in profile:
+        popular = profile["popular_taste"] >= 0.5
+        traits.append("prefers popular items" if popular else "explores the long tail")
+    if "sentiment_taste" in profile:
+        traits.append("favours well-reviewed items" if profile["sentiment_taste"] >= 0.5
+                      else "indifferent to reviews")
+    if "activity" in profile:
+        traits.append("very active" if profile["activity"] >= 0.5 else "occasional")
+    return "; ".join(part for part in (mix, ", ".join(traits)) if part)
 
 
 def checkpoint_chunks(partition: int, generation: int, data: bytes, *, events: int) -> dict[str, str]:
