@@ -44,9 +44,12 @@ class EnrichedText:
     event_time: datetime  # inside the sanity window (streams.core.eventtime)
     model_text: str
     unknown_token_share: float | None  # None: the model did not say
-    labeller_epoch: int = 0  # the sentiment adapter's switches so far (streams.core.monitoring)
+    labeller_epoch: int = 0  # a new labeller restarts the label detectors (streams.core.monitoring)
     embedding: np.ndarray | None = None  # the text's sentence embedding, when the model served one
     coordinated: bool = False  # flagged by Detectors.screen
+    # What the detectors read: the served model's own sentiment, not the adapter's (which keeps
+    # learning, so its labels drift by themselves). None: the record's (an empty text).
+    sentiment: dict[str, Any] | None = None
 
 
 class KeyedMonitors:
@@ -179,7 +182,8 @@ class Detectors:
             event, record, ts = text.event, text.record, text.event_time
             subject_id, observation, mentions = observe_enriched(record, ts, epoch=text.labeller_epoch,
                                                                  embedding=text.embedding,
-                                                                 coordinated=text.coordinated)
+                                                                 coordinated=text.coordinated,
+                                                                 sentiment=text.sentiment)
             self.background.learn_one(words_of(observation.text), text.embedding, observation.label)
             features = text_features(text.model_text)
             if text.unknown_token_share is not None:

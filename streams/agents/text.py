@@ -99,7 +99,6 @@ class TextProcessor:
         analyses: list[Analysis | None] = [next(results) if item.model_text else None for item in batch.items]
         adapter = adaptation.current() if adaptation is not None else None
         served = adapt_analyses(analyses, adapter)
-        epoch = adapter.switches if adapter is not None else 0
         now = datetime.now(UTC)
         event_of = {(e.message.partition, e.message.offset): e for e in events}
         observed, sent = [], 0
@@ -124,9 +123,10 @@ class TextProcessor:
             sent += 1
             self._count(item, enriched, now)
             observed.append(EnrichedText(event, enriched, item.event_time or now, item.model_text,
-                                         analysis.unknown_token_share if analysis else None, epoch,
-                                         analysis.embedding if analysis else None,
-                                         "coordinated" in enriched.text_flags))
+                                         analysis.unknown_token_share if analysis else None,
+                                         embedding=analysis.embedding if analysis else None,
+                                         coordinated="coordinated" in enriched.text_flags,
+                                         sentiment=analysis.sentiment if analysis else None))
         metrics.events_out.labels(topic=f"{base}.enriched").inc(sent)
         await self._detect(observed, screening)
         for record in batch.dead:

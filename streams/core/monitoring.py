@@ -37,6 +37,7 @@ the same alert ids.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -372,10 +373,11 @@ def entity_key(name: str) -> str:
 
 
 def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epoch: int = 0,
-                     embedding: np.ndarray | None = None, coordinated: bool = False
+                     embedding: np.ndarray | None = None, coordinated: bool = False,
+                     sentiment: Mapping[str, Any] | None = None
                      ) -> tuple[str, Observation, list[EntityMention]]:
     """The subject id (``product_id`` of a review, ``source`` of an article), the observation and
-    the entity mentions of one enriched record.
+    the entity mentions of one enriched record; ``sentiment`` (``{"label", "probs"}``) replaces the record's.
 
     Entities below a score of 0.6, shorter than two characters or made of digits are left out,
     and each entity counts once per text.
@@ -385,9 +387,10 @@ def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epo
     else:
         subject_id, event_id = record.source, record.article_id
         text = record.title + ("\n\n" + record.body if record.body else "")
-    sentiment = record.sentiment
-    negative = float(sentiment.probs.get("negative", 0.0))
-    observation = Observation(event_id, text, sentiment.label, negative, ts, epoch, embedding, coordinated)
+    label, probs = (sentiment["label"], sentiment["probs"]) if sentiment is not None else \
+        (record.sentiment.label, record.sentiment.probs)
+    negative = float(probs.get("negative", 0.0))
+    observation = Observation(event_id, text, label, negative, ts, epoch, embedding, coordinated)
     mentions: dict[str, EntityMention] = {}
     for entity in record.entities:
         key = entity_key(entity.text)

@@ -148,3 +148,18 @@ def test_monitors_stored_before_labeller_epochs_still_load_and_run():
     assert restored.labeller_epoch == 0
     restored.observe(Observation("r1", "fine", "positive", 0.1, datetime(2026, 1, 1, tzinfo=UTC), 2))
     assert restored.labeller_epoch == 2
+
+
+def test_the_detectors_read_the_sentiment_they_are_given_not_the_served_one():
+    # The adapter serves its own label; the detectors read the model's (streams.agents.text).
+    from streams.core.monitoring import observe_enriched
+    from streams.records import EnrichedReview
+
+    record = EnrichedReview(review_id="r1", product_id="p1", text="fine", model={}, entities=[], processed_at=T0,
+                            sentiment={"label": "negative", "score": 0.8, "source": "adapted",
+                                       "probs": {"negative": 0.8, "neutral": 0.1, "positive": 0.1}})
+    base = {"label": "positive", "score": 0.7, "probs": {"negative": 0.2, "neutral": 0.1, "positive": 0.7}}
+    _, served, _ = observe_enriched(record, T0)
+    _, read, _ = observe_enriched(record, T0, sentiment=base)
+    assert (served.label, served.negative_prob) == ("negative", 0.8)
+    assert (read.label, read.negative_prob) == ("positive", 0.2)
