@@ -36,7 +36,8 @@ def explain_shift(tracker: ThemeTracker | None, negatives: Sequence[dict[str, An
     (``theme``/``fit``: the theme id and cosine :meth:`ThemeTracker.learn_one` returned)."""
     if tracker is None:
         return None
-    shares = tracker.explain(events, background=background, top=top)
+    # A theme with no word of its own says nothing a reader could act on: left out.
+    shares = [s for s in tracker.explain(events, background=background, top=top + 1) if s.words][:top]
     if not shares:
         return None
     themes = []

@@ -1,4 +1,4 @@
-"""The demo's stream: real texts from packages, simulated shoppers, and three planted changes.
+"""The demo's stream: real texts from packages, simulated shoppers, and four planted changes.
 
 * **reviews**: tweets about six games (``models.bert.tweets``: the packaged entity-level
   tweets), each game a product. Every product's texts are drawn with a fixed label mix (15%
@@ -10,6 +10,8 @@
   company's entity gets both more mentions and a more negative tone.
 * **clicks**: shoppers from ``models.online.simulate``; from 60% of the clicks on, they click a
   fifth as often as before (``shift="fewer_clicks"``: a broken page, a redesign).
+* **review bombing**: three quarters of the way in, 30 accounts post near-duplicate one-star
+  reviews of one stable product (``fifa``) within 15 minutes (``streams.synthetic``).
 
 Every input event is stamped in event time: reviews one round (a review of every product) per
 minute from ``start``, articles one round (an article of every source) spaced so that the last
@@ -31,6 +33,7 @@ from typing import Any
 
 from models.bert.tweets import EntityTweet, entity_tweets
 from models.online import ClickEvent, simulate_clicks
+from streams.synthetic import bombing_reviews
 
 __all__ = ["MIX", "PRODUCTS", "SOURCES", "DemoStream", "PlantedChange", "build_stream"]
 
@@ -38,6 +41,7 @@ __all__ = ["MIX", "PRODUCTS", "SOURCES", "DemoStream", "PlantedChange", "build_s
 PRODUCTS = {"borderlands": "Borderlands", "cyberpunk-2077": "Cyberpunk2077", "fifa": "FIFA",
             "overwatch": "Overwatch", "nba-2k": "NBA2K", "fortnite": "Fortnite"}
 SOUR_PRODUCT = "cyberpunk-2077"
+BOMBED_PRODUCT = "fifa"  # a stable product that a review-bombing campaign targets
 COMPANIES = ("Microsoft", "Google", "Amazon", "Nvidia", "Facebook", "Verizon")
 SOURCES = ("newswire", "techdaily", "marketbeat", "gamerhub")
 SOUR_SOURCE, SOUR_COMPANY = "techdaily", "Nvidia"
@@ -53,7 +57,7 @@ MIX = {"clicks": 0.7, "reviews": 0.2, "news": 0.1}  # share of the stream per to
 
 @dataclass(frozen=True, slots=True)
 class PlantedChange:
-    kind: str  # "product", "source", "clicks"
+    kind: str  # "product", "source", "clicks", "bombing"
     subject: str  # product id, news source or "clicks"
     index: int  # position of the first changed event in the subject's own sequence
     total: int  # length of that sequence
@@ -62,6 +66,8 @@ class PlantedChange:
     # what an alert caused by this change is about: (subject type, id pattern), e.g. the
     # company's entity for the source's change
     subjects: tuple[tuple[str, str], ...]
+    # the kinds of alert that count as catching it (empty: any alert on its subjects)
+    alert_kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,8 @@ def build_stream(events: int, *, seed: int = 7, start: datetime | None = None,
     news, news_change = _news(rng, tweets, per_source, run, start, warmup + 10,
                               step=timedelta(minutes=per_product / per_source))
     clicks, clicks_change = _clicks(n_clicks, seed, run, start, 1400 * partitions)
-    changes = [c for c in (review_change, news_change, clicks_change) if c is not None]
+    reviews, bombing = _bombing(reviews, run, start, per_product, seed=seed)
+    changes = [c for c in (review_change, news_change, clicks_change, bombing) if c is not None]
     return DemoStream(run, start, reviews, news, clicks, changes)
 
 
@@ -165,6 +172,24 @@ def _reviews(rng: random.Random, tweets: list[EntityTweet], per_product: int, ru
         f"reviews of {SOUR_PRODUCT} turn sour ({_STABLE_MIX['negative']:.0%} -> {_SOUR_MIX['negative']:.0%} "
         "negative)",
         (("product", re.escape(SOUR_PRODUCT)), ("entity", _alias(name))))
+
+
+def _bombing(reviews: list[dict[str, Any]], run: str, start: datetime, per_product: int, *, seed: int
+             ) -> tuple[list[dict[str, Any]], PlantedChange | None]:
+    """A review-bombing campaign on one stable product, three quarters of the way in: 30
+    accounts post near-duplicate one-star reviews within 15 minutes of event time."""
+    if per_product < 120:  # a short stream: no room for it after the detectors' warm-up
+        return reviews, None
+    at = start + timedelta(minutes=int(per_product * 0.75))
+    campaign = [{**r, "review_id": f"{run}-{BOMBED_PRODUCT}-bomb-{i}"}
+                for i, r in enumerate(bombing_reviews(BOMBED_PRODUCT, 30, start=at, seed=seed))]
+    for r in campaign:
+        r["ts"] = _stamp(datetime.fromisoformat(r["ts"]))
+    merged = sorted([*reviews, *campaign], key=lambda r: r["ts"])  # stable: each round keeps its order
+    return merged, PlantedChange(
+        "bombing", BOMBED_PRODUCT, 0, len(campaign), at,
+        f"30 accounts post near-duplicate 1-star reviews of {BOMBED_PRODUCT} within 15 minutes",
+        (("product", re.escape(BOMBED_PRODUCT)),), alert_kinds=("coordinated_reviews",))
 
 
 def _alias(entity: str) -> str:

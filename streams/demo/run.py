@@ -2,10 +2,11 @@
 live, summarise and write a report.
 
 The stream (:mod:`streams.demo.data`) is real text from packages (tweets about games as product
-reviews, tweets naming companies as news headlines) and simulated shoppers, with three planted
+reviews, tweets naming companies as news headlines) and simulated shoppers, with four planted
 changes: a product turning sour, a news source turning negative about a company, a flip in
-click behaviour. Each run uses its own topics (prefix ``demo-<date>-<time>.``), so detector
-state and alerts of earlier runs never mix with this one's.
+click behaviour, and a review-bombing campaign on a stable product. Each run uses its own
+topics (prefix ``demo-<date>-<time>.``), so detector state and alerts of earlier runs never mix
+with this one's.
 
 The live view shows the replay per topic, what the worker has produced, consumer lag, alerts as
 they arrive and recent recommendations. The summary says which planted change was caught and
@@ -81,7 +82,9 @@ def run_demo(settings: LocalStackSettings, options: DemoOptions, console: Consol
         console.print(f"worker started (pid {worker.pid}, log {_worker_log(settings)}); "
                       f"topics {prefix}*")
         for change in stream.changes:
-            console.print(f"planted: {change.description}, from event {change.index} of {change.total}")
+            where = f"from event {change.index} of {change.total}" if change.kind != "bombing" else \
+                f"at {change.at:%H:%M} event time"
+            console.print(f"planted: {change.description}, {where}")
         outputs = asyncio.run(_live(settings, names, options, stream, worker, console))
         summary(stream, outputs, console)
         report = write_report(settings.home / "reports" / f"demo-{stream.start:%Y%m%d-%H%M%S}.html",

@@ -52,7 +52,8 @@ def attribute(stream: DemoStream, alerts: list[dict]) -> Attribution:
             continue
         expected.append(alert)
         primary = change.subjects[0]
-        if caught[change.kind] is None and alert["subject"]["type"] == primary[0]:
+        if caught[change.kind] is None and alert["subject"]["type"] == primary[0] and \
+                (not change.alert_kinds or alert["kind"] in change.alert_kinds):
             caught[change.kind] = alert
     return Attribution(caught, expected, false)
 
@@ -62,7 +63,8 @@ def delay(stream: DemoStream, change: PlantedChange, alert: dict) -> int:
     at = datetime.fromisoformat(alert["detected_at"])
     if change.kind == "clicks":
         return sum(1 for e in stream.clicks[change.index:] if e.ts <= at.timestamp())
-    records, key = (stream.reviews, "product_id") if change.kind == "product" else (stream.news, "source")
+    on_reviews = change.kind in ("product", "bombing")
+    records, key = (stream.reviews, "product_id") if on_reviews else (stream.news, "source")
     return sum(1 for r in records if r[key] == change.subject
                and change.at <= datetime.fromisoformat(r["ts"]) < at)
 
@@ -124,11 +126,16 @@ def _changes(stream: DemoStream, outputs: DemoOutputs, console: Console) -> None
         if alert is None:
             alerts.add_row(change.description, "[red]missed[/red]", "", str(related))
             continue
-        unit = {"product": "reviews", "source": "articles", "clicks": "clicks"}[change.kind]
+        unit = {"source": "articles", "clicks": "clicks"}.get(change.kind, "reviews")
         alerts.add_row(change.description, f"[green]caught[/green]: {alert['kind']} "
                        f"{alert['subject']['type']} {escape(alert['subject']['id'])}",
                        f"{delay(stream, change, alert)} {unit}", str(related))
     console.print(alerts)
+    for change in stream.changes:  # what the alerts said about why
+        alert = found.caught[change.kind]
+        why = (alert or {}).get("explanation") or {}
+        if why.get("summary"):
+            console.print(f"why {change.subject} turned negative, says its alert: {escape(why['summary'])}")
     kinds = {"product", "source", "clicks"} - {c.kind for c in stream.changes}
     if kinds:
         console.print(f"not planted at this size (too few events for the detectors' warm-up): "

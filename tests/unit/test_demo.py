@@ -37,17 +37,27 @@ def _negative_share(texts: list[str]) -> float:
     return sum(" negative " in t for t in texts) / len(texts)
 
 
-def test_the_stream_has_the_promised_mix_and_three_planted_changes(stream):
-    assert (len(stream.reviews), len(stream.news), len(stream.clicks)) == (6000, 3000, 21000)
-    assert [c.kind for c in stream.changes] == ["product", "source", "clicks"]
-    for change in stream.changes:
+def test_the_stream_has_the_promised_mix_and_four_planted_changes(stream):
+    assert (len(stream.reviews), len(stream.news), len(stream.clicks)) == (6000 + 30, 3000, 21000)
+    assert [c.kind for c in stream.changes] == ["product", "source", "clicks", "bombing"]
+    for change in stream.changes[:3]:
         assert 0.55 < change.index / change.total < 0.65, change
+
+
+def test_the_campaign_is_thirty_accounts_in_a_quarter_of_an_hour_of_one_stable_product(stream):
+    bombing = stream.change("bombing")
+    campaign = [r for r in stream.reviews if "-bomb-" in r["review_id"]]
+    times = [datetime.fromisoformat(r["ts"]) for r in campaign]
+    assert len(campaign) == len({r["user_id"] for r in campaign}) == 30
+    assert {r["product_id"] for r in campaign} == {bombing.subject} and bombing.subject != SOUR_PRODUCT
+    assert min(times) == bombing.at and max(times) - min(times) <= timedelta(minutes=15)
+    assert [r["ts"] for r in stream.reviews] == sorted(r["ts"] for r in stream.reviews)
 
 
 def test_only_the_sour_product_changes(stream):
     change = stream.change("product")
     for product in PRODUCTS:
-        reviews = [r for r in stream.reviews if r["product_id"] == product]
+        reviews = [r for r in stream.reviews if r["product_id"] == product and "-bomb-" not in r["review_id"]]
         assert len(reviews) == change.total
         before = _negative_share([r["text"] for r in reviews[:change.index]])
         after = _negative_share([r["text"] for r in reviews[change.index:]])
@@ -108,7 +118,7 @@ def _alert(kind: str, type_: str, id_: str, at: datetime) -> dict:
 
 
 def test_alerts_are_attributed_to_the_change_that_explains_them(stream):
-    product, source, clicks = (stream.change(k) for k in ("product", "source", "clicks"))
+    product, source, clicks, bombing = (stream.change(k) for k in ("product", "source", "clicks", "bombing"))
     late = timedelta(minutes=30)
     alerts = [
         _alert("sentiment_shift", "product", SOUR_PRODUCT, product.at + late),
@@ -118,6 +128,9 @@ def test_alerts_are_attributed_to_the_change_that_explains_them(stream):
         _alert("mention_surge", "entity", "nvidia", source.at + late),
         _alert("drift", "model", "click-through:p1:log_loss", clicks.at + late),
         _alert("drift", "stream", "clicks:p2:click_through", clicks.at + late),
+        # the campaign's product: the campaign's own alert catches it, a shift it caused is related
+        _alert("sentiment_shift", "product", bombing.subject, bombing.at + timedelta(minutes=5)),
+        _alert("coordinated_reviews", "product", bombing.subject, bombing.at + timedelta(minutes=8)),
         # not explained: a stable product, the sour one before its change, an input feature drift
         _alert("sentiment_shift", "product", "fifa", product.at + late),
         _alert("sentiment_shift", "product", SOUR_PRODUCT, product.at - late),
@@ -125,8 +138,10 @@ def test_alerts_are_attributed_to_the_change_that_explains_them(stream):
     ]
     found = attribute(stream, alerts)
     assert {k: a["subject"]["id"] for k, a in found.caught.items()} == {
-        "product": SOUR_PRODUCT, "source": SOUR_SOURCE, "clicks": "clicks:p2:click_through"}
-    assert len(found.expected) == 7
+        "product": SOUR_PRODUCT, "source": SOUR_SOURCE, "clicks": "clicks:p2:click_through",
+        "bombing": bombing.subject}
+    assert found.caught["bombing"]["kind"] == "coordinated_reviews"
+    assert len(found.expected) == 9
     assert [(a["subject"]["id"]) for a in found.false] == [SOUR_PRODUCT, "fifa", "reviews:length"]
     assert delay(stream, product, found.caught["product"]) == 30
 
@@ -140,10 +155,10 @@ def test_svg_chart_marks_the_change_and_the_alerts():
 
 def test_a_short_stream_plants_only_the_changes_its_detectors_can_see():
     kinds = [c.kind for c in build_stream(4000, seed=3, start=START, tweets=_tweets()).changes]
-    assert kinds == ["product", "source"]  # a click-through rate baseline needs ~5,600 clicks
+    assert kinds == ["product", "source", "bombing"]  # a click-through rate baseline needs ~5,600 clicks
     assert build_stream(1000, seed=3, start=START, tweets=_tweets()).changes == []
-    # The demo's worker warms its detectors up on 200 events per key: 15,000 events plant all three.
+    # The demo's worker warms its detectors up on 200 events per key: 15,000 events plant all four.
     longer = build_stream(15_000, seed=3, start=START, tweets=_tweets(), warmup=200)
-    assert [c.kind for c in longer.changes] == ["product", "source", "clicks"]
+    assert [c.kind for c in longer.changes] == ["product", "source", "clicks", "bombing"]
     shorter = build_stream(12_000, seed=3, start=START, tweets=_tweets(), warmup=200)
-    assert [c.kind for c in shorter.changes] == ["product"]  # 300 articles per source, 8,400 clicks
+    assert [c.kind for c in shorter.changes] == ["product", "bombing"]  # 300 articles per source, 8,400 clicks
