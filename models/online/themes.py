@@ -50,6 +50,7 @@ import numpy as np
 
 from models.online.background import Frame, TextBackground, decay, projected, prune
 from models.online.keywords import characteristic_words, words_of
+from models.sequential.cusum import BernoulliCUSUM
 
 __all__ = ["ThemeShare", "ThemeTracker"]
 
@@ -72,7 +73,8 @@ class ThemeTracker:
 
     def __init__(self, *, max_themes: int = 8, dim: int = 64, similarity: float = 0.35,
                  halflife: float = 200.0, words_per_theme: int = 20, subject_words: int = 100,
-                 memory: int = 96, seed: int = 0) -> None:
+                 memory: int = 96, emerging_share: float = 0.3, warmup: int = 100, arl0: float = 10_000,
+                 seed: int = 0) -> None:
         self.max_themes = max_themes
         self.dim = dim
         self.similarity = similarity  # the cosine (in the Frame) a text needs to join a theme
@@ -80,7 +82,14 @@ class ThemeTracker:
         self.words_per_theme = words_per_theme
         self.subject_words = subject_words
         self.memory = memory
+        # Emerging themes: a theme born after the subject's first `warmup` texts is new to it; a
+        # CUSUM bank per new theme tests its share of the negative texts against emerging_share.
+        self.emerging_share = emerging_share
+        self.warmup = warmup
+        self.arl0 = arl0
         self.seed = seed
+        self.emerged: int | None = None  # set by the learn_one whose text made a theme emerge
+        self._emerging: dict[str, BernoulliCUSUM] = {}  # theme id -> its bank
         self._seq = 0  # texts seen
         self._next_id = 1
         # Per sentiment label: the running mean of its texts (projected, float16 base64) and their
@@ -131,10 +140,34 @@ class ThemeTracker:
             prune(theme_words, self.words_per_theme)
         self._learn_words(words)
         theme_id = self._ids[best]
+        self.emerged = None
         if label == "negative":
             self._negative_seqs = [*self._negative_seqs[-(self.memory - 1):], self._seq]
             self._negative_themes = [*self._negative_themes[-(self.memory - 1):], theme_id]
+            self._test_emerging(theme_id)
         return theme_id, round(fit, 4)
+
+    def _test_emerging(self, theme_id: int) -> None:
+        """Each new theme's bank sees whether this negative text is of that theme. Guarantee, per
+        theme: ARL0 >= ``arl0`` negative texts while its share of them is at most
+        ``emerging_share`` (:class:`~models.sequential.BernoulliCUSUM`); at most ``max_themes``
+        banks run at once."""
+        for key, bank in list(self._emerging.items()):
+            bank.update(int(key) == theme_id)
+            if bank.drift_detected:
+                self.emerged = int(key)
+                del self._emerging[key]  # it has emerged: no longer new, one alarm per theme
+
+    def share_of(self, theme_id: int, *, background: TextBackground | None = None) -> ThemeShare | None:
+        """A theme's share of the remembered negative texts since it was born (for an emerged one)."""
+        if theme_id not in self._ids:
+            return None
+        slot = self._ids.index(theme_id)
+        pairs = zip(self._negative_seqs, self._negative_themes, strict=True)
+        since = [t for s, t in pairs if s >= self._born[slot]]
+        count = since.count(theme_id)
+        return ThemeShare(theme_id, self.theme_words(slot, background=background), count / max(len(since), 1),
+                          0.0, _wilson(count, len(since)), count, 0, new=True)
 
     def predict_one(self, embedding: np.ndarray, *, label: str, background: TextBackground | None = None
                     ) -> int | None:
@@ -207,7 +240,11 @@ class ThemeTracker:
             step = decay(self.halflife)
             slot = min(range(len(self._ids)), key=lambda s: self._weights[s] * step ** (
                 self._seq - self._touched[s]) / (min(self._seq - self._born[s], window) + self.max_themes))
+        self._emerging.pop(str(self._ids[slot]), None)  # a recycled theme's test ends with it
         self._ids[slot], self._next_id = self._next_id, self._next_id + 1
+        if self._seq > self.warmup:  # a theme new to the subject: watch whether it takes over
+            self._emerging[str(self._ids[slot])] = BernoulliCUSUM(p0=self.emerging_share, arl0=self.arl0,
+                                                                   ratios=(1.5, 2.0, 2.8))
         self._centroids[slot] = _pack(p)
         self._weights[slot], self._words[slot] = 0.0, {}
         self._touched[slot] = self._born[slot] = self._seq
@@ -232,6 +269,7 @@ class ThemeTracker:
         if len(words) > self.words_per_theme:
             prune(words, self.words_per_theme)
         kept_id, gone_id = self._ids[keep], self._ids[gone]
+        self._emerging.pop(str(gone_id), None)
         self._negative_themes = [kept_id if t == gone_id else t for t in self._negative_themes]
         for column in (self._ids, self._centroids, self._weights, self._touched, self._born, self._words):
             del column[gone]

@@ -17,12 +17,14 @@ and the quotes closest to its centre, plus one sentence for the alert's ``messag
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from models.online import TextBackground, ThemeTracker
-from streams.records import AlertTheme, Explanation
+from streams.core.alerts import AlertBook, Shift
+from streams.records import Alert, AlertTheme, Explanation
 
-__all__ = ["explain_shift", "summary_sentence"]
+__all__ = ["emerging_alerts", "explain_shift", "summary_sentence"]
 
 QUOTES = 3
 
@@ -49,6 +51,40 @@ def explain_shift(tracker: ThemeTracker | None, negatives: Sequence[dict[str, An
                                  count=share.count, new=share.new,
                                  quotes=[_quote(n) for n in mine[:QUOTES]]))
     return Explanation(themes=themes, summary=summary_sentence(themes))
+
+
+def emerging_alerts(book: AlertBook, subject: tuple[str, str], tracker: ThemeTracker | None,
+                    negatives: Sequence[dict[str, Any]], now: datetime,
+                    background: TextBackground | None = None) -> list[Alert]:
+    """The ``emerging_theme`` alert for the theme ``tracker`` just saw emerge (``tracker.emerged``):
+    new to the subject, and taking a share of its negative texts its test says ordinary themes do
+    not (see :meth:`ThemeTracker._test_emerging`), whether or not the negative share moved."""
+    if tracker is None or tracker.emerged is None:
+        return []
+    share = tracker.share_of(tracker.emerged, background=background)
+    if share is None or not share.words:
+        return []
+    mine = [n for n in negatives if n.get("theme") == share.theme_id]
+    quotes = sorted(mine, key=lambda n: -float(n.get("fit", 0)))
+    theme = AlertTheme(words=share.words, share_now=round(share.share_now, 4), share_before=0.0,
+                       interval=share.interval, count=share.count, new=True,
+                       quotes=[_quote(n) for n in quotes[:QUOTES]])
+    label = " / ".join(share.words)
+    p0 = tracker.emerging_share
+    shift = Shift(baseline_rate=p0, current_rate=share.share_now, interval=share.interval, events=share.count,
+                  statistic=0.0, threshold=0.0, measure=f"Share of negative texts about '{label}'",
+                  interval_label="95% CI", unit_of_events="negative texts",
+                  guarantee=(f"ARL0 >= {tracker.arl0:g} negative texts per theme while a new theme's share "
+                             f"of them stays <= {p0:.0%} (Bernoulli CUSUM bank, Lorden 1971)"))
+    message = (f"A new theme in the negative texts of {subject[0]} {subject[1]}: '{label}', "
+               f"{share.share_now:.0%} of them since it appeared ({share.count} texts, 95% CI "
+               f"{share.interval[0]:.0%}-{share.interval[1]:.0%}); ordinary themes stay under {p0:.0%}.")
+    alert = book.on_shift(kind="emerging_theme", subject=subject, shift=shift, detector="ThemeTracker",
+                          params={"emerging_share": p0, "arl0": tracker.arl0, "warmup": tracker.warmup},
+                          evidence=[], now=now, message=message,
+                          explanation=Explanation(themes=[theme], summary=summary_sentence([theme])))
+    book.close_quietly(kind="emerging_theme", subject=subject, now=now)  # a one-off, then the cooldown
+    return [alert] if alert else []
 
 
 def _quote(negative: dict[str, Any]) -> dict[str, str]:

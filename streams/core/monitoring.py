@@ -52,7 +52,7 @@ from streams.core import plainstate
 from streams.core.alerts import STATE_CLASSES as ALERT_STATE_CLASSES
 from streams.core.alerts import AlertBook, Shift
 from streams.core.bursts import burst_alert
-from streams.core.explain import explain_shift
+from streams.core.explain import emerging_alerts, explain_shift
 from streams.core.state import StateSeal, compress, decompress
 from streams.core.text import decode_embedding, encode_embedding
 from streams.errors import ForgedState
@@ -149,7 +149,7 @@ class SubjectMonitor:
         theme: dict[str, Any] = {}
         if obs.embedding is not None and self.config.themes:
             if self.themes is None:
-                self.themes = ThemeTracker()
+                self.themes = ThemeTracker(arl0=self.config.arl0)
             theme_id, fit = self.themes.learn_one(obs.embedding, obs.text, label=obs.label,
                                                   background=background)
             theme = {"theme": theme_id, "fit": fit}
@@ -157,6 +157,7 @@ class SubjectMonitor:
             self.negatives = [*self.negatives[-(4 * self.config.evidence - 1):], {
                 "id": obs.event_id, "text": obs.text[:_EVIDENCE_CHARS], "sentiment": obs.label,
                 "score": round(obs.negative_prob, 4), **theme}]
+        alerts += emerging_alerts(self.book, self.subject, self.themes, self.negatives, obs.ts, background)
         if self.surge is not None:
             self.surge.update(obs.ts.timestamp())
             alerts += self._surge_alerts(obs.ts)
@@ -333,8 +334,6 @@ class StreamMonitor:
             if alert is not None:
                 alerts.append(alert)
         return alerts
-
-
 
 
 @dataclass(frozen=True, slots=True)

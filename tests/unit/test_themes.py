@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from models.online import TextBackground, ThemeTracker, characteristic_words, words_of
+from models.sequential import BernoulliCUSUM
 from streams.core import plainstate
 from streams.core.monitoring import MonitorConfig, Observation, SubjectMonitor
 from streams.core.state import StateSeal
@@ -99,7 +100,7 @@ def test_memory_per_subject_stays_bounded():
         text = " ".join(rng.choice(vocabulary, 8))
         tracker.learn_one(rng.standard_normal(384), text, label="negative" if i % 3 else "positive")
         if i % 1000 == 999:
-            sizes.append(len(plainstate.dumps(tracker, {"ThemeTracker": ThemeTracker})))
+            sizes.append(len(plainstate.dumps(tracker, {"ThemeTracker": ThemeTracker, "BernoulliCUSUM": BernoulliCUSUM})))
     assert tracker.n_themes <= tracker.max_themes
     assert max(sizes) < 9_000 and sizes[-1] <= 1.1 * sizes[0]
 
@@ -161,3 +162,56 @@ def test_themes_survive_the_state_round_trip_and_older_state_reads_without_them(
     text, label, x, _ = stream.text(0)
     old.observe(obs(0, text, label, x))
     assert old.themes is not None and old.themes.n_themes == 1
+
+
+class SteadyStream(Stream):
+    """A fifth of the texts negative throughout; from ``change`` on, 70% of the negative ones are
+    battery complaints: the negative share does not move, what it is about does."""
+
+    def text(self, i: int) -> tuple[str, str, np.ndarray, bool]:
+        negative = self.random.random() < 0.2
+        planted = negative and self.change is not None and i >= self.change and self.random.random() < 0.7
+        label = "negative" if negative else "positive"
+        if planted:
+            text, x = self.random.choice(_BATTERY), self.battery + 0.6 * self.rng.standard_normal(384)
+        else:
+            text, x = f"{self.random.choice(_ORDINARY)} {i % 13}", self.rng.standard_normal(384)
+        x = x + _MOOD[label]
+        return text, label, x / np.linalg.norm(x), planted
+
+
+def steady(seed: int, n: int, *, change: int | None):
+    background = TextBackground()
+    streams = [SteadyStream(seed, change=change), *(Stream(1000 * seed + k, change=None) for k in range(5))]
+    for i in range(n):
+        for k, stream in enumerate(streams):
+            text, label, x, planted = stream.text(i)
+            background.learn_one(words_of(text), x, label)
+            if k == 0:
+                yield background, (i, text, label, x, planted)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_new_complaint_emerges_while_the_negative_share_stays_put(seed: int):
+    monitor, alerts, planted_ids = SubjectMonitor("product", "p", MonitorConfig()), [], set()
+    for background, (i, text, label, x, planted) in steady(seed, 900, change=400):
+        planted_ids |= {f"e{i}"} if planted else set()
+        alerts += monitor.observe(obs(i, text, label, x), background=background)
+    kinds = [a.kind for a in alerts]
+    assert kinds == ["emerging_theme"], [a.message for a in alerts]
+    alert = alerts[0]
+    assert alert.detected_at >= T0 + timedelta(minutes=400)
+    theme = alert.explanation.themes[0]
+    assert "battery" in theme.words and theme.share_now > 0.3 and theme.quotes
+    assert {q["id"] for q in theme.quotes} <= planted_ids
+    assert "A new theme in the negative texts of product p: '" in alert.message
+
+
+def test_no_theme_emerges_from_stable_texts():
+    false = 0
+    for seed in range(10):
+        monitor = SubjectMonitor("product", "p", MonitorConfig())
+        for background, (i, text, label, x, _) in steady(seed, 900, change=None):
+            false += sum(a.kind == "emerging_theme" for a in monitor.observe(obs(i, text, label, x),
+                                                                             background=background))
+    assert false == 0
