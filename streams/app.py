@@ -10,6 +10,7 @@ life (patches, commits and transactions, stalls, the heartbeat) is :mod:`streams
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import faust
 
@@ -43,8 +44,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         url=settings.triton_url, timeout_s=settings.triton_request_timeout_s,
         max_chunk=settings.batch_max, latency_target_s=settings.triton_latency_target_s, metrics=metrics,
         tls=settings.triton_tls(), embeddings=settings.wants_embeddings)
-    datadir = settings.home / "workers" / f"worker-{worker_index}"
-    datadir.parent.mkdir(parents=True, exist_ok=True)
+    datadir = _datadir(settings, worker_index)
     app = _faust_app(settings, worker_index=worker_index, datadir=str(datadir))
     names = TopicNames(prefix=settings.topic_prefix)
     runtime = install(app, exactly_once=settings.processing_guarantee == "exactly_once", datadir=datadir,
@@ -64,7 +64,9 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         alerts=runtime.output(names.alerts), mentions=runtime.output(names.entity_mentions), metrics=metrics,
         subjects={"reviews": monitors("product"), "news": monitors("source")},
         streams={"reviews": StreamMonitor("reviews", config), "news": StreamMonitor("news", config)},
-        entities=monitors("entity", with_surge=True), item_signals=item_signals)
+        entities=monitors("entity", with_surge=True), item_signals=item_signals,
+        stats=runtime.output(names.sentiment_stats) if settings.sentiment_stats else None,
+        windows=(settings.stats_window_sizes, settings.stats_grace_s))
     clicks = ClickProcessor(
         users=table("click-users"), models=table("click-models"), signals=item_signals,
         recommendations=runtime.output(names.recommendations), alerts=runtime.output(names.alerts),
@@ -200,6 +202,13 @@ def state_seal(settings: Settings) -> StateSeal:
         key_file=settings.state_key_file, default_file=settings.home / "state.key")
     log.info("table state is authenticated with the key from %s", origin)
     return StateSeal(key, max_bytes=settings.max_state_bytes)
+
+
+def _datadir(settings: Settings, worker_index: int) -> Path:
+    """Where a worker keeps its local state (Faust's data directory, the crash journal)."""
+    datadir = settings.home / "workers" / f"worker-{worker_index}"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    return datadir
 
 
 def input_rules(settings: Settings) -> InputRules:

@@ -31,7 +31,7 @@ from streams.timestamps import Id, Timestamp
 __all__ = ["INPUT_MODELS", "MIN_ENTITY_SCORE", "OUTPUT_MODELS", "SCHEMA_VERSION", "Alert",
            "AlertTheme", "Click", "DeadLetter", "DecodeError", "EnrichedNews", "EnrichedReview",
            "Entity", "EntityMentionRecord", "Explanation", "News", "Recommendation", "Review",
-           "Sentiment", "UserSegment", "dead_letter", "decode_input", "encode", "json_schemas"]
+           "Sentiment", "SentimentStats", "StatsTheme", "StatsWindow", "Subject", "UserSegment", "dead_letter", "decode_input", "encode", "json_schemas"]
 
 SCHEMA_VERSION = 1
 # Dead-letter records carry the raw bytes; beyond this they are cut so that the dead-letter
@@ -220,6 +220,30 @@ class UserSegment(_Output):
     model: str
 
 
+class StatsWindow(_Output):
+    start: Timestamp
+    end: Timestamp
+    size: str  # "1m", "1h" (or "<n>s")
+
+
+class StatsTheme(_Output):
+    words: list[str]
+    count: int = Field(ge=0)
+
+
+class SentimentStats(_Output):
+    """The ``sentiment.stats`` topic, keyed by ``<subject type>:<subject id>``: one record per
+    subject and closed tumbling window of event time (streams/core/windows.py)."""
+
+    subject: Subject
+    window: StatsWindow
+    count: int = Field(ge=0)
+    labels: dict[Literal["negative", "neutral", "positive"], int]
+    mean_score: float = Field(ge=-1, le=1)  # mean of p(positive) - p(negative)
+    late: int = Field(ge=0)  # counted though older than the subject's latest event time
+    themes: list[StatsTheme] = Field(default_factory=list)  # the window's largest themes
+
+
 class DeadLetter(_Output):
     source_topic: str
     partition: int | None
@@ -238,6 +262,7 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "alerts": Alert,
     "recommendations": Recommendation,
     "user-segments": UserSegment,
+    "sentiment.stats": SentimentStats,
     "deadletter": DeadLetter,
     "entity-mentions": EntityMentionRecord,
 }

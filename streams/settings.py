@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     coordinated_min_users: int = Field(default=10, ge=0)
     coordinated_window_s: float = Field(default=3600.0, gt=0)
     discount_coordinated: bool = True
+    # sentiment.stats (streams.core.windows): per product and source, per tumbling window of event
+    # time (seconds), the count, label mix, mean polarity and largest themes; a window closes (and
+    # its record goes out) once the subject's latest event time is past its end by the grace.
+    sentiment_stats: bool = True
+    stats_window_sizes: tuple[int, ...] = (60, 3600)
+    stats_grace_s: float = Field(default=60.0, ge=0)
     # Put each text's sentence embedding (base64 float16) into its *.enriched record (+1 kB each).
     enriched_embeddings: bool = False
     # Seconds between checks for partitions whose records were read but never processed.

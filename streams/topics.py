@@ -15,7 +15,7 @@ __all__ = ["COMPACTED_TOPICS", "INPUT_TOPICS", "INTERNAL_TOPICS", "OUTPUT_TOPICS
 
 INPUT_TOPICS = ("reviews", "clicks", "news")
 OUTPUT_TOPICS = ("reviews.enriched", "news.enriched", "alerts", "recommendations", "deadletter",
-                 "user-segments")
+                 "user-segments", "sentiment.stats")
 # Tables of latest state (the newest record per key is what counts): compacted, not time-retained.
 COMPACTED_TOPICS = ("user-segments",)
 # Not part of the contract: entity mentions repartitioned by entity, for the entity detectors;
@@ -51,5 +51,6 @@ class TopicNames:
     recommendations = property(lambda self: self.name("recommendations"))
     deadletter = property(lambda self: self.name("deadletter"))
     user_segments = property(lambda self: self.name("user-segments"))
+    sentiment_stats = property(lambda self: self.name("sentiment.stats"))
     entity_mentions = property(lambda self: self.name("entity-mentions"))
     sentiment_feedback = property(lambda self: self.name("sentiment-feedback"))

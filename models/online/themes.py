@@ -89,6 +89,7 @@ class ThemeTracker:
         self.arl0 = arl0
         self.seed = seed
         self.emerged: int | None = None  # set by the learn_one whose text made a theme emerge
+        self.last_theme: int | None = None  # the theme of the last text learned
         self._emerging: dict[str, BernoulliCUSUM] = {}  # theme id -> its bank
         self._seq = 0  # texts seen
         self._next_id = 1
@@ -139,7 +140,7 @@ class ThemeTracker:
         if len(theme_words) > 1.25 * self.words_per_theme:
             prune(theme_words, self.words_per_theme)
         self._learn_words(words)
-        theme_id = self._ids[best]
+        theme_id = self.last_theme = self._ids[best]
         self.emerged = None
         if label == "negative":
             self._negative_seqs = [*self._negative_seqs[-(self.memory - 1):], self._seq]
@@ -202,6 +203,11 @@ class ThemeTracker:
                                   new=count_before <= 1))
         out.sort(key=lambda t: (-(t.share_now - t.share_before), -t.count))
         return [t for t in out if t.share_now > t.share_before][:top]
+
+    def words_of_theme(self, theme_id: int, *, background: TextBackground | None = None) -> list[str]:
+        """The words of a live theme (by id); [] for one recycled since."""
+        live = theme_id in self._ids
+        return self.theme_words(self._ids.index(theme_id), background=background) if live else []
 
     def theme_words(self, slot: int, *, background: TextBackground | None = None, k: int = 3) -> list[str]:
         """The ``k`` words most characteristic of the theme in ``slot``."""

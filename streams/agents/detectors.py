@@ -26,8 +26,9 @@ from streams.core.monitoring import (
 )
 from streams.core.ports import OutputTopic, Table
 from streams.core.state import StateSeal
+from streams.core.windows import SentimentWindows, stats_records
 from streams.errors import ForgedState
-from streams.records import EnrichedNews, EnrichedReview, EntityMentionRecord, encode
+from streams.records import EnrichedNews, EnrichedReview, EntityMentionRecord, SentimentStats, encode
 from streams.runtime import as_current_event
 
 __all__ = ["Detectors", "EnrichedText", "KeyedMonitors", "MonitorBatch", "Screening"]
@@ -142,8 +143,12 @@ class Detectors:
 
     def __init__(self, *, alerts: OutputTopic, mentions: OutputTopic, metrics: Metrics,
                  subjects: dict[str, KeyedMonitors],
-                 streams: dict[str, StreamMonitor], entities: KeyedMonitors, item_signals=None) -> None:
+                 streams: dict[str, StreamMonitor], entities: KeyedMonitors, item_signals=None,
+                 stats: OutputTopic | None = None, windows: tuple[tuple[int, ...], float] = ((60, 3600), 60.0)
+                 ) -> None:
         self.alerts = alerts
+        self.stats = stats  # sentiment.stats: each product's and source's closed windows
+        self.windows = windows  # (sizes in seconds, grace period in seconds)
         self.item_signals = item_signals
         self.mentions = mentions
         self.metrics = metrics
@@ -191,6 +196,7 @@ class Detectors:
             alerts = self.streams[base].observe(features, observation.label, ts, epoch=text.labeller_epoch)
             monitor = batch.get(subject_id, subject_id, event)
             alerts += monitor.observe(observation, background=self.background)
+            stats = self._window(monitor, text)
             # Under the record's own event: table writes go to its partition's changelog and
             # sends into its partition's transaction (exactly-once).
             with as_current_event(event):
@@ -200,9 +206,30 @@ class Detectors:
                 for mention in mentions:
                     await self.mentions.send(key=mention.key.encode(), value=encode(mention.to_record()))
                 await send_alerts(self.alerts, alerts, self.metrics)
+                for record in stats:
+                    await self.stats.send(key=f"{record.subject.type}:{record.subject.id}".encode(),
+                                          value=encode(record))
+                self.metrics.events_out.labels(topic="sentiment.stats").inc(len(stats))
         batch.save()
         if self.item_signals is not None:
             self.metrics.item_signals.set(len(self.item_signals))
+
+    def _window(self, monitor: SubjectMonitor, text: EnrichedText) -> list[SentimentStats]:
+        """The sentiment.stats records a text's event time closes (the served label counts: the
+        aggregates describe the enriched records downstream sees)."""
+        if self.stats is None:
+            return []
+        if monitor.windows is None:
+            monitor.windows = SentimentWindows(sizes=self.windows[0], grace_s=self.windows[1])
+        sentiment, themes = text.record.sentiment, monitor.themes
+        learned = themes is not None and text.embedding is not None and not text.coordinated
+        polarity = sentiment.probs.get("positive", 0.0) - sentiment.probs.get("negative", 0.0)
+        closed = monitor.windows.observe(text.event_time.timestamp(), sentiment.label, polarity,
+                                         themes.last_theme if learned else None)
+        if themes is None:
+            return stats_records(monitor.subject, closed)
+        return stats_records(monitor.subject, closed,
+                             theme_words=lambda t: themes.words_of_theme(t, background=self.background))
 
     async def on_mentions(self, events: Sequence) -> None:
         batch = self.entities.batch()

@@ -55,6 +55,7 @@ from streams.core.bursts import burst_alert
 from streams.core.explain import emerging_alerts, explain_shift
 from streams.core.state import StateSeal, compress, decompress
 from streams.core.text import decode_embedding, encode_embedding
+from streams.core.windows import SentimentWindows
 from streams.errors import ForgedState
 from streams.records import MIN_ENTITY_SCORE, Alert, EnrichedNews, EnrichedReview, EntityMentionRecord
 
@@ -80,9 +81,8 @@ class MonitorConfig:
     evidence: int = 3
     drift_delta: float = 1e-5
     themes: bool = True  # track each subject's themes (when texts come with embeddings)
-    # Review bombing (models.sequential.coordination): this many distinct users posting
-    # near-duplicate reviews of one product within the window is a burst (0: not looked for); with
-    # discount_coordinated, the burst's reviews do not count towards its sentiment.
+    # Review bombing (streams.core.bursts): this many users posting near-duplicate reviews within the
+    # window is a burst (0: not looked for); discount_coordinated keeps them out of the sentiment.
     coordinated_min_users: int = 10
     coordinated_window_s: float = 3600.0
     discount_coordinated: bool = True
@@ -126,6 +126,7 @@ class SubjectMonitor:
     # embedding arrives (state stored before themes existed reads back as None too).
     themes: ThemeTracker | None = field(init=False, default=None)
     coordination: CoordinationDetector | None = field(init=False, default=None)  # reviews only: screen()
+    windows: SentimentWindows | None = field(init=False, default=None)  # sentiment.stats (streams.core.stats)
 
     def __post_init__(self) -> None:
         c = self.config
@@ -283,7 +284,7 @@ _STATE_CLASSES = {"SubjectMonitor": SubjectMonitor, "MonitorConfig": MonitorConf
                   "SentimentShiftDetector": SentimentShiftDetector, "BernoulliCUSUM": BernoulliCUSUM,
                   "MentionSurgeDetector": MentionSurgeDetector, "PoissonCUSUM": PoissonCUSUM,
                   "ThemeTracker": ThemeTracker, "CoordinationDetector": CoordinationDetector,
-                  **ALERT_STATE_CLASSES}
+                  "SentimentWindows": SentimentWindows, **ALERT_STATE_CLASSES}
 
 
 class StreamMonitor:

@@ -23,7 +23,7 @@ from streams.local.paths import repo_root
 from streams.settings import Settings
 
 __all__ = ["REPO", "TcpProxy", "WorkerProcess", "assert_loopback_only", "ids_in", "infer_texts",
-           "listening_addresses", "make_certificates"]
+           "listening_addresses", "make_certificates", "replay_reviews"]
 
 REPO = repo_root()
 
@@ -81,6 +81,29 @@ def ids_in(settings: Settings, topic: str, id_field: str, *, expect: int, timeou
         return seen
 
     return asyncio.run(collect())
+
+
+def replay_reviews(settings: Settings, env: dict[str, str], reviews: list[dict], *, log_dir: Path,
+                   read: tuple[str, ...] = ("alerts",)) -> tuple[dict[str, list[dict]], WorkerProcess]:
+    """Run a worker (``env``), produce ``reviews`` to it, wait until all are enriched, and return
+    the values of the output topics in ``read`` (contract names, e.g. ``"alerts"``) and the
+    stopped worker (for its log)."""
+    from streams.adapters.kafka_io import produce_lines
+    from streams.topics import TopicNames
+
+    names = TopicNames(prefix=settings.topic_prefix)
+    worker = WorkerProcess(env, log_dir=log_dir)
+    try:
+        lines = [json.dumps(r).encode() for r in reviews]
+        asyncio.run(produce_lines(settings, names.reviews, "reviews", lines))
+        ids_in(settings, names.reviews_enriched, "review_id", expect=len(lines), timeout_s=240, worker=worker)
+
+        async def values(topic: str) -> list[dict]:
+            return [json.loads(rec.value) async for rec in read_topic(settings, topic, idle_timeout_s=5)]
+
+        return {topic: asyncio.run(values(names.name(topic))) for topic in read}, worker
+    finally:
+        worker.stop()
 
 
 def listening_addresses(port: int) -> set[str]:

@@ -4,46 +4,24 @@ a review-bombing campaign gets its own alert and its reviews are flagged."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.settings import Settings
 from streams.testing import bombing_reviews, themed_reviews
-from streams.testing.stack import WorkerProcess, ids_in
-from streams.topics import TopicNames
+from streams.testing.stack import replay_reviews
 
 pytestmark = pytest.mark.integration
-
-
-def run_worker(prefix: str, reviews: list[dict], kafka: Settings, stack_environment: dict[str, str],
-               tmp_path: Path) -> tuple[list[dict], list[dict], WorkerProcess]:
-    """Produce ``reviews`` to a worker on topics with ``prefix``: its alerts and enriched records."""
-    env = {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix}
-    settings = kafka.model_copy(update={"topic_prefix": prefix})
-    names = TopicNames(prefix=prefix)
-    worker = WorkerProcess(env, log_dir=tmp_path)
-    try:
-        asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in reviews]))
-        ids_in(settings, names.reviews_enriched, "review_id", expect=len(reviews), timeout_s=240, worker=worker)
-
-        async def read(topic: str) -> list[dict]:
-            return [json.loads(rec.value) async for rec in read_topic(settings, topic, idle_timeout_s=5)]
-
-        return asyncio.run(read(names.alerts)), asyncio.run(read(names.reviews_enriched)), worker
-    finally:
-        worker.stop()
 
 
 def test_a_planted_complaint_is_named_and_quoted_by_its_sentiment_alert(
         kafka: Settings, triton: Settings, stack_environment: dict[str, str], tmp_path: Path):
     products = ["p-sour", *(f"p-stable-{k}" for k in range(5))]
     reviews = themed_reviews(products, 220, planted={"p-sour": 110}, seed=3)
-    records, _, worker = run_worker("tx1.", reviews, kafka, stack_environment, tmp_path)
+    out, worker = replay_reviews(*_topics("tx1.", kafka, stack_environment), reviews, log_dir=tmp_path)
+    records = out["alerts"]
     shifts = [a for a in records if a["kind"] == "sentiment_shift" and a["status"] != "recovered"]
     assert {a["subject"]["id"] for a in shifts} == {"p-sour"}, (shifts, worker.tail())
     alert = shifts[0]
@@ -65,7 +43,9 @@ def test_a_review_bombing_campaign_is_caught_and_its_reviews_flagged(
     start = datetime.fromisoformat(ordinary[0]["ts"]) + timedelta(minutes=120)
     campaign = bombing_reviews("p-bomb", 30, start=start, seed=5)
     reviews = sorted(ordinary + campaign, key=lambda r: r["ts"])  # the order they were written in
-    alerts, enriched, worker = run_worker("tx2.", reviews, kafka, stack_environment, tmp_path)
+    out, worker = replay_reviews(*_topics("tx2.", kafka, stack_environment), reviews, log_dir=tmp_path,
+                                 read=("alerts", "reviews.enriched"))
+    alerts, enriched = out["alerts"], out["reviews.enriched"]
     bursts = [a for a in alerts if a["kind"] == "coordinated_reviews"]
     assert [a["subject"]["id"] for a in bursts] == ["p-bomb"], (bursts, worker.tail())
     burst = bursts[0]
@@ -75,3 +55,7 @@ def test_a_review_bombing_campaign_is_caught_and_its_reviews_flagged(
     assert flagged and all(i.endswith("-bomb") for i in flagged) and len(flagged) >= 10, flagged
     # The stable products raise nothing at all.
     assert not [a for a in alerts if a["subject"]["id"].startswith("p-stable")], alerts
+
+
+def _topics(prefix: str, kafka: Settings, stack_environment: dict[str, str]) -> tuple[Settings, dict[str, str]]:
+    return kafka.model_copy(update={"topic_prefix": prefix}), {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix}
