@@ -137,6 +137,10 @@ def dashboards() -> dict[str, dict]:
             "histogram_quantile(0.5, sum by (le, kind) (rate(streamsense_detector_statistic_ratio_bucket[1h])))",
             "{{kind}}")], description="How far past its threshold a detector was when it alerted."),
         panel("Subjects under watch", [("sum by (type) (streamsense_monitored_subjects)", "{{type}}")]),
+        panel("Negative share, busiest subjects (last closed window)", [(
+            "max by (type, subject) (streamsense_subject_negative_share)", "{{type}} {{subject}}")],
+            unit="percentunit", description="From sentiment.stats: each of the (at most 20 per worker) busiest "
+                                            "products' and sources' last closed shortest window."),
     ])
     return {"pipeline": pipeline, "inference": inference, "models": models, "alerts": alerts}
 

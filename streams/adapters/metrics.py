@@ -76,6 +76,10 @@ class Metrics:
     def _detectors(self, r: CollectorRegistry) -> None:
         self.alerts = Counter("streamsense_alerts_total", "Alerts emitted", ["kind", "severity", "status"],
                               registry=r)
+        self.subject_negative_share = Gauge(
+            "streamsense_subject_negative_share", "Negative share of the last closed sentiment.stats window "
+            "(the shortest size) of the busiest subjects: at most 20 per worker", ["type", "subject"],
+            registry=r)
         self.monitored_subjects = Gauge("streamsense_monitored_subjects",
                                         "Subjects with detector state on this worker", ["type"], registry=r)
         self.detector_statistic_ratio = Histogram(

@@ -26,7 +26,7 @@ from streams.core.monitoring import (
 )
 from streams.core.ports import OutputTopic, Table
 from streams.core.state import StateSeal
-from streams.core.windows import SentimentWindows, stats_records
+from streams.core.windows import SentimentWindows, stats_records, window_label
 from streams.errors import ForgedState
 from streams.records import EnrichedNews, EnrichedReview, EntityMentionRecord, SentimentStats, encode
 from streams.runtime import as_current_event
@@ -149,6 +149,7 @@ class Detectors:
         self.alerts = alerts
         self.stats = stats  # sentiment.stats: each product's and source's closed windows
         self.windows = windows  # (sizes in seconds, grace period in seconds)
+        self._busiest: dict[tuple[str, str], int] = {}  # the subjects with a negative-share gauge
         self.item_signals = item_signals
         self.mentions = mentions
         self.metrics = metrics
@@ -210,6 +211,7 @@ class Detectors:
                     await self.stats.send(key=f"{record.subject.type}:{record.subject.id}".encode(),
                                           value=encode(record))
                 self.metrics.events_out.labels(topic="sentiment.stats").inc(len(stats))
+                self._gauge(stats)
         batch.save()
         if self.item_signals is not None:
             self.metrics.item_signals.set(len(self.item_signals))
@@ -230,6 +232,24 @@ class Detectors:
             return stats_records(monitor.subject, closed)
         return stats_records(monitor.subject, closed,
                              theme_words=lambda t: themes.words_of_theme(t, background=self.background))
+
+    def _gauge(self, stats: list[SentimentStats], *, top: int = 20) -> None:
+        """Prometheus sees the negative share of the busiest subjects only (bounded cardinality):
+        a subject whose last shortest window counted more texts than the quietest watched one
+        takes its place."""
+        shortest = window_label(min(self.windows[0]))
+        for record in stats:
+            if record.window.size != shortest or record.count == 0:
+                continue
+            key = (record.subject.type, record.subject.id)
+            if key not in self._busiest and len(self._busiest) >= top:
+                quietest = min(self._busiest, key=self._busiest.__getitem__)
+                if self._busiest[quietest] >= record.count:
+                    continue
+                del self._busiest[quietest]
+                self.metrics.subject_negative_share.remove(*quietest)
+            self._busiest[key] = record.count
+            self.metrics.subject_negative_share.labels(*key).set(record.labels["negative"] / record.count)
 
     async def on_mentions(self, events: Sequence) -> None:
         batch = self.entities.batch()

@@ -31,7 +31,7 @@ from typing import Any
 
 from streams.records import SentimentStats, StatsTheme, StatsWindow, Subject
 
-__all__ = ["LABELS", "SentimentWindows", "stats_records"]
+__all__ = ["LABELS", "SentimentWindows", "stats_records", "window_label"]
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -90,10 +90,15 @@ def stats_records(subject: tuple[str, str], closed: list[dict[str, Any]], *,
                 themes.append(StatsTheme(words=words, count=count))
             if len(themes) == top:
                 break
-        size = {60: "1m", 3600: "1h"}.get(w["size"], f"{w['size']}s")
+        size = window_label(w["size"])
         out.append(SentimentStats(
             subject=Subject(type=subject[0], id=subject[1]),
             window=StatsWindow(start=start, end=start + timedelta(seconds=w["size"]), size=size),
             count=w["count"], labels=w["labels"], mean_score=max(-1.0, min(1.0, w["mean_score"])),
             late=w["late"], themes=themes))
     return out
+
+
+def window_label(size: int) -> str:
+    """How a window size is written in its records: ``1m``, ``1h``, else seconds (``90s``)."""
+    return {60: "1m", 3600: "1h"}.get(size, f"{size}s")
