@@ -3,7 +3,8 @@
 * **reviews**: tweets about six games (``models.bert.tweets``: the packaged entity-level
   tweets), each game a product. Every product's texts are drawn with a fixed label mix (15%
   negative), so its sentiment is stationary, except the sour product: from 60% of its reviews on,
-  70% of its texts are negative ones.
+  70% of its texts are negative ones, and 60% of those are its tweets about the game's delay
+  (held back until then: a planted theme its alert should name).
 * **news**: tweets that name one of six companies, as headlines from four sources with a fixed
   label mix. The planted change: from 60% of its articles on, 80% of one source's (``techdaily``)
   are negative pieces naming one company (Nvidia): that source turns negative, and the
@@ -50,6 +51,8 @@ CHANGE_AT = 0.6  # share of a sequence before its planted change
 _STABLE_MIX = {"negative": 0.15, "neutral": 0.30, "positive": 0.55}
 _SOUR_MIX = {"negative": 0.70, "neutral": 0.15, "positive": 0.15}
 _NEWS_MIX = {"negative": 0.25, "neutral": 0.45, "positive": 0.30}
+_SOUR_THEME = re.compile(r"\bdelay\w*", re.IGNORECASE)
+_THEME_SHARE = 0.6  # of the sour product's negative reviews after its change: about the delay
 _SOUR_SOURCE_SHARE = 0.8  # of the source's articles after its change: negative, naming the company
 _RATINGS = {"negative": (1, 2), "neutral": (3,), "positive": (4, 5)}
 MIX = {"clicks": 0.7, "reviews": 0.2, "news": 0.1}  # share of the stream per topic
@@ -68,6 +71,7 @@ class PlantedChange:
     subjects: tuple[tuple[str, str], ...]
     # the kinds of alert that count as catching it (empty: any alert on its subjects)
     alert_kinds: tuple[str, ...] = ()
+    theme: str | None = None  # a word the changed texts are mostly about, when one was planted
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,13 @@ def _reviews(rng: random.Random, tweets: list[EntityTweet], per_product: int, ru
              min_before: int) -> tuple[list[dict[str, Any]], PlantedChange | None]:
     entity_to_product = {entity: product for product, entity in PRODUCTS.items()}
     pools = _pools(tweets, lambda t: entity_to_product.get(t.entity))
+    # The planted theme: the sour product's negative tweets about its delay are held back until
+    # the change, then make up most of its negative reviews.
+    themed = [t for t in pools[SOUR_PRODUCT, "negative"] if _SOUR_THEME.search(t)]
+    if len(themed) >= 20:
+        pools[SOUR_PRODUCT, "negative"] = [t for t in pools[SOUR_PRODUCT, "negative"] if t not in set(themed)]
+    else:
+        themed = []
     change_at = int(per_product * CHANGE_AT)
     if change_at < min_before:
         change_at = per_product  # too short to see a change: none planted
@@ -159,10 +170,12 @@ def _reviews(rng: random.Random, tweets: list[EntityTweet], per_product: int, ru
     for i in range(per_product):
         ts = _stamp(start + timedelta(minutes=i))
         for product in PRODUCTS:
-            mix = _SOUR_MIX if product == SOUR_PRODUCT and i >= change_at else _STABLE_MIX
-            label = _draw(rng, mix)
+            sour = product == SOUR_PRODUCT and i >= change_at
+            label = _draw(rng, _SOUR_MIX if sour else _STABLE_MIX)
+            pool = themed if sour and label == "negative" and themed and rng.random() < _THEME_SHARE \
+                else pools[product, label]
             out.append({"review_id": f"{run}-{product}-{i}", "product_id": product,
-                        "user_id": f"u{rng.randrange(300)}", "text": rng.choice(pools[product, label]),
+                        "user_id": f"u{rng.randrange(300)}", "text": rng.choice(pool),
                         "rating": rng.choice(_RATINGS[label]), "ts": ts})
     if not 0 < change_at < per_product:
         return out, None
@@ -170,8 +183,8 @@ def _reviews(rng: random.Random, tweets: list[EntityTweet], per_product: int, ru
     return out, PlantedChange(
         "product", SOUR_PRODUCT, change_at, per_product, start + timedelta(minutes=change_at),
         f"reviews of {SOUR_PRODUCT} turn sour ({_STABLE_MIX['negative']:.0%} -> {_SOUR_MIX['negative']:.0%} "
-        "negative)",
-        (("product", re.escape(SOUR_PRODUCT)), ("entity", _alias(name))))
+        "negative)" + (f", {_THEME_SHARE:.0%} of the negative ones about its delay" if themed else ""),
+        (("product", re.escape(SOUR_PRODUCT)), ("entity", _alias(name))), theme="delay" if themed else None)
 
 
 def _bombing(reviews: list[dict[str, Any]], run: str, start: datetime, per_product: int, *, seed: int

@@ -136,6 +136,11 @@ def _changes(stream: DemoStream, outputs: DemoOutputs, console: Console) -> None
         why = (alert or {}).get("explanation") or {}
         if why.get("summary"):
             console.print(f"why {change.subject} turned negative, says its alert: {escape(why['summary'])}")
+        if change.theme and alert is not None:
+            words = [w for t in why.get("themes", [])[:1] for w in t["words"]]
+            named = any(w.startswith(change.theme) for w in words)
+            console.print(f"planted theme '{change.theme}': {'named first' if named else 'not named first'} "
+                          "by the alert that caught the change")
     kinds = {"product", "source", "clicks"} - {c.kind for c in stream.changes}
     if kinds:
         console.print(f"not planted at this size (too few events for the detectors' warm-up): "

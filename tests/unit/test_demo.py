@@ -25,6 +25,9 @@ def _tweets() -> list[EntityTweet]:
         for label in ("negative", "neutral", "positive"):
             out += [EntityTweet(str(rng.randrange(10**6)), entity, label, f"{entity} {label} {n}")
                     for n in range(40)]
+    # The sour product's planted theme: negative tweets about its delay.
+    out += [EntityTweet(str(n), "Cyberpunk2077", "negative", f"Cyberpunk2077 negative delayed again {n}")
+            for n in range(30)]
     return out
 
 
@@ -65,6 +68,16 @@ def test_only_the_sour_product_changes(stream):
         assert after == pytest.approx(0.70 if product == SOUR_PRODUCT else 0.15, abs=0.05), product
     first_sour = next(r for r in stream.reviews if r["review_id"].endswith(f"{SOUR_PRODUCT}-{change.index}"))
     assert datetime.fromisoformat(first_sour["ts"]) == change.at == START + timedelta(minutes=change.index)
+
+
+def test_the_sour_products_negative_reviews_turn_to_its_delay(stream):
+    change = stream.change("product")
+    sour = [r for r in stream.reviews if r["product_id"] == SOUR_PRODUCT and " negative " in r["text"]]
+    before = [r for r in sour if datetime.fromisoformat(r["ts"]) < change.at]
+    after = [r for r in sour if datetime.fromisoformat(r["ts"]) >= change.at]
+    assert change.theme == "delay" and "about its delay" in change.description
+    assert not any("delay" in r["text"] for r in before)
+    assert sum("delay" in r["text"] for r in after) / len(after) == pytest.approx(0.6, abs=0.07)
 
 
 def test_the_source_turns_negative_about_the_company(stream):
