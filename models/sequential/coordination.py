@@ -7,13 +7,16 @@ fingerprints of its last ``memory`` texts within ``window_s`` of event time and 
 ``max_bursts`` groups of near-duplicates: a text joins a group when it is within
 ``max_distance`` bits of the group's centre (each bit the majority of its texts'), and two
 recent texts that near start one. When a group holds texts from ``min_users`` distinct users
-within the window, it is a burst: ``drift_detected`` is set once (once per window, however many
+within the window, and they are at least ``min_share`` of all the subject's texts since the
+group's first (a campaign outpaces the subject; a phrase honest users share keeps its pace),
+it is a burst: ``drift_detected`` is set once (once per window, however many
 groups a campaign's edits split into), and every later text that joins it is ``coordinated``.
 
 This is a rule, not a statistical test: ordinary reviews of one product rarely repeat each
 other word for word, and the test suite checks that stable products of generated and of
-hand-written reviews raise none (``tests/unit/test_coordination.py``). Very short texts
-("Great!") are left out, since many honest users write them alike.
+hand-written reviews raise none (``tests/unit/test_coordination.py``). Texts under
+``min_words`` (10) are left out: many honest users write short ones alike ("This product works
+perfectly."), and a campaign that wants to be read writes more.
 
 >>> detector = CoordinationDetector(min_users=3)
 >>> text = "Terrible product, it broke on the first day and support never answered my emails"
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import re
 from typing import Any
 
@@ -37,7 +41,7 @@ _TOKEN = re.compile(r"[a-z0-9']+")
 _EXAMPLE_CHARS = 280
 
 
-def simhash(text: str, *, min_words: int = 6) -> int | None:
+def simhash(text: str, *, min_words: int = 10) -> int | None:
     """A 64-bit SimHash of ``text``'s words and word pairs; None for texts under ``min_words``.
 
     >>> a = simhash("the battery died after two days and the seller ignored me")
@@ -64,11 +68,13 @@ class CoordinationDetector:
     after the update that made a burst (once per burst), whose numbers are then in ``burst``."""
 
     def __init__(self, *, window_s: float = 3600.0, min_users: int = 10, max_distance: int = 14,
-                 min_words: int = 6, memory: int = 32, max_bursts: int = 4, max_users: int = 100) -> None:
+                 min_words: int = 10, min_share: float = 0.4, memory: int = 32, max_bursts: int = 4,
+                 max_users: int = 100) -> None:
         self.window_s = window_s
         self.min_users = min_users
         self.max_distance = max_distance
         self.min_words = min_words
+        self.min_share = min_share  # of the subject's texts while the group grew
         self.memory = memory
         self.max_bursts = max_bursts
         self.max_users = max_users
@@ -79,9 +85,12 @@ class CoordinationDetector:
         self._recent_fingerprint: list[int] = []
         self._recent_user: list[str] = []
         self._groups: list[dict[str, Any]] = []
+        self._minutes: dict[str, int] = {}  # texts per minute of event time, within the window
 
     def update(self, text_id: str, text: str, *, user: str | None, ts: float) -> bool:
         self.drift_detected = False
+        minute = str(math.floor(ts / 60))
+        self._minutes[minute] = self._minutes.get(minute, 0) + 1  # every text: the subject's pace
         fingerprint = simhash(text, min_words=self.min_words)
         if fingerprint is None:
             return False
@@ -111,7 +120,7 @@ class CoordinationDetector:
         self._join(group, user_key, ts, fingerprint)
         if len(group["examples"]) < 3:
             group["examples"].append({"id": text_id, "text": text[:_EXAMPLE_CHARS]})
-        if len(group["users"]) < self.min_users:
+        if len(group["users"]) < self.min_users or self._share(group) < self.min_share:
             return False
         if not group["alerted"]:
             # One burst per window: a campaign whose edits split it into two groups is one burst.
@@ -121,10 +130,18 @@ class CoordinationDetector:
                           "last": group["last"], "examples": list(group["examples"])}
         return True
 
+    def _share(self, group: dict[str, Any]) -> float:
+        """The group's texts in the window against all the subject's texts since its first one
+        (by minute): a campaign outpaces the subject; a phrase honest users share keeps pace."""
+        first = math.floor(max(group["first"], group["last"] - self.window_s) / 60)
+        texts = sum(n for minute, n in self._minutes.items() if int(minute) >= first)
+        return len(group["users"]) / max(texts, 1)
+
     def _forget(self, horizon: float) -> None:
         """Drop what is older than the window: a burst is many users within it, not over all time."""
         self._keep_recent([k for k, t in enumerate(self._recent_ts) if t >= horizon])
         self._groups = [g for g in self._groups if g["last"] >= horizon]
+        self._minutes = {m: n for m, n in self._minutes.items() if (int(m) + 1) * 60 > horizon}
         for g in self._groups:
             g["users"] = {u: t for u, t in g["users"].items() if t >= horizon}
 

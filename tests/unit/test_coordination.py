@@ -11,7 +11,7 @@ from models.sequential.coordination import CoordinationDetector
 from streams.core import plainstate
 from streams.core.monitoring import MonitorConfig, Observation, SubjectMonitor
 from streams.core.state import StateSeal
-from streams.testing import bombing_reviews, themed_reviews
+from streams.testing import bombing_reviews, planted_reviews, themed_reviews
 
 T0 = datetime(2026, 11, 22, tzinfo=UTC)
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "product_reviews.tsv"
@@ -41,6 +41,11 @@ def test_ordinary_reviews_raise_no_burst():
         detectors: dict[str, CoordinationDetector] = {}
         for r in themed_reviews([f"p{k}" for k in range(6)], 300, planted={"p0": 150}, seed=seed):
             detector = detectors.setdefault(r["product_id"], CoordinationDetector())
+            bursts += len(feed(detector, [r]))
+    for seed in range(5):  # templated reviews: six sentences said over and over at a steady pace
+        detectors = {}
+        for r in planted_reviews([f"p{k}" for k in range(4)], 300, sour={"p0": 150}, seed=seed):
+            detector = detectors.setdefault(r["product_id"], CoordinationDetector(min_words=6))
             bursts += len(feed(detector, [r]))
     rows = [line.rstrip("\n").split("\t")[1] for line in FIXTURE.open() if not line.startswith("#")]
     for seed in range(5):  # hand-written reviews, drawn again and again: many exact repeats
