@@ -136,8 +136,8 @@ def test_demo_stops_cleanly_on_ctrl_c_and_the_next_run_catches_the_planted_chang
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
     assert "stack up" in out and "worker started" in out
-    # 3000 reviews (500 for each of 6 products) and 1500 articles, all enriched
-    assert "4500 reviews and articles processed" in out, out[-4000:]
+    # 3000 reviews (500 for each of 6 products), the campaign's 30, and 1500 articles, all enriched
+    assert "4530 reviews and articles processed" in out, out[-4000:]
     assert "planted changes caught: 4 of 4" in out, out[-4000:]
     assert "why cyberpunk-2077 turned negative, says its alert: Mostly '" in out, out[-4000:]
     assert "false alerts on the stable keys: 0" in out, out[-4000:]
