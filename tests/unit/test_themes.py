@@ -51,12 +51,12 @@ class Stream:
         return text, label, x / np.linalg.norm(x), planted
 
 
-def worker(seed: int, n: int, *, change: int | None = 200, others: int = 5):
-    """A worker's texts, one round per step: the product followed (``Stream(seed)``) and
+def worker(seed: int, n: int, *, change: int | None = 200, others: int = 5, followed: type[Stream] = Stream):
+    """A worker's texts, one round per step: the product followed (``followed(seed)``) and
     ``others`` stable ones, all teaching the shared background. Yields the followed product's
     texts after the background has seen them."""
     background = TextBackground()
-    streams = [Stream(seed, change=change), *(Stream(1000 * seed + k, change=None) for k in range(others))]
+    streams = [followed(seed, change=change), *(Stream(1000 * seed + k, change=None) for k in range(others))]
     for i in range(n):
         for k, stream in enumerate(streams):
             text, label, x, planted = stream.text(i)
@@ -180,21 +180,10 @@ class SteadyStream(Stream):
         return text, label, x / np.linalg.norm(x), planted
 
 
-def steady(seed: int, n: int, *, change: int | None):
-    background = TextBackground()
-    streams = [SteadyStream(seed, change=change), *(Stream(1000 * seed + k, change=None) for k in range(5))]
-    for i in range(n):
-        for k, stream in enumerate(streams):
-            text, label, x, planted = stream.text(i)
-            background.learn_one(words_of(text), x, label)
-            if k == 0:
-                yield background, (i, text, label, x, planted)
-
-
 @pytest.mark.parametrize("seed", range(5))
 def test_a_new_complaint_emerges_while_the_negative_share_stays_put(seed: int):
     monitor, alerts, planted_ids = SubjectMonitor("product", "p", MonitorConfig()), [], set()
-    for background, (i, text, label, x, planted) in steady(seed, 900, change=400):
+    for background, (i, text, label, x, planted) in worker(seed, 900, change=400, followed=SteadyStream):
         planted_ids |= {f"e{i}"} if planted else set()
         alerts += monitor.observe(obs(i, text, label, x), background=background)
     kinds = [a.kind for a in alerts]
@@ -211,7 +200,7 @@ def test_no_theme_emerges_from_stable_texts():
     false = 0
     for seed in range(10):
         monitor = SubjectMonitor("product", "p", MonitorConfig())
-        for background, (i, text, label, x, _) in steady(seed, 900, change=None):
+        for background, (i, text, label, x, _) in worker(seed, 900, change=None, followed=SteadyStream):
             false += sum(a.kind == "emerging_theme" for a in monitor.observe(obs(i, text, label, x),
                                                                              background=background))
     assert false == 0
