@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from models.online import TextBackground, ThemeTracker
+from models.online import TextBackground, ThemeShare, ThemeTracker
 from streams.core.alerts import AlertBook, Shift
 from streams.records import Alert, AlertTheme, Explanation
 
@@ -42,14 +42,7 @@ def explain_shift(tracker: ThemeTracker | None, negatives: Sequence[dict[str, An
     shares = [s for s in tracker.explain(events, background=background, top=top + 1) if s.words][:top]
     if not shares:
         return None
-    themes = []
-    for share in shares:
-        mine = [n for n in negatives if n.get("theme") == share.theme_id]
-        mine.sort(key=lambda n: -float(n.get("fit", 0.0)))  # most central first (a stable sort)
-        themes.append(AlertTheme(words=share.words, share_now=round(share.share_now, 4),
-                                 share_before=round(share.share_before, 4), interval=share.interval,
-                                 count=share.count, new=share.new,
-                                 quotes=[_quote(n) for n in mine[:QUOTES]]))
+    themes = [_alert_theme(share, negatives) for share in shares]
     return Explanation(themes=themes, summary=summary_sentence(themes))
 
 
@@ -64,11 +57,7 @@ def emerging_alerts(book: AlertBook, subject: tuple[str, str], tracker: ThemeTra
     share = tracker.share_of(tracker.emerged, background=background)
     if share is None or not share.words:
         return []
-    mine = [n for n in negatives if n.get("theme") == share.theme_id]
-    quotes = sorted(mine, key=lambda n: -float(n.get("fit", 0)))
-    theme = AlertTheme(words=share.words, share_now=round(share.share_now, 4), share_before=0.0,
-                       interval=share.interval, count=share.count, new=True,
-                       quotes=[_quote(n) for n in quotes[:QUOTES]])
+    theme = _alert_theme(share, negatives)
     label = " / ".join(share.words)
     p0 = tracker.emerging_share
     shift = Shift(baseline_rate=p0, current_rate=share.share_now, interval=share.interval, events=share.count,
@@ -87,8 +76,14 @@ def emerging_alerts(book: AlertBook, subject: tuple[str, str], tracker: ThemeTra
     return [alert] if alert else []
 
 
-def _quote(negative: dict[str, Any]) -> dict[str, str]:
-    return {"id": str(negative["id"]), "text": str(negative["text"])}
+def _alert_theme(share: ThemeShare, negatives: Sequence[dict[str, Any]]) -> AlertTheme:
+    """A theme as an alert shows it, quoting its negative texts most central first."""
+    mine = sorted((n for n in negatives if n.get("theme") == share.theme_id),
+                  key=lambda n: -float(n.get("fit", 0.0)))  # stable: arrival order among equals
+    quotes = [{"id": str(n["id"]), "text": str(n["text"])} for n in mine[:QUOTES]]
+    return AlertTheme(words=share.words, share_now=round(share.share_now, 4),
+                      share_before=round(share.share_before, 4), interval=share.interval, count=share.count,
+                      new=share.new, quotes=quotes)
 
 
 def summary_sentence(themes: Sequence[AlertTheme]) -> str:
