@@ -157,9 +157,9 @@ class ClickProcessor:
                 states[click.user_id] = (user, event)
                 before = user.segment
                 step, alerts = held.model.observe(user, click, self.signals)
-                moved = segment_change(click.user_id, click, partition=msg.partition, before=before,
-                                       after=user.segment, model=held.model.version,
-                                       profile=held.model.recommender.segment_profile(user.segment or 0))
+                moved = None if user.segment in (before, None) else segment_change(
+                    click.user_id, click, partition=msg.partition, before=before, after=user.segment,
+                    model=held.model.version, profile=held.model.recommender.segment_profile(user.segment))
             except (SourceRevoked, asyncio.CancelledError):
                 raise
             except Exception as exc:
