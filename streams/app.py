@@ -112,9 +112,12 @@ def _tables(app: faust.App, settings: Settings):
 
 def _keep_click_models(app: faust.App, clicks: ClickProcessor, *, settings: Settings,
                        clicks_topic: str) -> None:
-    @app.timer(settings.click_checkpoint_s)
-    async def checkpoint_click_models() -> None:
-        clicks.checkpoint_idle()
+    if settings.processing_guarantee != "exactly_once":
+        # Under exactly-once a table write belongs in a batch's transaction (see _keep_adapter):
+        # there a quiet partition's model is checkpointed by its next batch instead.
+        @app.timer(settings.click_checkpoint_s)
+        async def checkpoint_click_models() -> None:
+            clicks.checkpoint_idle()
 
     @app.on_partitions_revoked.connect
     async def forget_click_models(sender, revoked, **kwargs) -> None:
