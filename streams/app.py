@@ -22,6 +22,7 @@ from streams.adapters.triton_client import Inferencer, TritonInferencer
 from streams.agents.adaptation import SentimentAdaptation
 from streams.agents.clicks import ClickProcessor
 from streams.agents.detectors import Detectors, KeyedMonitors
+from streams.agents.shadow import ShadowComparison
 from streams.agents.text import TextProcessor
 from streams.core.adaptation import RatingScale
 from streams.core.eventtime import EventTimeWindow
@@ -74,16 +75,14 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         checkpoint_s=settings.click_checkpoint_s, checkpoint_events=settings.click_checkpoint_events,
         segments=runtime.output(names.user_segments))
 
-    adaptation = SentimentAdaptation(
-        table=table("sentiment-adapter", global_=True), feedback=runtime.output(names.sentiment_feedback),
-        deadletter=runtime.deadletter, metrics=metrics, seal=seal, scale=rating_scale(settings),
-        template=SentimentAdapter(alpha=settings.sentiment_adapter_alpha),
-        checkpoint_s=settings.sentiment_adapter_checkpoint_s) if settings.sentiment_adapter else None
+    adaptation = _adaptation(settings, table, runtime, names, metrics, seal)
+    shadow = ShadowComparison(inferencer, metrics, scale=rating_scale(settings),
+                              timeout_s=settings.triton_request_timeout_s)
 
     def text(base: str, enriched: str) -> TextProcessor:
         return TextProcessor(base, inferencer=inferencer, output=runtime.output(enriched),
                              deadletter=runtime.deadletter, metrics=metrics, detectors=detectors, rules=rules,
-                             adaptation=adaptation if base == "reviews" else None)
+                             adaptation=adaptation if base == "reviews" else None, shadow=shadow)
 
     agents = [("entities", names.entity_mentions, detectors.on_mentions),
               ("clicks", names.clicks, clicks.process),
@@ -108,6 +107,17 @@ def _tables(app: faust.App, settings: Settings):
         return make(f"{settings.topic_prefix}{name}", key_type=str, value_type=str,
                     partitions=settings.topic_partitions, **extra)
     return table
+
+
+def _adaptation(settings: Settings, table, runtime, names: TopicNames, metrics: Metrics,
+                seal: StateSeal) -> SentimentAdaptation | None:
+    if not settings.sentiment_adapter:
+        return None
+    return SentimentAdaptation(
+        table=table("sentiment-adapter", global_=True), feedback=runtime.output(names.sentiment_feedback),
+        deadletter=runtime.deadletter, metrics=metrics, seal=seal, scale=rating_scale(settings),
+        template=SentimentAdapter(alpha=settings.sentiment_adapter_alpha),
+        checkpoint_s=settings.sentiment_adapter_checkpoint_s)
 
 
 def _keep_click_models(app: faust.App, clicks: ClickProcessor, *, settings: Settings,

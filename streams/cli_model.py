@@ -18,8 +18,8 @@ from streams.settings import explain_settings_error
 __all__ = ["console", "fail", "learn", "local_settings", "model_app", "reapply_model_version", "train"]
 
 console = Console(stderr=True)
-model_app = typer.Typer(no_args_is_help=True, help="List, switch and roll back the served model version "
-                                                    "(no restart of Triton or the workers).")
+model_app = typer.Typer(no_args_is_help=True, help="List, shadow, switch and roll back the served model "
+                                                    "version (no restart of Triton or the workers).")
 
 
 def local_settings() -> LocalStackSettings:
@@ -49,19 +49,27 @@ def reapply_model_version(settings: LocalStackSettings) -> None:
             console.print(f"serving text_analysis version {switches[-1]['version']} (the last switch)")
 
 
+def _require_installed(settings: LocalStackSettings, version: int) -> None:
+    from streams.adapters.triton_models import repository_versions
+
+    if version not in {v.number for v in repository_versions(settings.triton_model_repository)}:
+        raise fail(f"no version {version} in {settings.triton_model_repository} (`streamsense model list`)")
+
+
 @model_app.command("list")
 def model_list() -> None:
-    """The installed versions of text_analysis and which one Triton serves."""
-    from streams.adapters.triton_models import ModelControl, history, repository_versions
+    """The installed versions of text_analysis, which one Triton serves and which one it shadows."""
+    from streams.adapters.triton_models import ModelControl, ModelRoute, history, repository_versions
 
     settings = local_settings()
     try:
-        served = ModelControl(settings.triton_http_url, home=settings.home).served()
+        route = ModelControl(settings.triton_http_url, home=settings.home).route()
     except Exception as exc:
-        served = []
+        route = ModelRoute(None)
         console.print(f"[yellow]Triton at {settings.triton_http_url} did not answer: {exc!r}[/yellow]")
     for version in repository_versions(settings.triton_model_repository):
-        mark = "served" if version.number in served else ""
+        mark = ("served" if version.number == route.served else
+                f"shadow ({route.share:.0%} of texts)" if version.number == route.shadow else "")
         print(f"{version.number:>4}  {version.name}  {mark}".rstrip())
     switches = history(settings.home)
     if switches:
@@ -71,16 +79,46 @@ def model_list() -> None:
 @model_app.command("load")
 def model_load(version: Annotated[int, typer.Argument(help="the version folder's number")]) -> None:
     """Serve VERSION from now on; returns when Triton reports it ready."""
-    from streams.adapters.triton_models import ModelControl, ModelVersionError, repository_versions
+    from streams.adapters.triton_models import ModelControl, ModelVersionError
 
     settings = local_settings()
-    if version not in {v.number for v in repository_versions(settings.triton_model_repository)}:
-        raise fail(f"no version {version} in {settings.triton_model_repository} (`streamsense model list`)")
+    _require_installed(settings, version)
     try:
         ModelControl(settings.triton_http_url, home=settings.home).load(version)
     except ModelVersionError as exc:
         raise fail(str(exc)) from None
     print(f"serving text_analysis version {version}")
+
+
+@model_app.command("shadow")
+def model_shadow(
+    version: Annotated[int | None, typer.Argument(help="the candidate version's number")] = None,
+    share: Annotated[float, typer.Option(min=0.001, max=1.0, help="share of the texts the workers "
+                                         "also send to the candidate")] = 0.1,
+    stop: Annotated[bool, typer.Option("--stop", help="unload the shadow; the served version stays")] = False,
+) -> None:
+    """Try VERSION on a share of the texts next to the served one, which keeps serving.
+
+    Workers send the share to both versions and Prometheus shows how they compare
+    (streamsense_shadow_*: agreement, and on rated reviews both accuracies). Then
+    `model load VERSION` to switch to it, or `--stop`. A Triton restart ends the shadow."""
+    from streams.adapters.triton_models import ModelControl, ModelVersionError
+
+    settings = local_settings()
+    control = ModelControl(settings.triton_http_url, home=settings.home)
+    try:
+        if stop:
+            stopped = control.stop_shadow()
+            print(f"stopped shadowing version {stopped}" if stopped is not None else "no shadow was running")
+            return
+        if version is None:
+            raise fail("name the version to shadow (`streamsense model list`), or pass --stop")
+        _require_installed(settings, version)
+        served = control.shadow(version, share=share)
+    except ModelVersionError as exc:
+        raise fail(str(exc)) from None
+    print(f"shadowing text_analysis version {version} on {share:.0%} of the texts; version {served} "
+          "still serves (metrics: streamsense_shadow_*)")
 
 
 @model_app.command("rollback")

@@ -17,6 +17,11 @@ RATE = "$__rate_interval"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
 
+SHADOW_PANEL = "Shadow version against the served one (sampled texts)"
+# Panels that show data only in some deployments' states: (title, when).
+CONDITIONAL = {SHADOW_PANEL: "a shadow version runs (streamsense model shadow)"}
+
+
 def panel(title: str, targets: list[tuple[str, str]], *, unit: str = "short", kind: str = "timeseries",
           description: str = "") -> dict:
     return {"type": kind, "title": title, "description": description, "datasource": DS,
@@ -102,6 +107,18 @@ def dashboards() -> dict[str, dict]:
                         "rated reviews, each scored before it was learned from. The adapter is served only "
                         "while a sequential test says it beats the model (false take-overs at most "
                         "STREAMSENSE_SENTIMENT_ADAPTER_ALPHA)."),
+        panel(SHADOW_PANEL, [
+            (f"sum by (served, shadow) (rate(streamsense_shadow_agreed_total{{output=\"sentiment\"}}[{RATE}])) "
+             f"/ clamp_min(sum by (served, shadow) (rate(streamsense_shadow_texts_total[{RATE}])), 1e-9)",
+             "same sentiment: {{shadow}} vs {{served}}"),
+            (f"sum by (served, shadow, labeller) (rate(streamsense_shadow_rated_right_total[{RATE}])) "
+             f"/ ignoring(labeller) group_left clamp_min(sum by (served, shadow) "
+             f"(rate(streamsense_shadow_rated_total[{RATE}])), 1e-9)", "polar accuracy, {{labeller}}")],
+            unit="percentunit",
+            description="While `streamsense model shadow VERSION` runs: how often the candidate agrees with "
+                        "the served version on the sampled texts, and both versions' polar accuracy on the "
+                        "sampled rated reviews (streamsense_shadow_skipped_total and _errors_total count the sampled texts not "
+                        "compared). Empty when no shadow runs."),
         panel("Click-through log loss (last 5000 impressions)",
               [("avg by (partition) (streamsense_click_through_log_loss)", "partition {{partition}}")]),
         panel("Click-through AUC (last 5000 impressions)",

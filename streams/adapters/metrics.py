@@ -34,6 +34,7 @@ class Metrics:
         self._pipeline(self.registry)
         self._detectors(self.registry)
         self._click_models(self.registry)
+        self._shadow(self.registry)
         self._create_zero_series()
 
     def _pipeline(self, r: CollectorRegistry) -> None:
@@ -128,6 +129,24 @@ class Metrics:
         self.model_checkpoint_seconds = Histogram(
             "streamsense_model_checkpoint_seconds", "Time to serialise and write one click model checkpoint",
             buckets=_LATENCY_BUCKETS, registry=r)
+
+    def _shadow(self, r: CollectorRegistry) -> None:
+        # Labelled by version names: two at a time while a shadow runs, so the series stay few.
+        versions = ["served", "shadow"]
+        self.shadow_texts = Counter("streamsense_shadow_texts_total", "Texts answered by both the served "
+                                    "version and the shadow candidate", versions, registry=r)
+        self.shadow_agreed = Counter("streamsense_shadow_agreed_total", "Shadowed texts on which the two "
+                                     "versions agree (output: sentiment label, or entity spans)",
+                                     [*versions, "output"], registry=r)
+        self.shadow_rated = Counter("streamsense_shadow_rated_total", "Shadowed reviews with a polar rating "
+                                    "(1-2 or 4-5 stars by default)", versions, registry=r)
+        self.shadow_rated_right = Counter(
+            "streamsense_shadow_rated_right_total", "Shadowed polar rated reviews whose polar call "
+            "matches the rating, by labeller (served or shadow version)", [*versions, "labeller"], registry=r)
+        self.shadow_skipped = Counter("streamsense_shadow_skipped_total", "Sampled texts not shadowed "
+                                      "because the previous comparison was still running", registry=r)
+        self.shadow_errors = Counter("streamsense_shadow_errors_total", "Sampled texts the shadow version "
+                                     "failed on or did not answer in time", registry=r)
 
     def _create_zero_series(self) -> None:
         for kind in ERROR_KINDS:

@@ -9,6 +9,12 @@ A batch the server *rejects* while it is up and the model ready (the model faile
 texts) is different: retrying it forever would block its partition behind one poison text. After
 ``max_rejections`` such answers in a row :class:`InferenceRejected` is raised, and the agent
 narrows the batch down to the culprit and dead-letters it (``streams.agents.text.TextProcessor``).
+
+Which version answers: Triton may hold two versions of the model at once (the served one and a
+shadow candidate, ``streamsense model shadow``), and a request that names no version goes to the
+newest. So each request names the served version, read from the model's configuration
+(:class:`~streams.adapters.triton_models.ModelRoute`, refreshed every ``route_refresh_s`` and at
+once when a request to the pinned version fails: ``model load`` unloads it).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from streams.adapters.triton_models import ModelRoute, route_of
 from streams.core.flow import AdaptiveBatchSize, AdaptiveLimiter, CircuitBreaker, backoff_s, cancelling
 from streams.core.text import Analysis
 from streams.errors import StreamSenseError
@@ -46,7 +53,7 @@ class TritonInferencer:
     def __init__(self, *, url: str, model: str = "text_analysis", timeout_s: float = 30.0,
                  max_chunk: int = 64, max_in_flight: int = 8, latency_target_s: float = 1.0,
                  max_rejections: int = 3, metrics=None, tls: dict | None = None,
-                 embeddings: bool = False) -> None:
+                 embeddings: bool = False, route_refresh_s: float = 5.0) -> None:
         self.url = url
         # Also ask for each text's sentence embedding (the sentiment adapter learns from it);
         # turned off, with a warning, when the served model has no EMBEDDING output.
@@ -68,6 +75,10 @@ class TritonInferencer:
         # closing it cancels them (grpc raises CancelledError inside their awaits).
         self._users: dict[int, int] = {}
         self._retired: dict[int, grpcclient.InferenceServerClient] = {}
+        # Which version to ask (None: not known yet, or the server cannot say: Triton chooses).
+        self.route: ModelRoute | None = None
+        self.route_refresh_s = route_refresh_s
+        self._route_at = -float("inf")
 
     def _get_client(self) -> grpcclient.InferenceServerClient:
         if self._client is None:
@@ -107,29 +118,14 @@ class TritonInferencer:
                 started = time.monotonic()
                 client = self._get_client()
                 self._users[id(client)] = self._users.get(id(client), 0) + 1
+                version = None
                 try:
-                    inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
-                    inp.set_data_from_numpy(data)
-                    if not self._outputs_checked:
-                        await self._check_outputs(client)
-                    extra = {"outputs": [grpcclient.InferRequestedOutput(name) for name in
-                                         ("ANALYSIS", "EMBEDDING")]} if self.embeddings else {}
-                    try:
-                        result = await client.infer(self.model, [inp], client_timeout=self.timeout_s, **extra)
-                    except asyncio.CancelledError:
-                        if cancelling():
-                            raise
-                        # Not our task's cancellation: grpc cancels calls on a channel that
-                        # failed or closed under them. Retried like any outage.
-                        raise InferenceServerException("cancelled by its channel (unavailable)") from None
-                    out = result.as_numpy("ANALYSIS")
-                    if out is None or len(out) != len(texts):
-                        raise InferenceServerException(f"expected {len(texts)} results")
-                    vectors = result.as_numpy("EMBEDDING") if extra else None
-                    if vectors is not None and vectors.shape[0] != len(texts):
-                        raise InferenceServerException(f"expected {len(texts)} embeddings")
+                    version = await self._served_version(client)
+                    analyses = await self._infer(client, data, version=version)
                 except (TimeoutError, InferenceServerException, OSError) as exc:
                     kind = _kind(exc)
+                    if version is not None and await self._route_moved(client, version):
+                        continue  # `model load` unloaded the version asked for: ask the new one
                     self.breaker.failure()
                     if self.metrics:
                         self.metrics.errors.labels(kind=f"triton_{kind}").inc()
@@ -150,14 +146,86 @@ class TritonInferencer:
                     if self.metrics:
                         self.metrics.triton_request_seconds.observe(latency)
                         self.metrics.triton_batch_size.observe(len(texts))
-                    analyses = [Analysis.from_json(v[0].decode("utf-8")) for v in out]
-                    if vectors is not None:
-                        analyses = [a.with_embedding(v) for a, v in zip(analyses, vectors, strict=True)]
                     return analyses
                 finally:
                     await self._release(client)
             attempt += 1
             await asyncio.sleep(backoff_s(attempt))
+
+    async def _infer(self, client, data: np.ndarray, *, version: int | None,
+                     embeddings: bool | None = None) -> list[Analysis]:
+        """One request: ``version`` None lets Triton choose. Raises what the client raises."""
+        inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+        inp.set_data_from_numpy(data)
+        if not self._outputs_checked:
+            await self._check_outputs(client)
+        want = self.embeddings if embeddings is None else embeddings and self.embeddings
+        extra = {"outputs": [grpcclient.InferRequestedOutput(name) for name in ("ANALYSIS", "EMBEDDING")]
+                 } if want else {}
+        if version is not None:
+            extra["model_version"] = str(version)
+        try:
+            result = await client.infer(self.model, [inp], client_timeout=self.timeout_s, **extra)
+        except asyncio.CancelledError:
+            if cancelling():
+                raise
+            # Not our task's cancellation: grpc cancels calls on a channel that failed or
+            # closed under them. Retried like any outage.
+            raise InferenceServerException("cancelled by its channel (unavailable)") from None
+        out = result.as_numpy("ANALYSIS")
+        if out is None or len(out) != len(data):
+            raise InferenceServerException(f"expected {len(data)} results")
+        vectors = result.as_numpy("EMBEDDING") if want else None
+        if vectors is not None and vectors.shape[0] != len(data):
+            raise InferenceServerException(f"expected {len(data)} embeddings")
+        analyses = [Analysis.from_json(v[0].decode("utf-8")) for v in out]
+        if vectors is not None:
+            analyses = [a.with_embedding(v) for a, v in zip(analyses, vectors, strict=True)]
+        return analyses
+
+    async def analyse_version(self, texts: list[str], version: int) -> list[Analysis]:
+        """One try at ``version`` (a shadow candidate), outside the served path's retries,
+        breaker and adaptive sizes: its failure is the caller's to count, never to wait out."""
+        client = self._get_client()
+        self._users[id(client)] = self._users.get(id(client), 0) + 1
+        try:
+            out: list[Analysis] = []
+            for start in range(0, len(texts), self.batch_size.maximum):
+                chunk = texts[start:start + self.batch_size.maximum]
+                data = np.array([[t.encode("utf-8")] for t in chunk], dtype=np.object_)
+                out += await self._infer(client, data, version=version, embeddings=False)
+            return out
+        finally:
+            await self._release(client)
+
+    async def _served_version(self, client) -> int | None:
+        if time.monotonic() - self._route_at >= self.route_refresh_s:
+            await self._refresh_route(client)
+        return self.route.served if self.route is not None else None
+
+    async def _refresh_route(self, client) -> None:
+        self._route_at = time.monotonic()  # also on failure: one try per interval
+        try:
+            config = (await client.get_model_config(self.model, as_json=True)).get("config", {})
+            metadata = await client.get_model_metadata(self.model, as_json=True)
+            ready = [int(v) for v in metadata.get("versions", []) if str(v).isdigit()]
+        except asyncio.CancelledError:
+            if cancelling():
+                raise
+            return
+        except Exception as exc:  # an outage, or a server that cannot say: keep what we knew
+            log.debug("reading %s's versions failed: %r", self.model, exc)
+            return
+        route = route_of(config, ready)
+        if route != self.route:
+            log.info("Triton %s: serving version %s%s", self.model, route.served,
+                     f", shadow version {route.shadow} ({route.share:.0%} of texts)" if route.shadow else "")
+        self.route = route
+
+    async def _route_moved(self, client, version: int) -> bool:
+        """After a failed request to ``version``: does the server serve another one now?"""
+        await self._refresh_route(client)
+        return self.route is not None and self.route.served != version
 
     @contextlib.asynccontextmanager
     async def _counted_in_flight(self):

@@ -8,6 +8,13 @@ no request fails during a switch (in-flight ones finish on the old version). Eve
 names the version that produced it (``model_info.json``), so every enriched record says which
 model labelled it.
 
+A candidate can be *shadowed* first (``shadow``): Triton then holds two versions, and the
+model's configuration says which one is served and which one is the shadow (parameters
+``streamsense_served``, ``streamsense_shadow``, ``streamsense_shadow_share``). Workers read that
+(:func:`route_of`), name the served version in every request and send a share of the texts to
+the shadow too, to compare (``streams.agents.shadow``). ``load`` ends a shadow; so does a Triton
+restart (the shadow is not in the switch history).
+
 The history of switches (for ``rollback``) is kept in ``<home>/model-versions.json``; the local
 stack re-applies the last switch when it starts Triton again.
 """
@@ -22,9 +29,52 @@ from pathlib import Path
 
 from streams.errors import StreamSenseError
 
-__all__ = ["MODEL", "ModelControl", "ModelVersion", "ModelVersionError", "history", "repository_versions"]
+__all__ = ["MODEL", "ModelControl", "ModelRoute", "ModelVersion", "ModelVersionError", "history",
+           "repository_versions", "route_of"]
 
 MODEL = "text_analysis"
+SERVED, SHADOW, SHARE = "streamsense_served", "streamsense_shadow", "streamsense_shadow_share"
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """Which loaded version serves, and which one (if any) shadows it on a share of the texts."""
+
+    served: int | None  # None: nothing is loaded
+    shadow: int | None = None
+    share: float = 0.0
+
+
+def route_of(config: dict, ready: list[int]) -> ModelRoute:
+    """The route a model's configuration states, checked against the versions ready now.
+
+    >>> config = {"parameters": {SERVED: {"string_value": "1"}, SHADOW: {"string_value": "3"},
+    ...                          SHARE: {"string_value": "0.25"}}}
+    >>> route_of(config, [1, 3])
+    ModelRoute(served=1, shadow=3, share=0.25)
+    >>> route_of({}, [2, 3])  # no statement (a plain Triton): the newest, as Triton would choose
+    ModelRoute(served=3, shadow=None, share=0.0)
+    >>> route_of(config, [3])  # mid-switch: only what is ready can serve
+    ModelRoute(served=3, shadow=None, share=0.0)
+    """
+    params = {k: str(v.get("string_value", "")) for k, v in (config.get("parameters") or {}).items()
+              if isinstance(v, dict)}
+
+    def number(key: str) -> int | None:
+        value = params.get(key, "").strip()
+        return int(value) if value.isdigit() else None
+
+    served = number(SERVED)
+    if served not in ready:
+        served = max(ready) if ready else None
+    shadow = number(SHADOW)
+    if shadow not in ready or shadow == served:
+        return ModelRoute(served)
+    try:
+        share = min(1.0, max(0.0, float(params.get(SHARE, "0"))))
+    except ValueError:
+        share = 0.0
+    return ModelRoute(served, shadow, share)
 
 
 class ModelVersionError(StreamSenseError):
@@ -82,33 +132,65 @@ class ModelControl:
         self.model = model
         self.timeout_s = timeout_s
 
-    def served(self) -> list[int]:
-        """The versions Triton serves now (ready)."""
+    def ready(self) -> list[int]:
+        """The versions Triton holds ready now (the served one, and a shadow if any)."""
         return sorted(int(entry["version"]) for entry in self.client.get_model_repository_index()
                       if entry.get("name") == self.model and entry.get("state") == "READY"
                       and str(entry.get("version", "")).isdigit())
 
-    def load(self, version: int, *, record: bool = True) -> None:
-        """Serve ``version`` only; returns once Triton reports it ready."""
-        from tritonclient.utils import InferenceServerException
+    def route(self) -> ModelRoute:
+        return route_of(self.client.get_model_config(self.model), self.ready())
 
+    def served(self) -> list[int]:
+        """The version Triton serves now (empty when none is ready)."""
+        served = self.route().served
+        return [] if served is None else [served]
+
+    def load(self, version: int, *, record: bool = True) -> None:
+        """Serve ``version`` only (ending any shadow); returns once Triton reports it ready."""
         if record and not history(self.home) and self.served():
             _record(self.home, self.served()[-1])  # what served before the first switch
+        self._apply([version], {SERVED: version}, wait_for=version)
+        if record:
+            _record(self.home, version)
+
+    def shadow(self, version: int, *, share: float) -> int:
+        """Load ``version`` next to the served one, which keeps serving; workers send ``share``
+        of their texts to both and compare. Returns the served version."""
+        served = self.route().served
+        if served is None:
+            raise ModelVersionError(f"Triton serves no version of {self.model} to shadow")
+        if version == served:
+            raise ModelVersionError(f"version {version} is the served one: shadow another")
+        self._apply([served, version], {SERVED: served, SHADOW: version, SHARE: share}, wait_for=version)
+        return served
+
+    def stop_shadow(self) -> int | None:
+        """Unload the shadow (the served version stays); the version stopped, or None."""
+        route = self.route()
+        if route.shadow is None or route.served is None:
+            return None
+        self._apply([route.served], {SERVED: route.served}, wait_for=route.served)
+        return route.shadow
+
+    def _apply(self, versions: list[int], parameters: dict, *, wait_for: int) -> None:
+        from tritonclient.utils import InferenceServerException
+
         config = self.client.get_model_config(self.model)
-        config["version_policy"] = {"specific": {"versions": [version]}}
+        config["version_policy"] = {"specific": {"versions": versions}}
+        kept = {k: v for k, v in (config.get("parameters") or {}).items() if k not in (SERVED, SHADOW, SHARE)}
+        config["parameters"] = {**kept, **{k: {"string_value": str(v)} for k, v in parameters.items()}}
         try:
             self.client.load_model(self.model, config=json.dumps(config))
         except InferenceServerException as exc:
-            raise ModelVersionError(f"Triton could not load {self.model} version {version}: "
-                                    f"{str(exc)[:500]}") from None
+            raise ModelVersionError(f"Triton could not load {self.model} version(s) "
+                                    f"{', '.join(map(str, versions))}: {str(exc)[:500]}") from None
         deadline = time.monotonic() + self.timeout_s
-        while not self.client.is_model_ready(self.model, str(version)):
+        while not self.client.is_model_ready(self.model, str(wait_for)):
             if time.monotonic() > deadline:
-                raise ModelVersionError(f"{self.model} version {version} was not ready after "
+                raise ModelVersionError(f"{self.model} version {wait_for} was not ready after "
                                         f"{self.timeout_s:.0f} s")
             time.sleep(0.5)
-        if record:
-            _record(self.home, version)
 
     def rollback(self) -> int:
         """Serve the version served before the last switch; returns it."""

@@ -21,6 +21,7 @@ from streams.adapters.triton_client import Inferencer
 from streams.agents.adaptation import SentimentAdaptation
 from streams.agents.detectors import Detectors, EnrichedText, Screening
 from streams.agents.outputs import send_dead_letter
+from streams.agents.shadow import ShadowComparison
 from streams.core.adaptation import adapt_analyses
 from streams.core.eventtime import record_time_ms
 from streams.core.flow import cancelling
@@ -45,7 +46,8 @@ class TextProcessor:
     def __init__(self, base: str, *, inferencer: Inferencer, output: OutputTopic,
                  deadletter: OutputTopic, metrics: Metrics,
                  detectors: Detectors | None = None, rules: InputRules = InputRules(),
-                 adaptation: SentimentAdaptation | None = None) -> None:
+                 adaptation: SentimentAdaptation | None = None, shadow: ShadowComparison | None = None
+                 ) -> None:
         self.base = base
         self.inferencer = inferencer
         self.output = output
@@ -54,6 +56,7 @@ class TextProcessor:
         self.detectors = detectors
         self.rules = rules
         self.adaptation = adaptation  # reviews: serve the adapted label, send rated reviews to learn
+        self.shadow = shadow  # compares a shadow model version's answers on a sample (when one is set)
 
     async def process(self, events: Sequence) -> None:
         """One batch of ``reviews`` or ``news`` events: decode, analyse, send. Never raises."""
@@ -94,9 +97,7 @@ class TextProcessor:
         base, metrics, rules, adaptation = self.base, self.metrics, self.rules, self.adaptation
         now = datetime.now(UTC)
         batch = decode_batch(base, raws, now=now, window=rules.window, max_bytes=rules.max_input_bytes)
-        texts = [item.model_text for item in batch.items if item.model_text]
-        results = iter(await self.inferencer.analyse(texts))
-        analyses: list[Analysis | None] = [next(results) if item.model_text else None for item in batch.items]
+        analyses = await self._analyse(batch.items)
         adapter = adaptation.current() if adaptation is not None else None
         served = adapt_analyses(analyses, adapter)
         now = datetime.now(UTC)
@@ -133,6 +134,16 @@ class TextProcessor:
             with as_current_event(event_of[record.partition, record.offset]):
                 await self.deadletter.send(key=None, value=encode(record))
         metrics.deadlettered.labels(source_topic=base).inc(len(batch.dead))
+
+    async def _analyse(self, items: list) -> list[Analysis | None]:
+        """The served model's analysis of each item with text (None for the others)."""
+        asked = [item for item in items if item.model_text]
+        texts = [item.model_text for item in asked]
+        results = await self.inferencer.analyse(texts)
+        if self.shadow is not None and results:
+            self.shadow.launch(texts, results, [item.record for item in asked])
+        found = iter(results)
+        return [next(found) if item.model_text else None for item in items]
 
     def _count(self, item, enriched, now: datetime) -> None:
         base, metrics = self.base, self.metrics

@@ -1,7 +1,10 @@
 """Model versions on the real stack, as a user runs them: `streamsense train --labels` makes
 version 2 from a small labelled file, `streamsense model load 2` switches what Triton serves
 while a worker runs, with nothing lost (records before the switch carry the old version,
-records after it the new one), and `rollback` switches back. Then the background learner
+records after it the new one), and `rollback` switches back. After the rollback version 2
+shadows version 1 (`model shadow 2 --share 1`): every record still comes from version 1 although
+Triton holds the newer 2, and the worker's shadow counts agree with what each version says
+when asked directly. Then the background learner
 (`streamsense learn --once`) fine-tunes on the rated reviews the worker enriched, among them a
 domain the model gets wrong, and serves its version 3 because it wins on held-out ones."""
 
@@ -13,6 +16,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -91,6 +96,11 @@ def test_switching_versions_while_a_worker_runs_loses_nothing(
                 _cli(env, "model", "load", "2")
             elif i == 1:
                 assert "version 1" in _cli(env, "model", "rollback")
+                assert "shadowing text_analysis version 2" in _cli(env, "model", "shadow", "2", "--share", "1")
+                assert "shadow (100% of texts)" in next(line for line in _cli(env, "model", "list").splitlines()
+                                                        if new in line)
+        shadowed = _shadow_counts(env, phases[2], worker)
+        expected = _shadow_expected(local, phases[2])
 
         async def versions() -> dict[str, list[str]]:
             out: dict[str, list[str]] = {}
@@ -114,6 +124,69 @@ def test_switching_versions_while_a_worker_runs_loses_nothing(
     assert [r["accepted"] for r in rounds] == [True] and rounds[0]["after"] > rounds[0]["before"]
     third = json.loads((repository / "text_analysis" / "3" / "model_info.json").read_text())["version"]
     assert learned and {r["model"]["ner"] for r in learned} == {third}
+    # Every shadowed text was compared or skipped (one comparison runs at a time), none failed,
+    # and the counts lie where the compared texts' direct answers put them.
+    compared = int(shadowed["texts"])
+    assert compared + shadowed["skipped"] == len(phases[2]) and shadowed["errors"] == 0, shadowed
+    assert compared > 0
+    for what, values in expected.items():
+        low, high = sum(sorted(values)[:compared]), sum(sorted(values)[-compared:]) if compared else 0
+        assert low - 1 <= shadowed[what] <= high + 1, (what, shadowed[what], low, high)
+
+
+def _samples(env: dict[str, str]) -> list:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{env['STREAMSENSE_METRICS_PORT']}/metrics",
+                                  timeout=10).read().decode()
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _shadow_counts(env: dict[str, str], reviews: list[dict], worker: WorkerProcess) -> dict[str, float]:
+    """The worker's shadow counters once every shadowed review is accounted for."""
+    deadline = time.monotonic() + 120
+    while True:
+        got = {"texts": 0.0, "skipped": 0.0, "errors": 0.0, "sentiment": 0.0, "entities": 0.0, "rated": 0.0,
+               "served_right": 0.0, "shadow_right": 0.0}
+        for s in _samples(env):
+            key = {"streamsense_shadow_texts_total": "texts", "streamsense_shadow_skipped_total": "skipped",
+                   "streamsense_shadow_errors_total": "errors", "streamsense_shadow_rated_total": "rated",
+                   }.get(s.name) or (s.labels.get("output") if s.name == "streamsense_shadow_agreed_total" else
+                                     f"{s.labels.get('labeller')}_right"
+                                     if s.name == "streamsense_shadow_rated_right_total" else None)
+            if key in got:
+                got[key] += s.value
+        if got["texts"] + got["skipped"] + got["errors"] >= len(reviews) or time.monotonic() > deadline \
+                or worker.proc.poll() is not None:
+            return got
+        time.sleep(1)
+
+
+def _shadow_expected(local: Settings, reviews: list[dict]) -> dict[str, list[int]]:
+    """Per review, what the shadow counters should add for it: both versions asked directly."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    from models.online.sentiment import rating_label
+    from streams.core.shadow import compare
+    from streams.core.text import Analysis
+
+    client = httpclient.InferenceServerClient(local.triton_http_url.removeprefix("http://"))
+
+    def ask(version: str) -> list[Analysis]:
+        out = []
+        for r in reviews:
+            inp = httpclient.InferInput("TEXT", [1, 1], "BYTES")
+            inp.set_data_from_numpy(np.array([[r["text"].encode()]], dtype=np.object_))
+            result = client.infer("text_analysis", [inp], model_version=version)
+            out.append(Analysis.from_json(result.as_numpy("ANALYSIS")[0][0].decode()))
+        return out
+
+    tallies = [compare([a], [b], [rating_label(r.get("rating"))])
+               for a, b, r in zip(ask("1"), ask("2"), reviews, strict=True)]
+    return {"sentiment": [t.sentiment_agreed for t in tallies], "entities": [t.entities_agreed for t in tallies],
+            "rated": [t.rated for t in tallies], "served_right": [t.served_right for t in tallies],
+            "shadow_right": [t.shadow_right for t in tallies]}
 
 
 def _learn(env: dict[str, str], settings: Settings, names: TopicNames, worker: WorkerProcess) -> list[dict]:
