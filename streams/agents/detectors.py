@@ -17,13 +17,8 @@ from models.sequential import text_features
 from streams.adapters.metrics import Metrics
 from streams.agents.alerts import send_alerts
 from streams.core.clicks import item_signal_update, signal_item
-from streams.core.monitoring import (
-    EntityMention,
-    MonitorConfig,
-    StreamMonitor,
-    SubjectMonitor,
-    observe_enriched,
-)
+from streams.core.mentions import EntityMention, observe_enriched
+from streams.core.monitoring import MonitorConfig, StreamMonitor, SubjectMonitor
 from streams.core.ports import OutputTopic, Table
 from streams.core.state import StateSeal
 from streams.core.windows import SentimentWindows, stats_records, window_label

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import produce_lines
 from streams.bench.harness import Stack, Workers, committed, rss_mib
-from streams.core.monitoring import EntityMention, Observation
+from streams.core.mentions import EntityMention
+from streams.core.monitoring import Observation
 from streams.records import encode
 
 __all__ = ["soak"]

@@ -37,7 +37,6 @@ the same alert ids.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -54,19 +53,17 @@ from streams.core.alerts import AlertBook, Shift
 from streams.core.bursts import burst_alert
 from streams.core.explain import emerging_alerts, explain_shift
 from streams.core.state import StateSeal, compress, decompress
-from streams.core.text import decode_embedding, encode_embedding
 from streams.core.windows import SentimentWindows
 from streams.errors import ForgedState
-from streams.records import MIN_ENTITY_SCORE, Alert, EnrichedNews, EnrichedReview, EntityMentionRecord
+from streams.records import Alert
 
-__all__ = ["EntityMention", "MonitorConfig", "Observation", "StreamMonitor", "SubjectMonitor", "entity_key",
-           "observe_enriched"]
+__all__ = ["EVIDENCE_CHARS", "MonitorConfig", "Observation", "StreamMonitor", "SubjectMonitor"]
 
 log = logging.getLogger(__name__)
 
 # 2: plain JSON (streams.core.plainstate); 1 was a pickle, discarded when read.
 _STATE_VERSION = 2
-_EVIDENCE_CHARS = 280
+EVIDENCE_CHARS = 280
 _EVIDENCE_KEYS = ("id", "text", "sentiment", "score")  # an alert's evidence: not the theme bookkeeping
 
 
@@ -156,7 +153,7 @@ class SubjectMonitor:
             theme = {"theme": theme_id, "fit": fit}
         if obs.negative:
             self.negatives = [*self.negatives[-(4 * self.config.evidence - 1):], {
-                "id": obs.event_id, "text": obs.text[:_EVIDENCE_CHARS], "sentiment": obs.label,
+                "id": obs.event_id, "text": obs.text[:EVIDENCE_CHARS], "sentiment": obs.label,
                 "score": round(obs.negative_prob, 4), **theme}]
         alerts += emerging_alerts(self.book, self.subject, self.themes, self.negatives, obs.ts, background)
         if self.surge is not None:
@@ -335,66 +332,3 @@ class StreamMonitor:
             if alert is not None:
                 alerts.append(alert)
         return alerts
-
-
-@dataclass(frozen=True, slots=True)
-class EntityMention:
-    """One entity in one analysed text, repartitioned by entity onto the internal
-    ``entity-mentions`` topic so one worker owns each entity's detectors."""
-
-    key: str
-    name: str
-    type: str
-    observation: Observation
-
-    def to_record(self) -> EntityMentionRecord:
-        """Its record on the ``entity-mentions`` topic (the evidence text cut to 280 characters)."""
-        o = self.observation
-        return EntityMentionRecord(key=self.key, name=self.name, type=self.type, event_id=o.event_id,
-                                   text=o.text[:_EVIDENCE_CHARS], label=o.label,
-                                   negative_prob=o.negative_prob, ts=o.ts, labeller_epoch=o.epoch,
-                                   embedding=None if o.embedding is None else encode_embedding(o.embedding))
-
-    @classmethod
-    def from_record(cls, r: EntityMentionRecord) -> EntityMention:
-        """The mention in a record; ValueError for an embedding that is not one."""
-        embedding = None if r.embedding is None else decode_embedding(r.embedding)
-        return cls(r.key, r.name, r.type, Observation(r.event_id, r.text, r.label, r.negative_prob, r.ts,
-                                                      r.labeller_epoch, embedding))
-
-
-def entity_key(name: str) -> str:
-    """The key an entity's detectors live under: case- and whitespace-insensitive.
-
-    >>> entity_key("  Tim  COOK "), entity_key("tim cook")
-    ('tim cook', 'tim cook')
-    """
-    return " ".join(name.split()).casefold()
-
-
-def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epoch: int = 0,
-                     embedding: np.ndarray | None = None, coordinated: bool = False,
-                     sentiment: Mapping[str, Any] | None = None
-                     ) -> tuple[str, Observation, list[EntityMention]]:
-    """The subject id (``product_id`` of a review, ``source`` of an article), the observation and
-    the entity mentions of one enriched record; ``sentiment`` (``{"label", "probs"}``) replaces the record's.
-
-    Entities below a score of 0.6, shorter than two characters or made of digits are left out,
-    and each entity counts once per text.
-    """
-    if isinstance(record, EnrichedReview):
-        subject_id, event_id, text = record.product_id, record.review_id, record.text
-    else:
-        subject_id, event_id = record.source, record.article_id
-        text = record.title + ("\n\n" + record.body if record.body else "")
-    label, probs = (sentiment["label"], sentiment["probs"]) if sentiment is not None else \
-        (record.sentiment.label, record.sentiment.probs)
-    negative = float(probs.get("negative", 0.0))
-    observation = Observation(event_id, text, label, negative, ts, epoch, embedding, coordinated)
-    mentions: dict[str, EntityMention] = {}
-    for entity in record.entities:
-        key = entity_key(entity.text)
-        if entity.score < MIN_ENTITY_SCORE or len(key) < 2 or key.replace(" ", "").isdigit():
-            continue
-        mentions.setdefault(key, EntityMention(key, " ".join(entity.text.split()), entity.type, observation))
-    return subject_id, observation, list(mentions.values())

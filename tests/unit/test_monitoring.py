@@ -152,7 +152,7 @@ def test_monitors_stored_before_labeller_epochs_still_load_and_run():
 
 def test_the_detectors_read_the_sentiment_they_are_given_not_the_served_one():
     # The adapter serves its own label; the detectors read the model's (streams.agents.text).
-    from streams.core.monitoring import observe_enriched
+    from streams.core.mentions import observe_enriched
     from streams.records import EnrichedReview
 
     record = EnrichedReview(review_id="r1", product_id="p1", text="fine", model={}, entities=[], processed_at=T0,
