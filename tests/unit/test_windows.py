@@ -45,3 +45,54 @@ def test_stats_records_name_the_largest_live_themes():
     [record] = stats_records(("product", "p1"), closed, theme_words={7: ["battery"], 8: ["lid"]}.get)
     assert record.window.size == "1m" and record.count == 5 and record.mean_score == -0.5
     assert [t.words for t in record.themes] == [["battery"], ["lid"]]  # theme 9 was recycled
+
+
+def test_entities_get_windows_of_their_own_from_their_mentions():
+    """sentiment.stats per entity: the mentions topic's records, counted per entity and minute
+    with the mention's label and mean score, closed as the entity's own event time moves on."""
+    import asyncio
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    from streams.adapters.metrics import Metrics
+    from streams.agents.detectors import Detectors, KeyedMonitors
+    from streams.core.monitoring import MonitorConfig
+    from streams.core.state import StateSeal
+    from streams.records import EntityMentionRecord
+    from streams.testing import FakeTable, FakeTopic, fake_events
+
+    metrics, seal, stats = Metrics(), StateSeal(os.urandom(32)), FakeTopic()
+
+    def monitors(subject_type: str) -> KeyedMonitors:
+        return KeyedMonitors(FakeTable(), subject_type, MonitorConfig(), with_surge=subject_type == "entity",
+                             metrics=metrics, seal=seal)
+    detectors = Detectors(alerts=FakeTopic(), mentions=FakeTopic(), metrics=metrics,
+                          subjects={"reviews": monitors("product")}, streams={}, entities=monitors("entity"),
+                          stats=stats, windows=((60,), 10.0))
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    rng = random.Random(3)
+    mentions, expected = [], Counter()
+    for i in range(90):
+        key = rng.choice(["acme", "globex"])
+        negative = rng.random() < 0.3
+        ts = start + timedelta(seconds=4 * i)
+        mentions.append(EntityMentionRecord(
+            key=key, name=key.title(), type="ORG", event_id=f"e{i}", text="a text", ts=ts,
+            label="negative" if negative else "positive", negative_prob=0.8 if negative else 0.1,
+            positive_prob=0.1 if negative else 0.8).model_dump(mode="json"))
+        expected[key.title(), math.floor(ts.timestamp() / 60) * 60, mentions[-1]["label"]] += 1
+    asyncio.run(detectors.on_mentions(fake_events("entity-mentions", mentions)))
+    got = Counter()
+    for record in stats.values():
+        assert record["subject"]["type"] == "entity" and record["window"]["size"] == "1m"
+        minute = datetime.fromisoformat(record["window"]["start"]).timestamp()
+        for label, n in record["labels"].items():
+            got[record["subject"]["id"], minute, label] += n
+        positives = record["labels"]["positive"]
+        assert record["mean_score"] == pytest.approx((0.7 * positives - 0.7 * (record["count"] - positives))
+                                                     / record["count"])
+    # Every minute that ended 10 s (the grace) before the entity's newest mention is out, and
+    # counts what was in it.
+    newest = {m["name"]: datetime.fromisoformat(m["ts"]).timestamp() for m in mentions}
+    closed = Counter({k: v for k, v in expected.items() if k[1] + 60 + 10 <= newest[k[0]]})
+    assert got == closed and len({k[:2] for k in closed}) >= 8
