@@ -193,16 +193,20 @@ def learn(
     once: Annotated[bool, typer.Option(help="gather, run at most one round, exit")] = False,
     poll_s: Annotated[float, typer.Option(min=1, help="seconds between looks at the stream")] = 30.0,
     eval_tweets: Annotated[int, typer.Option(min=10, help="our held-out tweets scored per round")] = 1000,
+    shadow: Annotated[float | None, typer.Option(min=0.001, max=1.0, help="instead of serving a version "
+                                                 "that wins, shadow it on this share of the texts and "
+                                                 "leave the switch to you")] = None,
 ) -> None:
     """The background learner: gather rated reviews from reviews.enriched, fine-tune the served
     version on them every N new ones, and serve the result only when it beats the served version
-    on held-out rated reviews with confidence (no restart). Needs the training extra."""
+    on held-out rated reviews with confidence (no restart), or shadow it (--shadow). Needs the
+    training extra."""
     import time
 
     from streams.learner import LearnerOptions, collect, learn_round, pending
 
     settings = local_settings()
-    options = LearnerOptions(every=every, epochs=epochs, alpha=alpha, eval_tweets=eval_tweets)
+    options = LearnerOptions(every=every, epochs=epochs, alpha=alpha, eval_tweets=eval_tweets, shadow=shadow)
     while True:
         try:
             new = collect(settings, keep=options.keep)

@@ -11,8 +11,10 @@ right must have a lower bound above 1/2 (:func:`models.sequential.confidence.
 bernoulli_confidence_sequence`) at level ``alpha / (k (k + 1))`` in round ``k``: the levels sum
 to ``alpha``, so over all rounds together a version no better than the one it replaces is
 served with probability at most ``alpha``. Then it is installed as the next version and served
-(``ModelControl.load``), with no restart of Triton or the workers. Each round is a line in
-``<home>/learner/rounds.jsonl``.
+(``ModelControl.load``), with no restart of Triton or the workers; or, with ``shadow`` set, it
+shadows the served version on that share of the texts (``ModelControl.shadow``) and the switch
+is left to the user (``streamsense model load N``) once the workers' comparison on live traffic
+agrees. Each round is a line in ``<home>/learner/rounds.jsonl``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class LearnerOptions:
     alpha: float = 0.05
     keep: int = 50_000  # rated reviews kept (the newest)
     eval_tweets: int = 1000
+    shadow: float | None = None  # a winning version shadows on this share instead of serving
 
 
 def _store(settings: LocalStackSettings) -> Path:
@@ -161,12 +164,25 @@ def learn_round(settings: LocalStackSettings, options: LearnerOptions, *, log=pr
     if accept:
         number = export.next_version(settings.triton_model_repository)
         export.install(out, settings.triton_model_repository, version=number)
-        control.load(number)
-        result["served"] = number
+        if options.shadow is not None:
+            control.shadow(number, share=options.shadow)
+            result["shadowed"] = number
+        else:
+            control.load(number)
+            result["served"] = number
     with (_store(settings) / "rounds.jsonl").open("a") as fh:
         fh.write(json.dumps(result) + "\n")
     log(f"learner: held-out polar accuracy {result['before']:.3f} -> {result['after']:.3f}; new version "
         f"right on {report['paired']['after_right']} of the disagreements, the served one on "
         f"{report['paired']['before_right']} (share {low:.2f}-{high:.2f}): "
-        + (f"serving version {result['served']}" if accept else "keeping the served version"))
+        + _outcome(result, options))
     return result
+
+
+def _outcome(result: dict, options: LearnerOptions) -> str:
+    if "served" in result:
+        return f"serving version {result['served']}"
+    if "shadowed" in result:
+        return (f"shadowing version {result['shadowed']} on {options.shadow:.0%} of the texts "
+                f"(`streamsense model load {result['shadowed']}` serves it)")
+    return "keeping the served version"

@@ -5,8 +5,9 @@ records after it the new one), and `rollback` switches back. After the rollback 
 shadows version 1 (`model shadow 2 --share 1`): every record still comes from version 1 although
 Triton holds the newer 2, and the worker's shadow counts agree with what each version says
 when asked directly. Then the background learner
-(`streamsense learn --once`) fine-tunes on the rated reviews the worker enriched, among them a
-domain the model gets wrong, and serves its version 3 because it wins on held-out ones."""
+(`streamsense learn --once --shadow 0.5`) fine-tunes on the rated reviews the worker enriched,
+among them a domain the model gets wrong, and shadows its version 3 because it wins on held-out
+ones; `model load 3` then serves it."""
 
 from __future__ import annotations
 
@@ -122,6 +123,7 @@ def test_switching_versions_while_a_worker_runs_loses_nothing(
     assert [v.number for v in repository_versions(repository)] == [1, 2, 3]
     rounds = [json.loads(line) for line in (home / "learner" / "rounds.jsonl").read_text().splitlines()]
     assert [r["accepted"] for r in rounds] == [True] and rounds[0]["after"] > rounds[0]["before"]
+    assert rounds[0]["shadowed"] == 3
     third = json.loads((repository / "text_analysis" / "3" / "model_info.json").read_text())["version"]
     assert learned and {r["model"]["ner"] for r in learned} == {third}
     # Every shadowed text was compared or skipped (one comparison runs at a time), none failed,
@@ -195,8 +197,11 @@ def _learn(env: dict[str, str], settings: Settings, names: TopicNames, worker: W
     rated = domain_reviews(200, seed=21)
     asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in rated]))
     ids_in(settings, names.reviews_enriched, "review_id", expect=500, timeout_s=180, worker=worker)
-    out = _cli(env, "learn", "--once", "--every", "200", "--epochs", "2", "--eval-tweets", "20")
-    assert "serving version 3" in out, out
+    out = _cli(env, "learn", "--once", "--every", "200", "--epochs", "2", "--eval-tweets", "20", "--shadow", "0.5")
+    assert "shadowing version 3 on 50%" in out, out
+    assert "shadow (50% of texts)" in next(line for line in _cli(env, "model", "list").splitlines()
+                                           if line.strip().startswith("3 "))
+    assert "serving text_analysis version 3" in _cli(env, "model", "load", "3")
     fresh = [{k: v for k, v in r.items() if k != "rating"} for r in domain_reviews(50, seed=22)]
     asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in fresh]))
     ids_in(settings, names.reviews_enriched, "review_id", expect=550, timeout_s=180, worker=worker)
