@@ -34,7 +34,7 @@ class EntityMention:
         return EntityMentionRecord(key=self.key, name=self.name, type=self.type, event_id=o.event_id,
                                    text=o.text[:EVIDENCE_CHARS], label=o.label,
                                    negative_prob=o.negative_prob, positive_prob=o.positive_prob, ts=o.ts,
-                                   labeller_epoch=o.epoch,
+                                   labeller_epoch=o.epoch, coordinated=o.coordinated,
                                    embedding=None if o.embedding is None else encode_embedding(o.embedding))
 
     @classmethod
@@ -42,7 +42,7 @@ class EntityMention:
         """The mention in a record; ValueError for an embedding that is not one."""
         embedding = None if r.embedding is None else decode_embedding(r.embedding)
         return cls(r.key, r.name, r.type, Observation(r.event_id, r.text, r.label, r.negative_prob, r.ts,
-                                                      r.labeller_epoch, embedding,
+                                                      r.labeller_epoch, embedding, r.coordinated,
                                                       positive_prob=r.positive_prob))
 
 

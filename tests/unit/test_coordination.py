@@ -125,3 +125,30 @@ def test_the_detector_survives_the_state_round_trip():
     flags = [restored.screen(r["review_id"], r["text"], user=r["user_id"], ts=datetime.fromisoformat(r["ts"]))[0]
              for r in campaign[6:]]
     assert any(flags)
+
+
+@pytest.mark.parametrize("discount", [True, False])
+def test_a_flagged_review_is_discounted_for_the_entities_it_names_too(discount: bool):
+    """A campaign's reviews naming a brand: the flag travels with the entity mention, so the
+    brand's monitor discounts them as the product's does."""
+    from streams.core.mentions import EntityMention, observe_enriched
+    from streams.records import EnrichedReview, EntityMentionRecord
+
+    config = MonitorConfig(discount_coordinated=discount)
+    entity = SubjectMonitor("entity", "Acme", config)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    for i in range(40):
+        flagged = i % 2 == 1
+        record = EnrichedReview.model_validate({
+            "review_id": f"r{i}", "product_id": "p", "text": "Acme ruined my kitchen", "user_id": f"u{i}",
+            "ts": start + timedelta(seconds=i), "processed_at": start, "text_flags": [], "time_flags": [],
+            "model": {"sentiment": "m", "ner": "m"},
+            "sentiment": {"label": "negative", "score": 0.9, "source": "base",
+                          "probs": {"negative": 0.9, "neutral": 0.05, "positive": 0.05}},
+            "entities": [{"text": "Acme", "type": "ORG", "start": 0, "end": 4, "score": 0.99}]})
+        _, _, [mention] = observe_enriched(record, record.ts, coordinated=flagged)
+        wire = EntityMentionRecord.model_validate_json(mention.to_record().model_dump_json())
+        assert wire.coordinated is flagged
+        entity.observe(EntityMention.from_record(wire).observation)
+    counted = {int(n["id"][1:]) for n in entity.negatives}
+    assert counted and ({i for i in counted if i % 2} == set()) is discount
