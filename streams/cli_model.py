@@ -74,6 +74,22 @@ def model_list() -> None:
     switches = history(settings.home)
     if switches:
         print(f"last switch: version {switches[-1]['version']} at {switches[-1]['at']}")
+    if route.shadow is not None:
+        _print_comparison(settings)
+
+
+def _print_comparison(settings: LocalStackSettings) -> None:
+    """What the workers on this host counted of the shadow so far (Prometheus has every host's)."""
+    from streams.adapters.worker_probe import shadow_comparison
+
+    for (served, shadow), c in shadow_comparison(settings).items():
+        if not c["texts"]:
+            continue
+        texts, rated = c["texts"], c["rated"]
+        print(f"shadow {shadow} vs served {served} (workers on this host): {texts:.0f} texts compared, "
+              f"same sentiment {c['sentiment'] / texts:.1%}, same entities {c['entities'] / texts:.1%}"
+              + (f"; polar accuracy on {rated:.0f} rated: served {c['served_right'] / rated:.3f}, "
+                 f"shadow {c['shadow_right'] / rated:.3f}" if rated else ""))
 
 
 @model_app.command("load")

@@ -4,6 +4,11 @@ apart for rates (``streamsense status``).
 >>> text = 'streamsense_events_in_total{topic="reviews"} 10.0\\nstreamsense_errors_total{kind="x"} 2.0\\n'
 >>> totals(text)
 {'in': 10.0, 'out': 0.0, 'deadletter': 0.0, 'errors': 2.0}
+>>> text = ('streamsense_shadow_texts_total{served="a",shadow="b"} 40.0\\n'
+...         'streamsense_shadow_agreed_total{output="sentiment",served="a",shadow="b"} 30.0\\n'
+...         'streamsense_shadow_rated_right_total{labeller="shadow",served="a",shadow="b"} 9.0\\n')
+>>> shadow_totals(text)[("a", "b")]["texts"], shadow_totals(text)[("a", "b")]["shadow_right"]
+(40.0, 9.0)
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.settings import Settings
 
-__all__ = ["WorkerSnapshot", "probe_workers", "totals"]
+__all__ = ["WorkerSnapshot", "probe_workers", "shadow_comparison", "shadow_totals", "totals"]
 
 _SERIES = {"streamsense_events_in_total": "in", "streamsense_events_out_total": "out",
            "streamsense_deadletter_total": "deadletter", "streamsense_errors_total": "errors"}
@@ -43,12 +48,48 @@ def totals(text: str) -> dict[str, float]:
     return out
 
 
-def _read(address: str) -> dict[str, float] | None:
+_SHADOW_KEYS = ("texts", "sentiment", "entities", "rated", "served_right", "shadow_right")
+Counts = dict[tuple[str, str], dict[str, float]]  # (served, shadow) version names -> counters
+
+
+def shadow_totals(text: str) -> Counts:
+    """The shadow comparison's counters, summed per (served, shadow) pair of version names."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            key = {"streamsense_shadow_texts_total": "texts", "streamsense_shadow_rated_total": "rated",
+                   "streamsense_shadow_agreed_total": labels.get("output"),
+                   "streamsense_shadow_rated_right_total": f"{labels.get('labeller')}_right"}.get(sample.name)
+            if key in _SHADOW_KEYS:
+                pair = out.setdefault((labels["served"], labels["shadow"]), dict.fromkeys(_SHADOW_KEYS, 0.0))
+                pair[key] += sample.value
+    return out
+
+
+def shadow_comparison(settings: Settings, *, max_workers: int = 16) -> Counts:
+    """:func:`shadow_totals` over every worker answering on this host's metrics ports."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for i in range(max_workers):
+        text = _fetch(f"{settings.metrics_host}:{settings.metrics_port + i}")
+        for pair, counts in shadow_totals(text or "").items():
+            mine = out.setdefault(pair, dict.fromkeys(_SHADOW_KEYS, 0.0))
+            for key, value in counts.items():
+                mine[key] += value
+    return out
+
+
+def _fetch(address: str) -> str | None:
     try:
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as response:
-            return totals(response.read().decode())
+            return response.read().decode()
     except OSError:
         return None
+
+
+def _read(address: str) -> dict[str, float] | None:
+    text = _fetch(address)
+    return None if text is None else totals(text)
 
 
 def probe_workers(settings: Settings, *, max_workers: int = 16,

@@ -102,6 +102,8 @@ def test_switching_versions_while_a_worker_runs_loses_nothing(
                                                         if new in line)
         shadowed = _shadow_counts(env, phases[2], worker)
         expected = _shadow_expected(local, phases[2])
+        compared_line = f"{shadowed['texts']:.0f} texts compared, same sentiment"
+        assert compared_line in _cli(env, "model", "list")  # the workers' counts, summed by the CLI
 
         async def versions() -> dict[str, list[str]]:
             out: dict[str, list[str]] = {}
