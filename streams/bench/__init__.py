@@ -13,13 +13,15 @@ Sections (each replaces its part of BENCHMARKS.md with ``--write``):
   50% and 80% of the one-worker saturation rate, with a rate-controlled producer;
 * ``clicks``: the click path (1 and 2 workers) next to a bare aiokafka loop, a minimal
   faust-streaming agent and a Quix Streams app doing plain per-user state, on one broker;
-* ``adapter``: the sentiment adapter's learning curve on rated drugs.com reviews (served label
-  against the base model, VADER and the majority class, prequential);
+* ``adapter``: the sentiment adapter's learning curve on rated drugs.com reviews and on
+  held-out customer tweets (served label against the base model, VADER and the majority class,
+  prequential);
 * ``analysis``: the detectors' CPU per review before and after themes and review-bombing
   screening, and the state they keep per product;
 * ``profile``: where one worker spends its time on the text path (py-spy, when it may attach);
 * ``soak`` (only when asked for: ``make soak``): one worker's resident memory while it takes
-  per-key state for 100k click users and then 100k entities, each seen twice.
+  per-key state for 100k click users and then 100k entities, each seen twice, then 2,000
+  entities mentioned 40 times each with embeddings (themes, keywords, windows).
 
 Before each section the whole machine's CPU use is sampled for two seconds while our own stack
 is idle: above ``BUSY_WARNING`` (a quarter of all cores busy with other work) the section's

@@ -112,12 +112,15 @@ def _draw_soak(fig, data: dict) -> None:
 
 
 def _draw_adapter(fig, data: dict) -> None:
-    ax = fig.add_subplot(1, 1, 1)
-    for name, rolling in data["curves"].items():
-        ax.plot(range(1, len(rolling) + 1), rolling, label=name, linewidth=2.2 if name == "served" else 1.2)
-    ax.axhline(0.8, color="grey", linestyle=":", label="target 0.80")
-    ax.set_xlabel("polar rated reviews streamed")
-    ax.set_ylabel("polar accuracy, last 200")
-    ax.set_ylim(0.3, 1.0)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("Sentiment adapter on drugs.com reviews (prequential)")
+    sets = data["sets"]
+    for k, (title, curves) in enumerate(sets.items()):
+        ax = fig.add_subplot(1, len(sets), k + 1)
+        for name, rolling in curves.items():
+            ax.plot(range(1, len(rolling) + 1), rolling, label=name,
+                    linewidth=2.2 if name == "served" else 1.2)
+        ax.axhline(0.8, color="grey", linestyle=":", label="target 0.80")
+        ax.set_xlabel("polar rated texts streamed")
+        ax.set_ylabel("polar accuracy, last 200")
+        ax.set_ylim(0.3, 1.0)
+        ax.legend(loc="lower right", fontsize=7)
+        ax.set_title(f"Adapter, {title}", fontsize=9)

@@ -14,8 +14,9 @@ FIGURES = {
                          for r in (100, 200, 320)]},
     "clicks": {"rates": {"bare": 10000.0, "quix": 12000.0, "faust": 850.0, "streamsense-1": 1500.0,
                          "streamsense-2": 2500.0}},
-    "adapter": {"curves": {name: [0.5 + 0.3 * k / 300 + shift for k in range(300)]
-                           for name, shift in (("served", 0.0), ("base", -0.05), ("adapted", 0.02))}},
+    "adapter": {"sets": {title: {name: [0.5 + 0.3 * k / 300 + shift for k in range(300)]
+                                 for name, shift in (("served", 0.0), ("base", -0.05), ("adapted", 0.02))}
+                         for title in ("drugs.com reviews", "customer tweets (held out)")}},
     "soak": {"rows": [("start", 0, 0, 160.0), ("click users", 50, 50, 200.0), ("click users", 100, 50, 210.0),
                       ("entities", 50, 50, 260.0), ("entities", 100, 50, 270.0)]},
 }
