@@ -11,7 +11,7 @@ import faust
 
 from streams.runtime.transactions import CommitGate
 
-__all__ = ["fetch_states", "gate_commits", "log_task_stacks", "partition_offsets"]
+__all__ = ["fetch_states", "flow_states", "gate_commits", "log_task_stacks", "partition_offsets"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,20 @@ def log_task_stacks(app: faust.App) -> None:
                 out.write(f"    awaiting {coro!r}\n"[:300])
                 break
     log.warning("asyncio tasks on SIGUSR1:\n%s", out.getvalue())
+
+
+def flow_states(app: faust.App, only) -> str:
+    """Faust's side of a stall: whether its flow is active, which of ``only`` it treats as active
+    (records of other partitions are fetched and dropped), its generation and recovery state."""
+    try:
+        consumer = app.consumer
+        active = getattr(consumer, "_active_partitions", None)
+        inactive = [f"{tp.topic}[{tp.partition}]" for tp in only if active is not None and tp not in active]
+        return (f"faust: flow_active={consumer.flow_active} flow_control={app.flow_control.is_active()} "
+                f"generation={app.consumer_generation_id} in_recovery={app.in_recovery} "
+                f"not active: {inactive or 'none'}\n")
+    except Exception as exc:  # a debugging aid: never let it fail the report
+        return f"faust flow state unavailable: {exc!r}\n"
 
 
 def fetch_states(consumer, only=None) -> str:

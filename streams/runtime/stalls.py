@@ -6,7 +6,7 @@ import logging
 
 from streams.adapters.metrics import Metrics
 from streams.runtime import faust_patches
-from streams.runtime.consumer import fetch_states, partition_offsets
+from streams.runtime.consumer import fetch_states, flow_states, partition_offsets
 from streams.runtime.process import restart_in_place
 
 __all__ = ["StallDetector", "StallWatch"]
@@ -150,7 +150,7 @@ class StallWatch:
             return
         self.metrics.errors.labels(kind="stalled_partition").inc(len(stalled))
         log.error("partitions with records to process made no progress: %s (read, committed, end offsets "
-                  "%s); the worker restarts itself in place (same process id, new Kafka client)\n%s",
+                  "%s); the worker restarts itself in place (same process id, new Kafka client)\n%s%s",
                   ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled), [offsets[tp] for tp in stalled],
-                  fetch_states(consumer, stalled))
+                  fetch_states(consumer, stalled), flow_states(self.app, stalled))
         self.restart()

@@ -294,3 +294,19 @@ def test_a_producer_fenced_for_good_restarts_the_worker_instead_of_crashing():
     asyncio.run(maybe_begin_transaction(producer, "a"))
     asyncio.run(commit_transactions(producer, {"a": {"tp": 5}}, "group"))
     assert restarts == [True, True] and producer.begun == []
+
+
+def test_a_stall_report_says_which_partitions_faust_treats_as_inactive():
+    """Records of a partition Faust does not count as active are fetched and dropped: the
+    stall report names those, with Faust's flow and generation state."""
+    from faust.types import TP
+
+    from streams.runtime.consumer import flow_states
+
+    mine, other = TP("t", 0), TP("t", 1)
+    app = SimpleNamespace(consumer=SimpleNamespace(_active_partitions={mine}, flow_active=False),
+                          flow_control=SimpleNamespace(is_active=lambda: True), consumer_generation_id=7,
+                          in_recovery=False)
+    report = flow_states(app, [mine, other])
+    assert "flow_active=False" in report and "generation=7" in report and "not active: ['t[1]']" in report
+    assert "unavailable" in flow_states(SimpleNamespace(), [mine])
