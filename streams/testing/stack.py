@@ -84,13 +84,10 @@ def ids_in(settings: Settings, topic: str, id_field: str, *, expect: int, timeou
 
 
 def replay_reviews(settings: Settings, env: dict[str, str], reviews: list[dict], *, log_dir: Path,
-                   read: tuple[str, ...] = ("alerts",), until=None, timeout_s: float = 60.0
-                   ) -> tuple[dict[str, list[dict]], WorkerProcess]:
+                   read: tuple[str, ...] = ("alerts",)) -> tuple[dict[str, list[dict]], WorkerProcess]:
     """Run a worker (``env``), produce ``reviews`` to it, wait until all are enriched, and return
     the values of the output topics in ``read`` (contract names, e.g. ``"alerts"``) and the
-    stopped worker (for its log). ``until``: a test of those values; they are read again (for
-    up to ``timeout_s``) until it passes, for outputs that follow the enriched records (the
-    entity-mentions agent's)."""
+    stopped worker (for its log)."""
     from streams.adapters.kafka_io import produce_lines
     from streams.topics import TopicNames
 
@@ -104,12 +101,7 @@ def replay_reviews(settings: Settings, env: dict[str, str], reviews: list[dict],
         async def values(topic: str) -> list[dict]:
             return [json.loads(rec.value) async for rec in read_topic(settings, topic, idle_timeout_s=5)]
 
-        out = {topic: asyncio.run(values(names.name(topic))) for topic in read}
-        deadline = time.monotonic() + timeout_s
-        while until is not None and not until(out) and time.monotonic() < deadline:
-            time.sleep(1)
-            out = {topic: asyncio.run(values(names.name(topic))) for topic in read}
-        return out, worker
+        return {topic: asyncio.run(values(names.name(topic))) for topic in read}, worker
     finally:
         worker.stop()
 
