@@ -145,7 +145,6 @@ class EntityMentionRecord(_Output):
     negative_prob: float
     ts: Timestamp
     labeller_epoch: int = Field(default=0, ge=0)  # see streams.core.monitoring.Observation.epoch
-    positive_prob: float | None = Field(default=None, ge=0, le=1)  # the entity windows' mean score
     coordinated: bool = False  # from a review-bombing burst: discounted as for the product
     embedding: str | None = Field(default=None, max_length=1100)  # base64 float16: the entity's themes
 

@@ -44,7 +44,7 @@ def _mention(name: str, event_id: str, text: str, label: str, ts: float, **extra
     """An entity-mentions record, as the text path would repartition it."""
     return encode(EntityMention(name.lower(), name, "ORG", Observation(
         event_id, text, label, 0.9 if label == "negative" else 0.05, datetime.fromtimestamp(ts, UTC),
-        positive_prob=0.9 if label == "positive" else 0.05, **extra)).to_record())
+        **extra)).to_record())
 
 
 def _soak_mentions(keys: int, passes: int, seed: int) -> list[bytes]:

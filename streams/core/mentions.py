@@ -33,7 +33,7 @@ class EntityMention:
         o = self.observation
         return EntityMentionRecord(key=self.key, name=self.name, type=self.type, event_id=o.event_id,
                                    text=o.text[:EVIDENCE_CHARS], label=o.label,
-                                   negative_prob=o.negative_prob, positive_prob=o.positive_prob, ts=o.ts,
+                                   negative_prob=o.negative_prob, ts=o.ts,
                                    labeller_epoch=o.epoch, coordinated=o.coordinated,
                                    embedding=None if o.embedding is None else encode_embedding(o.embedding))
 
@@ -42,8 +42,7 @@ class EntityMention:
         """The mention in a record; ValueError for an embedding that is not one."""
         embedding = None if r.embedding is None else decode_embedding(r.embedding)
         return cls(r.key, r.name, r.type, Observation(r.event_id, r.text, r.label, r.negative_prob, r.ts,
-                                                      r.labeller_epoch, embedding, r.coordinated,
-                                                      positive_prob=r.positive_prob))
+                                                      r.labeller_epoch, embedding, r.coordinated))
 
 
 def entity_key(name: str) -> str:
@@ -73,8 +72,7 @@ def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epo
     label, probs = (sentiment["label"], sentiment["probs"]) if sentiment is not None else \
         (record.sentiment.label, record.sentiment.probs)
     negative = float(probs.get("negative", 0.0))
-    observation = Observation(event_id, text, label, negative, ts, epoch, embedding, coordinated,
-                              positive_prob=float(probs.get("positive", 0.0)))
+    observation = Observation(event_id, text, label, negative, ts, epoch, embedding, coordinated)
     mentions: dict[str, EntityMention] = {}
     for entity in record.entities:
         key = entity_key(entity.text)

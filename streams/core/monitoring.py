@@ -101,7 +101,6 @@ class Observation:
     # The text's sentence embedding, when the model served one: the subject's themes learn from it.
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
     coordinated: bool = False  # part of a burst of near-duplicates from many users (SubjectMonitor.screen)
-    positive_prob: float | None = None  # for the windows' mean score (None: not known)
 
     @property
     def negative(self) -> bool:
