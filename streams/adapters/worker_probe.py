@@ -9,6 +9,8 @@ apart for rates (``streamsense status``).
 ...         'streamsense_shadow_rated_right_total{labeller="shadow",served="a",shadow="b"} 9.0\\n')
 >>> shadow_totals(text)[("a", "b")]["texts"], shadow_totals(text)[("a", "b")]["shadow_right"]
 (40.0, 9.0)
+>>> shadow_totals(text, text)[("a", "b")]["sentiment"]  # two workers' counts add up
+60.0
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ _SHADOW_KEYS = ("texts", "sentiment", "entities", "rated", "served_right", "shad
 Counts = dict[tuple[str, str], dict[str, float]]  # (served, shadow) version names -> counters
 
 
-def shadow_totals(text: str) -> Counts:
-    """The shadow comparison's counters, summed per (served, shadow) pair of version names."""
+def shadow_totals(*texts: str) -> Counts:
+    """The shadow comparison's counters in the metrics ``texts`` (one per worker), summed per
+    (served, shadow) pair of version names."""
     out: dict[tuple[str, str], dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
+    for family in (f for text in texts for f in text_string_to_metric_families(text)):
         for sample in family.samples:
             labels = sample.labels
             key = {"streamsense_shadow_texts_total": "texts", "streamsense_shadow_rated_total": "rated",
@@ -69,14 +72,8 @@ def shadow_totals(text: str) -> Counts:
 
 def shadow_comparison(settings: Settings, *, max_workers: int = 16) -> Counts:
     """:func:`shadow_totals` over every worker answering on this host's metrics ports."""
-    out: dict[tuple[str, str], dict[str, float]] = {}
-    for i in range(max_workers):
-        text = _fetch(f"{settings.metrics_host}:{settings.metrics_port + i}")
-        for pair, counts in shadow_totals(text or "").items():
-            mine = out.setdefault(pair, dict.fromkeys(_SHADOW_KEYS, 0.0))
-            for key, value in counts.items():
-                mine[key] += value
-    return out
+    texts = (_fetch(f"{settings.metrics_host}:{settings.metrics_port + i}") for i in range(max_workers))
+    return shadow_totals(*(text for text in texts if text is not None))
 
 
 def _fetch(address: str) -> str | None:
