@@ -116,8 +116,7 @@ class TritonInferencer:
             await self.breaker.wait_until_callable()
             async with self.limiter.slot(), self._counted_in_flight():
                 started = time.monotonic()
-                client = self._get_client()
-                self._users[id(client)] = self._users.get(id(client), 0) + 1
+                client = self._checkout()
                 version = None
                 try:
                     version = await self._served_version(client)
@@ -186,8 +185,7 @@ class TritonInferencer:
     async def analyse_version(self, texts: list[str], version: int) -> list[Analysis]:
         """One try at ``version`` (a shadow candidate), outside the served path's retries,
         breaker and adaptive sizes: its failure is the caller's to count, never to wait out."""
-        client = self._get_client()
-        self._users[id(client)] = self._users.get(id(client), 0) + 1
+        client = self._checkout()
         try:
             out: list[Analysis] = []
             for start in range(0, len(texts), self.batch_size.maximum):
@@ -249,6 +247,12 @@ class TritonInferencer:
         if self._client is client:
             self._client = None
             self._retired[id(client)] = client
+
+    def _checkout(self) -> grpcclient.InferenceServerClient:
+        """The current channel, counted as in use until :meth:`_release`."""
+        client = self._get_client()
+        self._users[id(client)] = self._users.get(id(client), 0) + 1
+        return client
 
     async def _release(self, client: grpcclient.InferenceServerClient) -> None:
         key = id(client)
