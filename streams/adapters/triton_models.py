@@ -148,8 +148,8 @@ class ModelControl:
 
     def load(self, version: int, *, record: bool = True) -> None:
         """Serve ``version`` only (ending any shadow); returns once Triton reports it ready."""
-        if record and not history(self.home) and self.served():
-            _record(self.home, self.served()[-1])  # what served before the first switch
+        if record and not history(self.home) and (before := self.served()):
+            _record(self.home, before[-1])  # what served before the first switch
         self._apply([version], {SERVED: version}, wait_for=version)
         if record:
             _record(self.home, version)
