@@ -58,7 +58,7 @@ def _soak_mentions(keys: int, passes: int, seed: int) -> list[bytes]:
 
 def _soak_themed(keys: int, passes: int, seed: int, *, themes: int = 12) -> list[bytes]:
     """One mention per entity and round, each with a sentence embedding (one of ``themes``
-    directions plus noise) and words of its theme: the themes, keywords and windows fill up."""
+    directions plus noise) and words of its theme: the themes and keywords fill up."""
     rng, gen = random.Random(seed), np.random.default_rng(seed)
     centres = gen.normal(size=(themes, 384))
     words = [f"word{k}" for k in range(400)]
@@ -78,7 +78,7 @@ def soak(stack: Stack, keys: int, passes: int = 2, *, themed_keys: int = 2_000,
          themed_passes: int = 40) -> str:
     """RSS of one worker sampled as it works through per-key state for ``keys`` users, then
     ``keys`` entities, each seen ``passes`` times, then ``themed_keys`` entities each mentioned
-    ``themed_passes`` times with embeddings (themes, keywords and sentiment.stats windows).
+    ``themed_passes`` times with embeddings (themes and keywords).
     Once every key is known (the later passes) memory grows only as each key's state fills up
     to its cap."""
     settings, env, names = stack.prefixed("bench-s.")
