@@ -138,28 +138,22 @@ def test_switching_versions_while_a_worker_runs_loses_nothing(
         assert low - 1 <= shadowed[what] <= high + 1, (what, shadowed[what], low, high)
 
 
-def _samples(env: dict[str, str]) -> list:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{env['STREAMSENSE_METRICS_PORT']}/metrics",
-                                  timeout=10).read().decode()
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
 def _shadow_counts(env: dict[str, str], reviews: list[dict], worker: WorkerProcess) -> dict[str, float]:
     """The worker's shadow counters once every shadowed review is accounted for."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from streams.adapters.worker_probe import shadow_totals
+
     deadline = time.monotonic() + 120
     while True:
-        got = {"texts": 0.0, "skipped": 0.0, "errors": 0.0, "sentiment": 0.0, "entities": 0.0, "rated": 0.0,
-               "served_right": 0.0, "shadow_right": 0.0}
-        for s in _samples(env):
-            key = {"streamsense_shadow_texts_total": "texts", "streamsense_shadow_skipped_total": "skipped",
-                   "streamsense_shadow_errors_total": "errors", "streamsense_shadow_rated_total": "rated",
-                   }.get(s.name) or (s.labels.get("output") if s.name == "streamsense_shadow_agreed_total" else
-                                     f"{s.labels.get('labeller')}_right"
-                                     if s.name == "streamsense_shadow_rated_right_total" else None)
-            if key in got:
-                got[key] += s.value
+        text = urllib.request.urlopen(f"http://127.0.0.1:{env['STREAMSENSE_METRICS_PORT']}/metrics",
+                                      timeout=10).read().decode()
+        pairs = shadow_totals(text).values()
+        got = {key: sum(pair[key] for pair in pairs)
+               for key in ("texts", "sentiment", "entities", "rated", "served_right", "shadow_right")}
+        plain = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+        got["skipped"] = plain.get("streamsense_shadow_skipped_total", 0.0)
+        got["errors"] = plain.get("streamsense_shadow_errors_total", 0.0)
         if got["texts"] + got["skipped"] + got["errors"] >= len(reviews) or time.monotonic() > deadline \
                 or worker.proc.poll() is not None:
             return got
