@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.adapters.kafka_admin import consumer_lag, ensure_topics, list_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
+from streams.runtime import faust_patches
 from streams.settings import Settings
 from streams.testing.stack import assert_loopback_only
 from streams.topics import TopicNames
@@ -68,6 +69,47 @@ def test_idempotent_transactional_producer(kafka: Settings):
         return [r.value async for r in read_topic(kafka, topic, idle_timeout_s=3)]
 
     assert asyncio.run(scenario()) == [b"committed"]
+
+
+def test_the_fetcher_names_the_offsets_that_hold_no_record(kafka: Settings):
+    """What lets a commit pass transaction markers and aborted records, and nothing else:
+    Kafka's client (patched by the runtime) says which offsets it read past without a record."""
+    topic = "it-markers"
+    faust_patches.apply()
+
+    async def scenario() -> tuple[list[int], list[tuple[int, int]]]:
+        await ensure_topics(kafka, [topic], partitions=1)
+        producer = AIOKafkaProducer(**kafka.kafka_client_kwargs(), transactional_id="it-markers")
+        await producer.start()
+        try:
+            async with producer.transaction():  # offsets 0, 1; marker 2
+                for value in (b"a", b"b"):
+                    await producer.send_and_wait(topic, value)
+            await producer.begin_transaction()  # offset 3 aborted; marker 4
+            await producer.send_and_wait(topic, b"aborted")
+            await producer.abort_transaction()
+            for value in (b"c", b"d"):  # offset 5, marker 6; offset 7, marker 8
+                async with producer.transaction():
+                    await producer.send_and_wait(topic, value)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(topic, **kafka.kafka_client_kwargs(), auto_offset_reset="earliest",
+                                    isolation_level="read_committed", max_poll_records=1)
+        await consumer.start()
+        offsets, spans = [], []
+        try:
+            while len(offsets) < 4:  # one record a call: a marker is read on a call of its own
+                for records in (await consumer.getmany(timeout_ms=2000)).values():
+                    offsets += [record.offset for record in records]
+                    spans += [span for record in records for span in faust_patches.no_record_spans(record)]
+        finally:
+            await consumer.stop()
+        return offsets, spans
+
+    offsets, spans = asyncio.run(scenario())
+    assert offsets == [0, 1, 5, 7]
+    empty = sorted(offset for begin, end in spans for offset in range(begin, end))
+    assert empty in ([2, 3, 4, 6], [2, 3, 4, 6, 8])  # 8 when the last fetch read past it
 
 
 def test_contract_topics_are_created_once(kafka: Settings):

@@ -6,7 +6,10 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 from aiokafka.errors import ProducerFenced
+from aiokafka.structs import ConsumerRecord
 from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP as FaustTP
 
 from streams.runtime import faust_patches
 from streams.runtime.faust_patches import commit_transactions, highwaters, maybe_begin_transaction
@@ -174,6 +177,9 @@ class _Consumer:
     def ack(self, message):
         return faust_consumer.Consumer.ack(self, message)
 
+    async def _add_gap(self, tp, offset_from, offset_to):
+        return await faust_consumer.Consumer._add_gap(self, tp, offset_from, offset_to)
+
     def new_offset(self):
         """The offset a commit would write now; the commit succeeds, as Faust then records."""
         offset = faust_consumer.Consumer._new_offset(self, TP)
@@ -183,6 +189,7 @@ class _Consumer:
 
 
 TP = ("reviews", 0)
+TP_ = FaustTP(*TP)
 
 
 class _Message:
@@ -219,7 +226,7 @@ def test_records_processed_while_a_stop_waits_for_them_are_committed():
     assert consumer.new_offset() == 110
 
 
-def test_records_missing_at_the_head_hold_the_commit_but_a_marker_does_not():
+def test_records_missing_at_the_head_hold_the_commit_and_a_marker_counts_once_read_past():
     faust_patches.apply()
     consumer = _Consumer(committed=100)
     for offset in range(102, 106):
@@ -228,10 +235,51 @@ def test_records_missing_at_the_head_hold_the_commit_but_a_marker_does_not():
     consumer.ack(_message(100))
     consumer.ack(_message(101))
     assert consumer.new_offset() == 106
-    # A transactional producer's marker sits where that commit ended: never delivered.
     for offset in range(107, 110):
         consumer.ack(_message(offset))
-    assert consumer.new_offset() == 110
+    assert consumer.new_offset() is None  # 106 may be a record dropped on the way: not done
+    _hand_on(consumer, _fetched(106, [107, 108, 109], 111))  # the fetcher read past it: a marker
+    assert consumer.new_offset() == 111  # and past the marker after 109
+
+
+def test_a_jump_between_records_handed_on_is_not_taken_for_records_without_data():
+    # A record fetched before a seek back to 39 and handed on after it: Faust took 40..45 as a gap.
+    faust_patches.apply()
+    consumer = _Consumer(committed=39)
+    asyncio.run(consumer._add_gap(TP, 40, 45))
+    consumer.ack(_message(45))
+    assert consumer.new_offset() is None  # 39..44 never processed: not committed past
+
+
+def test_offsets_a_fetch_found_no_record_at_are_noted_on_its_records():
+    records = _fetched(10, [12, 13, 17], 20)
+    consumer = _Consumer(committed=10)
+    _hand_on(consumer, records)
+    assert sorted((gap.begin, gap.end) for gap in consumer._gap[TP]) == [(10, 12), (14, 17), (18, 20)]
+    late = _Consumer(committed=15)  # committed past part of them already: only from there on
+    _hand_on(late, _fetched(10, [12, 13, 17], 17))
+    assert sorted((gap.begin, gap.end) for gap in late._gap[TP]) == [(15, 17)]
+
+
+def test_a_span_read_with_no_record_returned_goes_with_the_next_record():
+    consumer = _Consumer(committed=10)
+    _hand_on(consumer, _fetched(10, [10, 11], 12))  # returned at the maximum, before the marker
+    _hand_on(consumer, _fetched(12, [], 13))  # the marker read on the next call, nothing returned
+    assert not consumer._gap[TP]
+    _hand_on(consumer, _fetched(13, [13], 14))
+    assert sorted((gap.begin, gap.end) for gap in consumer._gap[TP]) == [(12, 13)]
+
+
+def _fetched(start, offsets, end):
+    """Records as Kafka's client returns them from a fetch that read ``start`` to ``end``."""
+    records = [ConsumerRecord(TP[0], TP[1], offset, 0, 0, None, b"v", None, 0, 1, ()) for offset in offsets]
+    faust_patches.mark_no_records(TP, records, start, end)
+    return records
+
+
+def _hand_on(consumer, records):
+    for record in records:
+        faust_aiokafka.Consumer._to_message(consumer, TP_, record)
 
 
 def test_records_deleted_by_retention_do_not_hold_the_commit():
@@ -272,11 +320,13 @@ def test_a_partition_never_committed_commits_nothing_until_its_log_start_is_know
     assert consumer.new_offset() == 9
 
 
-def test_exactly_once_keeps_fausts_check_for_transaction_markers():
+def test_exactly_once_holds_the_commit_for_a_missing_record_as_at_least_once_does():
     faust_patches.apply()
     consumer = _Consumer(committed=100, in_transaction=True)
-    for offset in range(101, 105):  # offset 100 is the marker of the last commit
+    for offset in range(101, 105):
         consumer.ack(_message(offset))
+    assert consumer.new_offset() is None  # Faust let one missing offset pass, marker or not
+    _hand_on(consumer, _fetched(100, [101], 102))  # 100 was the marker of the last commit
     assert consumer.new_offset() == 105
 
 
