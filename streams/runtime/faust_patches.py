@@ -49,6 +49,11 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
      nothing, since Faust alone would commit past records skipped at its head: the likely path
      of 61 records lost in 1 of 7 chaos runs on 2026-11-30), counted acks below the committed
      offset, and stalled for good on records deleted by retention;
+   * a partition with nothing committed is not sought at a rebalance (Kafka's client seeks only
+     to a committed offset above 0), so records fetched and dropped then (Faust drops the rest
+     of a fetch when the generation changes) were never read again: the partition stalled, and
+     two workers restarting in place kept re-creating the rebalance (a make test run on
+     2026-11-30). Such partitions are now sought to their log start at every rebalance.
    * a seek back to the committed offsets while the fetcher was still handing on records of an
      earlier fetch made those look like a jump (Faust records the skipped offsets as a *gap*,
      done): the re-read records were committed before they were processed (15 lost in one
@@ -144,6 +149,18 @@ def _make_ack(faust_ack):
 def _make_perform_seek(faust_perform_seek):
     async def perform_seek(self) -> None:
         await faust_perform_seek(self)
+        # Kafka's client seeks only partitions with a committed offset above 0; the others keep
+        # their position, past any records fetched and dropped at the rebalance (Faust drops a
+        # fetch's remaining records when the generation changes). Those were never processed and,
+        # with nothing committed, are never read again: the partition stalls, and a restart in
+        # place that meets the next rebalance stalls again. Read them from the log start.
+        changelogs = self.app.tables.changelog_topics
+        unsought = [tp for tp in self.assignment()
+                    if tp.topic not in changelogs and not self._committed_offset.get(tp)]
+        if unsought:
+            await self._thread.seek_to_beginning(*faust_aiokafka.ensure_aiokafka_TPset(unsought))
+            for tp in unsought:
+                self._read_offset[tp] = None
         # Every record from the committed offsets on is read again: an ack recorded before
         # the seek is no evidence that the copy about to be read was processed.
         with ack_lock:

@@ -360,3 +360,41 @@ def test_a_stall_report_says_which_partitions_faust_treats_as_inactive():
     report = flow_states(app, [mine, other])
     assert "flow_active=False" in report and "generation=7" in report and "not active: ['t[1]']" in report
     assert "unavailable" in flow_states(SimpleNamespace(), [mine])
+
+
+def test_a_rebalance_reads_partitions_with_nothing_committed_from_their_log_start():
+    """Kafka's client seeks only to a committed offset above 0: a partition with nothing
+    committed kept its position past records Faust had fetched and dropped at the rebalance, and
+    never read them again. After the patched seek it is read from its log start; a partition
+    with a committed offset is left where the committed offset put it, a changelog to Faust's
+    table recovery."""
+    from faust.types import TP
+
+    faust_patches.apply()
+    committed, never, zero, changelog = TP("in", 0), TP("in", 1), TP("in", 2), TP("app-table-changelog", 0)
+    sought = []
+
+    class Thread:
+        async def seek_to_beginning(self, *partitions):
+            sought.extend((p.topic, p.partition) for p in partitions)
+
+    class Fake:
+        app = SimpleNamespace(tables=SimpleNamespace(changelog_topics={"app-table-changelog"}))
+        _thread = Thread()
+
+        def __init__(self):
+            self._read_offset, self._committed_offset = defaultdict(lambda: None), defaultdict(lambda: None)
+            self._acked, self._acked_index, self._gap = {never: [5, 6]}, {}, {}
+            self._read_offset[never] = 812  # read before the rebalance; nothing committed
+
+        def assignment(self):
+            return {committed, never, zero, changelog}
+
+        async def seek_to_committed(self):
+            return {committed: 40, never: None, zero: 0, changelog: None}
+
+    fake = Fake()
+    asyncio.run(faust_consumer.Consumer.perform_seek(fake))
+    assert sorted(sought) == [("in", 1), ("in", 2)]
+    assert fake._read_offset[never] is None and fake._read_offset[committed] == 40
+    assert fake._acked == {}
