@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.adapters.kafka_io import produce_lines
 from streams.settings import Settings
@@ -33,7 +34,7 @@ from streams.testing.stack import WorkerProcess
 from streams.topics import TopicNames
 
 __all__ = ["OUTCOMES", "Fleet", "Outcome", "Stream", "bad_positions", "input_positions", "lost_positions",
-           "reconcile"]
+           "reconcile", "uncommitted_after"]
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,36 @@ def input_positions(settings: Settings, names: TopicNames, stream: Stream
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def uncommitted_after(settings: Settings, names: TopicNames, *, timeout_s: float) -> dict[str, int]:
+    """Wait until the workers' group has committed every input partition (the internal
+    ``entity-mentions`` and ``sentiment-feedback`` included) to its end, or ``timeout_s``; return
+    the partitions still behind by more than one offset (a transaction marker after the last
+    record), with how far. A commit that stands behind a record nobody will process again is
+    what a dropped record looks like before it is lost or processed late."""
+    topics = (names.reviews, names.news, names.clicks, names.entity_mentions, names.sentiment_feedback)
+    partitions = [TopicPartition(topic, p) for topic in topics for p in range(settings.topic_partitions)]
+
+    async def behind() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
+        consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None, enable_auto_commit=False)
+        await asyncio.gather(admin.start(), consumer.start())
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                committed = await admin.list_consumer_group_offsets(settings.consumer_group)
+                ends = await consumer.end_offsets(partitions)
+                gaps = {f"{tp.topic}[{tp.partition}]": ends[tp] - max(getattr(committed.get(tp), "offset", 0), 0)
+                        for tp in partitions}
+                gaps = {tp: gap for tp, gap in gaps.items() if gap > 1}
+                if not gaps or time.monotonic() > deadline:
+                    return gaps
+                await asyncio.sleep(1.0)
+        finally:
+            await asyncio.gather(admin.close(), consumer.stop())
+
+    return asyncio.run(behind())
 
 
 def _record_id(value: bytes) -> str | None:
