@@ -69,10 +69,10 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    at a rebalance, so its position stays past what was dropped (offset 0 was one missing at
    the head); a record fetched before a seek and handed on after it looks like a jump.
    Kafka's client knows which offsets hold no record for the application (transaction
-   markers, aborted or compacted records): it read past them. :func:`_make_getall` notes
-   them on the records it returns, :func:`_make_to_message` adds them to Faust's gaps, and
-   only those count: Faust's own gap inference and the head allowance are gone, in both
-   guarantees. A record dropped anywhere now holds the commit until it is read again.
+   markers, aborted or compacted records): it read past them. :mod:`streams.runtime.fetched`
+   notes them on the records it returns and adds them to Faust's gaps, and only those count:
+   Faust's own gap inference and the head allowance are gone, in both guarantees. A record
+   dropped anywhere now holds the commit until it is read again.
 """
 
 from __future__ import annotations
@@ -82,21 +82,20 @@ import importlib.metadata
 import logging
 from collections.abc import Mapping
 
-from aiokafka.consumer.fetcher import FetchResult
 from aiokafka.errors import ProducerFenced
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 from faust.utils.functional import consecutive_numbers
 
+from streams.runtime import fetched
 from streams.runtime.transactions import TransactionLedger, ledger_for
 
-__all__ = ["FAUST_VERSION", "apply", "commit_transactions", "highwaters", "mark_no_records",
-           "maybe_begin_transaction", "no_record_spans", "note_log_start", "note_no_records"]
+__all__ = ["FAUST_VERSION", "apply", "commit_transactions", "highwaters", "maybe_begin_transaction",
+           "note_log_start"]
 
 log = logging.getLogger(__name__)
 _APPLIED = "_streamsense_fixed"
-_NO_RECORDS = "_streamsense_no_records"  # on a record: spans of offsets its fetch found empty
 
 FAUST_VERSION = "0.15.3"  # the version these fixes were written against and tested with
 
@@ -114,8 +113,7 @@ def apply() -> None:
         return
     for cls, name in ((thread, "_highwaters"), (producer, "commit_transactions"),
                       (producer, "maybe_begin_transaction"), (consumer, "ack"), (consumer, "perform_seek"),
-                      (consumer, "_new_offset"), (consumer, "_add_gap"),
-                      (faust_aiokafka.Consumer, "_to_message"), (FetchResult, "getall")):
+                      (consumer, "_new_offset"), (consumer, "_add_gap"), *fetched.PATCHED):
         if not callable(getattr(cls, name, None)):
             raise RuntimeError(f"faust-streaming changed: {cls.__name__}.{name} is gone; "
                                "review streams/runtime/faust_patches.py against the new version")
@@ -126,8 +124,7 @@ def apply() -> None:
     consumer.perform_seek = _make_perform_seek(consumer.perform_seek)
     consumer._new_offset = _new_offset
     consumer._add_gap = _add_no_gap
-    faust_aiokafka.Consumer._to_message = _make_to_message(faust_aiokafka.Consumer._to_message)
-    FetchResult.getall = _make_getall(FetchResult.getall)
+    fetched.apply()
     setattr(thread, _APPLIED, True)
 
 
@@ -178,73 +175,10 @@ def note_log_start(consumer, offsets: Mapping) -> None:
     starts.update({tp: offset for tp, offset in offsets.items() if isinstance(offset, int)})
 
 
-def _make_getall(aiokafka_getall):
-    def getall(self, max_records=None):
-        # Runs on the consumer's thread: what Kafka's client returns from one fetched chunk.
-        fetched = self._partition_records
-        start = None if fetched is None else fetched.next_fetch_offset
-        records = aiokafka_getall(self, max_records)
-        if start is not None:
-            mark_no_records(self._topic_partition, records, start, fetched.next_fetch_offset)
-        return records
-    return getall
-
-
-_unreported: dict = {}  # partition -> spans read past with no record returned after them yet
-
-
-def mark_no_records(tp, records: list, start: int, end: int) -> None:
-    """Kafka's client read partition ``tp`` from ``start`` to ``end`` and returned ``records``:
-    every offset in between without a record holds none for us (a transaction marker, an
-    aborted or compacted record). Noted on the records, which carry it to the consumer's loop;
-    spans read with no record returned go with the partition's next record."""
-    spans, position = _unreported.pop(tp, []), start
-    for record in records:
-        if record.offset > position:
-            spans.append((position, record.offset))
-        if spans:
-            setattr(record, _NO_RECORDS, spans)
-            spans = []
-        position = record.offset + 1
-    if end > position:
-        spans.append((position, end))
-    if spans and records:
-        setattr(records[-1], _NO_RECORDS, no_record_spans(records[-1]) + spans)
-    elif spans:
-        _unreported[tp] = spans
-
-
-def no_record_spans(record) -> list[tuple[int, int]]:
-    """The spans of offsets [begin, end) that the fetch of ``record`` found no record at."""
-    return getattr(record, _NO_RECORDS, [])
-
-
-def _make_to_message(faust_to_message):
-    def _to_message(self, tp, record):
-        spans = no_record_spans(record)
-        if spans and self.app.topics.acks_enabled_for(tp.topic):
-            note_no_records(self, tp, spans)
-        return faust_to_message(self, tp, record)
-    return _to_message
-
-
-def note_no_records(consumer, tp, spans) -> None:
-    """Count offsets the fetcher found no record at as done (Faust's *gaps*), from the committed
-    offset on: a commit may pass them."""
-    with ack_lock:
-        committed = consumer._committed_offset[tp]
-        gaps = consumer._gap[tp]
-        for begin, end in spans:
-            begin = begin if committed is None else max(begin, committed)
-            if begin < end:
-                gaps.addi(begin, end)
-        gaps.merge_overlaps()
-
-
 async def _add_no_gap(self, tp, offset_from: int, offset_to: int) -> None:
     """Faust's ``_add_gap``, called on a jump between two records handed on: a record fetched
     before a seek and handed on after it makes one, and so does a record dropped on the way.
-    What holds no record is known from the fetcher instead (:func:`note_no_records`)."""
+    What holds no record is known from the fetcher instead (:mod:`streams.runtime.fetched`)."""
 
 
 def _new_offset(self, tp):

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.adapters.kafka_admin import consumer_lag, ensure_topics, list_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
-from streams.runtime import faust_patches
+from streams.runtime import faust_patches, fetched
 from streams.settings import Settings
 from streams.testing.stack import assert_loopback_only
 from streams.topics import TopicNames
@@ -101,7 +101,7 @@ def test_the_fetcher_names_the_offsets_that_hold_no_record(kafka: Settings):
             while len(offsets) < 4:  # one record a call: a marker is read on a call of its own
                 for records in (await consumer.getmany(timeout_ms=2000)).values():
                     offsets += [record.offset for record in records]
-                    spans += [span for record in records for span in faust_patches.no_record_spans(record)]
+                    spans += [span for record in records for span in fetched.no_record_spans(record)]
         finally:
             await consumer.stop()
         return offsets, spans

@@ -11,7 +11,7 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP as FaustTP
 
-from streams.runtime import faust_patches
+from streams.runtime import faust_patches, fetched
 from streams.runtime.faust_patches import commit_transactions, highwaters, maybe_begin_transaction
 from streams.runtime.transactions import ledger_for
 
@@ -273,7 +273,7 @@ def test_a_span_read_with_no_record_returned_goes_with_the_next_record():
 def _fetched(start, offsets, end):
     """Records as Kafka's client returns them from a fetch that read ``start`` to ``end``."""
     records = [ConsumerRecord(TP[0], TP[1], offset, 0, 0, None, b"v", None, 0, 1, ()) for offset in offsets]
-    faust_patches.mark_no_records(TP, records, start, end)
+    fetched.mark_no_records(TP, records, start, end)
     return records
 
 

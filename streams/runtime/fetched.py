@@ -1,0 +1,93 @@
+"""What Kafka's client fetched, carried to Faust's consumer loop: which offsets hold no record
+for us (see item 6 of :mod:`streams.runtime.faust_patches`, which applies this).
+
+Kafka's client skips transaction markers and aborted (or compacted) records while it reads a
+partition, so the offsets between two records it returns, or after the last one up to where it
+stopped, hold nothing to process. Faust guessed those from jumps between the records it handed
+on, which a dropped record, or one fetched before a seek and handed on after it, imitates.
+Here the client's own reading says so: :func:`_make_getall` (on the consumer's thread) notes
+the spans on the records it returns, and :func:`_make_to_message` (in Faust's loop) adds them
+to the consumer's gaps, which a commit may pass.
+"""
+
+from __future__ import annotations
+
+from aiokafka.consumer.fetcher import FetchResult
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types.tuples import ack_lock
+
+__all__ = ["PATCHED", "apply", "mark_no_records", "no_record_spans", "note_no_records"]
+
+_NO_RECORDS = "_streamsense_no_records"  # on a record: spans of offsets its fetch found empty
+
+# What :func:`apply` replaces, for faust_patches' check that it is still there.
+PATCHED = ((faust_aiokafka.Consumer, "_to_message"), (FetchResult, "getall"))
+
+
+def apply() -> None:
+    """Patch Kafka's client and Faust's consumer (once, from :func:`faust_patches.apply`)."""
+    faust_aiokafka.Consumer._to_message = _make_to_message(faust_aiokafka.Consumer._to_message)
+    FetchResult.getall = _make_getall(FetchResult.getall)
+
+
+def _make_getall(aiokafka_getall):
+    def getall(self, max_records=None):
+        # Runs on the consumer's thread: what Kafka's client returns from one fetched chunk.
+        chunk = self._partition_records
+        start = None if chunk is None else chunk.next_fetch_offset
+        records = aiokafka_getall(self, max_records)
+        if start is not None:
+            mark_no_records(self._topic_partition, records, start, chunk.next_fetch_offset)
+        return records
+    return getall
+
+
+_unreported: dict = {}  # partition -> spans read past with no record returned after them yet
+
+
+def mark_no_records(tp, records: list, start: int, end: int) -> None:
+    """Kafka's client read partition ``tp`` from ``start`` to ``end`` and returned ``records``:
+    every offset in between without a record holds none for us (a transaction marker, an
+    aborted or compacted record). Noted on the records, which carry it to the consumer's loop;
+    spans read with no record returned go with the partition's next record."""
+    spans, position = _unreported.pop(tp, []), start
+    for record in records:
+        if record.offset > position:
+            spans.append((position, record.offset))
+        if spans:
+            setattr(record, _NO_RECORDS, spans)
+            spans = []
+        position = record.offset + 1
+    if end > position:
+        spans.append((position, end))
+    if spans and records:
+        setattr(records[-1], _NO_RECORDS, no_record_spans(records[-1]) + spans)
+    elif spans:
+        _unreported[tp] = spans
+
+
+def no_record_spans(record) -> list[tuple[int, int]]:
+    """The spans of offsets [begin, end) that the fetch of ``record`` found no record at."""
+    return getattr(record, _NO_RECORDS, [])
+
+
+def _make_to_message(faust_to_message):
+    def _to_message(self, tp, record):
+        spans = no_record_spans(record)
+        if spans and self.app.topics.acks_enabled_for(tp.topic):
+            note_no_records(self, tp, spans)
+        return faust_to_message(self, tp, record)
+    return _to_message
+
+
+def note_no_records(consumer, tp, spans) -> None:
+    """Count offsets the fetcher found no record at as done (Faust's *gaps*), from the committed
+    offset on: a commit may pass them."""
+    with ack_lock:
+        committed = consumer._committed_offset[tp]
+        gaps = consumer._gap[tp]
+        for begin, end in spans:
+            begin = begin if committed is None else max(begin, committed)
+            if begin < end:
+                gaps.addi(begin, end)
+        gaps.merge_overlaps()
