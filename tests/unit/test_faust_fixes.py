@@ -379,8 +379,9 @@ def test_a_rebalance_reads_partitions_with_nothing_committed_from_their_log_star
             sought.extend((p.topic, p.partition) for p in partitions)
 
     class Fake:
-        app = SimpleNamespace(tables=SimpleNamespace(changelog_topics={"app-table-changelog"}))
+        app = SimpleNamespace(tables=SimpleNamespace(changelog_topics={"app-table-changelog"}), consumer_generation_id=4)
         _thread = Thread()
+        in_transaction = False
 
         def __init__(self):
             self._read_offset, self._committed_offset = defaultdict(lambda: None), defaultdict(lambda: None)
@@ -398,3 +399,10 @@ def test_a_rebalance_reads_partitions_with_nothing_committed_from_their_log_star
     assert sorted(sought) == [("in", 1), ("in", 2)]
     assert fake._read_offset[never] is None and fake._read_offset[committed] == 40
     assert fake._acked == {}
+    # Under exactly-once a committed offset read while a transaction is still being written can
+    # look like none: reading the partition from its start would commit its outputs twice.
+    sought.clear()
+    exactly_once = Fake()
+    exactly_once.in_transaction = True
+    asyncio.run(faust_consumer.Consumer.perform_seek(exactly_once))
+    assert sought == []
