@@ -16,7 +16,9 @@ after the seek: they then move Faust's read offset past the records read again f
 position, which Faust drops as already read (a hole that holds the commit until the stall
 check restarts the worker). Each record is tagged with its partition's state and how often its
 position had been set when it was returned; :func:`_make_getmany` drops one whose partition has
-moved since, or was unassigned: it is read again from where the partition now stands.
+moved since, or was unassigned: it is read again from where the partition now stands. A record
+below its partition's committed offset is dropped too: it was processed, and its outputs are
+committed (a read from a stale position would commit them twice under exactly-once).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 
-__all__ = ["PATCHED", "apply", "mark_no_records", "moved_since_fetched", "no_record_spans", "note_no_records"]
+__all__ = ["PATCHED", "apply", "mark_no_records", "moved_since_fetched", "no_record_spans", "note_no_records",
+           "to_hand_on"]
 
 _NO_RECORDS = "_streamsense_no_records"  # on a record: spans of offsets its fetch found empty
 _FETCHED = "_streamsense_fetched"  # on a record, then its message: (assignment, partition state, moves)
@@ -62,9 +65,18 @@ def _make_getmany(faust_getmany):
     @functools.wraps(faust_getmany)
     async def getmany(self, timeout: float):
         async for tp, message in faust_getmany(self, timeout):
-            if not moved_since_fetched(message):
+            if to_hand_on(self, message):
                 yield tp, message
     return getmany
+
+
+def to_hand_on(consumer, message) -> bool:
+    """Whether Faust's consumer may hand ``message`` on to a stream: not when its partition moved
+    since the record was fetched (:func:`moved_since_fetched`), nor when it lies below the
+    partition's committed offset: processed and committed already (read again from a stale
+    position), processing it again would commit its outputs twice."""
+    committed = consumer._committed_offset.get(message.tp)
+    return not moved_since_fetched(message) and (committed is None or message.offset >= committed)
 
 
 def moved_since_fetched(message) -> bool:

@@ -270,6 +270,13 @@ def test_a_span_read_with_no_record_returned_goes_with_the_next_record():
     assert sorted((gap.begin, gap.end) for gap in consumer._gap[TP]) == [(12, 13)]
 
 
+def test_a_record_below_the_committed_offset_is_not_handed_on_again():
+    consumer = _Consumer(committed=57)
+    assert not fetched.to_hand_on(consumer, _message(0))  # committed with its outputs already
+    assert fetched.to_hand_on(consumer, _message(57))
+    assert fetched.to_hand_on(_Consumer(committed=None), _message(0))
+
+
 def _fetched(start, offsets, end):
     """Records as Kafka's client returns them from a fetch that read ``start`` to ``end``."""
     records = [ConsumerRecord(TP[0], TP[1], offset, 0, 0, None, b"v", None, 0, 1, ()) for offset in offsets]
