@@ -74,13 +74,10 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    notes them on the records it returns and adds them to Faust's gaps, and only those count:
    Faust's own gap inference and the head allowance are gone, in both guarantees. A record
    dropped anywhere now holds the commit until it is read again.
-7. **Records handed on after their partition moved** (a stall restart in 1 of 10 chaos runs
-   once 6 held the commit). Kafka's client drops what it fetched for a partition when the
-   partition is sought or unassigned, but records it had already returned still reach
-   Faust's loop and are handed on after the seek: Faust's read offset jumps past the records
-   read again from the new position, which it then drops as already read.
-   :mod:`streams.runtime.fetched` tags each record with its partition's state when returned
-   and drops it from Faust's ``getmany`` once the partition has moved.
+7. **Records committed already handed on again**: a record below its partition's committed
+   offset (read from a stale position) is not handed on: under exactly-once its outputs
+   would be committed twice. (Dropping records returned before their partition was sought
+   was tried too and taken out: see :mod:`streams.runtime.fetched`.)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.adapters.kafka_admin import consumer_lag, ensure_topics, list_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
@@ -110,38 +110,6 @@ def test_the_fetcher_names_the_offsets_that_hold_no_record(kafka: Settings):
     assert offsets == [0, 1, 5, 7]
     empty = sorted(offset for begin, end in spans for offset in range(begin, end))
     assert empty in ([2, 3, 4, 6], [2, 3, 4, 6, 8])  # 8 when the last fetch read past it
-
-
-def test_records_fetched_before_their_partition_moved_are_known(kafka: Settings):
-    """A record Kafka's client returned before a seek (or before its partition was unassigned) is
-    read again from the new position: the runtime drops the earlier copy instead of handing it on."""
-    topic = "it-moves"
-    faust_patches.apply()
-
-    async def scenario() -> tuple[list[bool], list[bool], list[int], list[bool], bool]:
-        await ensure_topics(kafka, [topic], partitions=1)
-        await produce_lines(kafka, topic, "none", [str(i).encode() for i in range(20)])
-        consumer = AIOKafkaConsumer(**kafka.kafka_client_kwargs(), group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tp = TopicPartition(topic, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            first = (await consumer.getmany(tp, timeout_ms=5000, max_records=5))[tp]
-            before = [fetched.moved_since_fetched(r) for r in first]
-            consumer.seek(tp, 2)
-            after = [fetched.moved_since_fetched(r) for r in first]
-            again = (await consumer.getmany(tp, timeout_ms=5000, max_records=5))[tp]
-            fresh = [fetched.moved_since_fetched(r) for r in again]
-            consumer.assign([TopicPartition(topic, 0)])  # a new assignment: the old one ends
-            return before, after, [r.offset for r in again], fresh, fetched.moved_since_fetched(again[0])
-        finally:
-            await consumer.stop()
-
-    before, after, offsets, fresh, reassigned = asyncio.run(scenario())
-    assert before == [False] * 5 and after == [True] * 5
-    assert offsets == [2, 3, 4, 5, 6] and fresh == [False] * 5
-    assert reassigned
 
 
 def test_contract_topics_are_created_once(kafka: Settings):
