@@ -49,6 +49,9 @@ class StallDetector:
     ([], ['p1'])
     >>> d.check({"p2": (99, 99, 100)}, busy=False), d.check({"p2": (99, 99, 100)}, busy=False)
     ([], [])
+    >>> x = StallDetector(checks=2, min_gap=2)  # exactly-once: read 1078, then two markers, all committed
+    >>> x.check({"p5": (1078, 1081, 1081)}, busy=False), x.check({"p5": (1078, 1081, 1081)}, busy=False)
+    ([], [])
     >>> [d.check({"p4": (read, 200, read + 10)}, busy=read == 350) for read in (300, 350, 400, 450, 500)]
     [[], [], [], ['p4'], []]
     """
@@ -63,7 +66,9 @@ class StallDetector:
     def _behind(self, read: int | None, committed: int | None, end: int | None) -> bool:
         if read is not None and (committed is None or read > committed):
             return True
-        position = (read if read is not None else -1) + 1
+        # Faust's committed offset is the next one to read: a commit that passed the markers
+        # after the last record read reaches the end before the read offset does.
+        position = max((read if read is not None else -1) + 1, committed or 0)
         return end is not None and end - position >= self.min_gap
 
     def check(self, offsets: dict, *, busy: bool) -> list:
