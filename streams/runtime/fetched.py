@@ -106,7 +106,7 @@ def no_record_spans(record) -> list[tuple[int, int]]:
 def _make_to_message(faust_to_message):
     def _to_message(self, tp, record):
         spans = no_record_spans(record)
-        if spans and self.app.topics.acks_enabled_for(tp.topic):
+        if spans and not self.in_transaction and self.app.topics.acks_enabled_for(tp.topic):
             note_no_records(self, tp, spans)
         return faust_to_message(self, tp, record)
     return _to_message
