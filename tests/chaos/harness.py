@@ -235,16 +235,19 @@ def input_positions(settings: Settings, names: TopicNames, stream: Stream
 
 def uncommitted_after(settings: Settings, names: TopicNames, *, timeout_s: float) -> dict[str, int]:
     """Wait until the workers' group has committed every input partition (the internal
-    ``entity-mentions`` and ``sentiment-feedback`` included) to its end, or ``timeout_s``; return
-    the partitions with committed records after their committed offset (markers and aborted
-    records after the last record are not work), with how many. A commit that stands behind a record nobody will process again is
-    what a dropped record looks like before it is lost or processed late."""
+    ``entity-mentions`` and ``sentiment-feedback`` included) past its last committed record, or
+    ``timeout_s``; return the partitions with committed records after their committed offset,
+    with how many (transaction markers and aborted records are not work left). A commit that
+    stands behind a record nobody will process again is what a dropped record looks like before
+    it is lost or processed late."""
     topics = (names.reviews, names.news, names.clicks, names.entity_mentions, names.sentiment_feedback)
     partitions = [TopicPartition(topic, p) for topic in topics for p in range(settings.topic_partitions)]
 
     async def behind() -> dict[str, int]:
         admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
-        consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None, enable_auto_commit=False)
+        # read_committed: its end offsets stop before open transactions, its reads skip markers.
+        consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None, enable_auto_commit=False,
+                                    isolation_level="read_committed")
         await asyncio.gather(admin.start(), consumer.start())
         try:
             deadline = time.monotonic() + timeout_s
@@ -252,11 +255,11 @@ def uncommitted_after(settings: Settings, names: TopicNames, *, timeout_s: float
                 committed = await admin.list_consumer_group_offsets(settings.consumer_group)
                 ends = await consumer.end_offsets(partitions)
                 starts = {tp: max(getattr(committed.get(tp), "offset", 0), 0) for tp in partitions}
-                gaps = {tp: await _records_between(settings, tp, starts[tp], ends[tp])
+                left = {tp: await _records_between(consumer, tp, starts[tp], ends[tp])
                         for tp in partitions if ends[tp] - starts[tp] > 1}
-                gaps = {f"{tp.topic}[{tp.partition}]": n for tp, n in gaps.items() if n}
-                if not gaps or time.monotonic() > deadline:
-                    return gaps
+                left = {f"{tp.topic}[{tp.partition}]": n for tp, n in left.items() if n}
+                if not left or time.monotonic() > deadline:
+                    return left
                 await asyncio.sleep(1.0)
         finally:
             await asyncio.gather(admin.close(), consumer.stop())
@@ -264,22 +267,16 @@ def uncommitted_after(settings: Settings, names: TopicNames, *, timeout_s: float
     return asyncio.run(behind())
 
 
-async def _records_between(settings: Settings, tp: TopicPartition, start: int, end: int) -> int:
-    """Committed records (``read_committed``) from ``start`` up to ``end``: transaction markers
-    and aborted records after the last record are not work left to do."""
-    consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed")
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        count, deadline = 0, time.monotonic() + 20
-        while await consumer.position(tp) < end and time.monotonic() < deadline:
-            batch = await consumer.getmany(tp, timeout_ms=500)
-            count += sum(1 for r in batch.get(tp, []) if r.offset < end)
-        return count
-    finally:
-        await consumer.stop()
+async def _records_between(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int) -> int:
+    """Records ``consumer`` (``read_committed``) reads in partition ``tp`` from ``start`` up to
+    ``end``."""
+    consumer.assign([tp])
+    consumer.seek(tp, start)
+    count, deadline = 0, time.monotonic() + 20
+    while await consumer.position(tp) < end and time.monotonic() < deadline:
+        batch = await consumer.getmany(tp, timeout_ms=500)
+        count += sum(1 for r in batch.get(tp, []) if r.offset < end)
+    return count
 
 
 def _record_id(value: bytes) -> str | None:
