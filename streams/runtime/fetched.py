@@ -29,7 +29,8 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 
-__all__ = ["PATCHED", "apply", "mark_no_records", "no_record_spans", "note_no_records", "to_hand_on"]
+__all__ = ["PATCHED", "apply", "empty_tail", "mark_no_records", "no_record_spans", "note_no_records",
+           "to_hand_on"]
 
 _NO_RECORDS = "_streamsense_no_records"  # on a record: spans of offsets its fetch found empty
 
@@ -75,6 +76,7 @@ def _make_getall(aiokafka_getall):
 
 
 _unreported: dict = {}  # partition -> spans read past with no record returned after them yet
+_tails: dict = {}  # partition -> [begin, end): read last, after its last record, with none in it
 
 
 def mark_no_records(tp, records: list, start: int, end: int) -> None:
@@ -82,6 +84,7 @@ def mark_no_records(tp, records: list, start: int, end: int) -> None:
     every offset in between without a record holds none for us (a transaction marker, an
     aborted or compacted record). Noted on the records, which carry it to the consumer's loop;
     spans read with no record returned go with the partition's next record."""
+    _note_tail(tp, records, start, end)
     spans, position = _unreported.pop(tp, []), start
     for record in records:
         if record.offset > position:
@@ -96,6 +99,37 @@ def mark_no_records(tp, records: list, start: int, end: int) -> None:
         setattr(records[-1], _NO_RECORDS, no_record_spans(records[-1]) + spans)
     elif spans:
         _unreported[tp] = spans
+
+
+def _note_tail(tp, records: list, start: int, end: int) -> None:
+    tail = _tails.get(tp)
+    begin = start
+    if records:
+        begin = records[-1].offset + 1
+    elif tail is not None and tail[1] == start:  # nothing returned: the last empty span goes on
+        begin = tail[0]
+    if end > begin:
+        _tails[tp] = (begin, end)
+    else:
+        _tails.pop(tp, None)
+
+
+def empty_tail(tp) -> tuple[int, int] | None:
+    """The offsets [begin, end) that Kafka's client read last in partition ``tp``, after the
+    last record it returned (or where it started, when it returned none since), and found no
+    record at: transaction markers, aborted records. A consumer at ``begin`` or beyond has
+    nothing left to process below ``end``. None when the client's last read ended on a record.
+
+    >>> class R:
+    ...     def __init__(self, offset): self.offset = offset
+    >>> mark_no_records("t-9", [R(1806)], 1806, 1808); empty_tail("t-9")
+    (1807, 1808)
+    >>> mark_no_records("t-9", [], 1808, 1809); empty_tail("t-9")
+    (1807, 1809)
+    >>> mark_no_records("t-9", [R(1809)], 1809, 1810); empty_tail("t-9") is None
+    True
+    """
+    return _tails.get(tp)
 
 
 def no_record_spans(record) -> list[tuple[int, int]]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from streams.adapters.metrics import Metrics
-from streams.runtime import faust_patches
+from streams.runtime import faust_patches, fetched
 from streams.runtime.consumer import fetch_states, flow_states, partition_offsets
 from streams.runtime.process import restart_in_place
 
@@ -32,8 +33,10 @@ class StallDetector:
     is behind in either way and neither its read nor its committed offset has moved. The log
     end may move meanwhile (producers go on writing). ``min_gap``: how far the log end must be
     beyond the read position; 2 under exactly-once, where a transaction marker follows the last
-    record of each transaction and is never delivered. The cure is a restart of the worker
-    (:class:`StallWatch`).
+    record of each transaction and is never delivered, unless Kafka's client says it read past
+    them (``empty``): a partition read 2 markers short of its end restarted a worker for
+    nothing, and that restart's rebalance left another stalled (chaos, CI of 798f5a7). The cure
+    is a restart of the worker (:class:`StallWatch`).
 
     Offsets as Faust keeps them: ``read`` and ``committed`` are offsets of the last record read
     and processed (None before the first), ``end`` the offset the next record will get.
@@ -52,6 +55,9 @@ class StallDetector:
     >>> x = StallDetector(checks=2, min_gap=2)  # exactly-once: read 1078, then two markers, all committed
     >>> x.check({"p5": (1078, 1081, 1081)}, busy=False), x.check({"p5": (1078, 1081, 1081)}, busy=False)
     ([], [])
+    >>> tail = {"p6": (1807, 1809)}  # read 1806, committed 1807; the client read 1807-1808: markers
+    >>> [x.check({"p6": (1806, 1807, 1809)}, busy=False, empty=e) for e in (tail, tail, {}, {})]
+    [[], [], [], ['p6']]
     >>> [d.check({"p4": (read, 200, read + 10)}, busy=read == 350) for read in (300, 350, 400, 450, 500)]
     [[], [], [], ['p4'], []]
     """
@@ -63,23 +69,27 @@ class StallDetector:
         self._commits: dict[object, tuple[int | None, int | None, int]] = {}  # committed, read, count
         self._seen: dict[object, tuple[tuple[int | None, int | None], int]] = {}
 
-    def _behind(self, read: int | None, committed: int | None, end: int | None) -> bool:
+    def _behind(self, read: int | None, committed: int | None, end: int | None,
+                empty: tuple[int, int] | None) -> bool:
         if read is not None and (committed is None or read > committed):
             return True
         # Faust's committed offset is the next one to read: a commit that passed the markers
         # after the last record read reaches the end before the read offset does.
         position = max((read if read is not None else -1) + 1, committed or 0)
+        if empty is not None and empty[0] <= position:  # Kafka's client read on and found none
+            position = max(position, empty[1])
         return end is not None and end - position >= self.min_gap
 
-    def check(self, offsets: dict, *, busy: bool) -> list:
-        """``offsets``: partition -> (read offset, committed offset, log end offset or None).
-        Returns the stalled ones."""
+    def check(self, offsets: dict, *, busy: bool, empty: dict | None = None) -> list:
+        """``offsets``: partition -> (read offset, committed offset, log end offset or None);
+        ``empty``: partition -> offsets [begin, end) that Kafka's client read last and found
+        no record at (:func:`streams.runtime.fetched.empty_tail`). Returns the stalled ones."""
         stalled = []
         for tp, (read, committed, end) in offsets.items():
             if not busy and self._hole(tp, read, committed):
                 stalled.append(tp)
                 continue
-            if busy or not self._behind(read, committed, end):
+            if busy or not self._behind(read, committed, end, (empty or {}).get(tp)):
                 self._seen.pop(tp, None)
                 continue
             state = (read, committed)
@@ -126,13 +136,17 @@ class StallWatch:
     """
 
     def __init__(self, app, *, inputs: set[str], batches, metrics: Metrics, exactly_once: bool,
-                 restart=restart_in_place) -> None:
+                 restart=restart_in_place, clock=time.monotonic) -> None:
         self.app = app
         self.inputs = inputs
         self.batches = batches
         self.metrics = metrics
         self.exactly_once = exactly_once
         self.restart = restart
+        self.clock = clock
+        # A rebalance may wait out the session of a member that vanished, then the joins.
+        self.rebalance_grace_s = app.conf.broker_session_timeout + app.conf.broker_rebalance_timeout
+        self._rebalancing_since: float | None = None
         # A transaction marker follows the last record of each transaction under exactly-once.
         self.detector = StallDetector(checks=2, min_gap=2 if exactly_once else 1)
 
@@ -149,8 +163,10 @@ class StallWatch:
             ends = {}
         offsets = partition_offsets(consumer, assigned, ends)
         # Faust pauses the inputs while it recovers tables: no progress then is not a stall.
-        busy = self.batches.in_flight > 0 or bool(getattr(self.app, "in_recovery", False))
-        stalled = self.detector.check(offsets, busy=busy)
+        busy = (self.batches.in_flight > 0 or bool(getattr(self.app, "in_recovery", False))
+                or self._rebalancing())
+        empty = {tp: fetched.empty_tail(tp) for tp in assigned}
+        stalled = self.detector.check(offsets, busy=busy, empty=empty)
         if not stalled:
             return
         self.metrics.errors.labels(kind="stalled_partition").inc(len(stalled))
@@ -159,3 +175,18 @@ class StallWatch:
                   ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled), [offsets[tp] for tp in stalled],
                   fetch_states(consumer, stalled), flow_states(self.app, stalled))
         self.restart()
+
+    def _rebalancing(self) -> bool:
+        """Whether a rebalance is under way, for at most ``rebalance_grace_s``. Between the
+        revocation and the next assignment Faust's flow is stopped while the Kafka client still
+        lists the old partitions: a worker waiting there for its group (a member restarted
+        without leaving, its session not yet expired) was taken for stalled and restarted, which
+        held the group up again (CI of 798f5a7: three restarts, 319 records of one partition
+        left unprocessed). Past the grace, a rebalance that never ended is checked as usual."""
+        if not getattr(self.app, "rebalancing", False):
+            self._rebalancing_since = None
+            return False
+        now = self.clock()
+        if self._rebalancing_since is None:
+            self._rebalancing_since = now
+        return now - self._rebalancing_since < self.rebalance_grace_s

@@ -417,3 +417,55 @@ def test_a_rebalance_reads_partitions_with_nothing_committed_from_their_log_star
     exactly_once.in_transaction = True
     asyncio.run(faust_consumer.Consumer.perform_seek(exactly_once))
     assert sought == []
+
+
+def test_a_worker_waiting_in_a_rebalance_is_not_restarted_until_the_rebalance_outlasts_the_group():
+    """Between a revocation and the next assignment Faust's flow is stopped while the Kafka
+    client still lists the old partitions: a worker waiting there for its group is not stalled.
+    A rebalance that never ends is, once it outlasts the session and rebalance timeouts. And a
+    partition whose last offsets Kafka's client read past and found only markers in has nothing
+    left to process."""
+    from faust.types import TP
+
+    from streams.adapters.metrics import Metrics
+    from streams.runtime.stalls import StallWatch
+
+    tp, now, restarts = TP("reviews", 3), [0.0], []
+
+    class Consumer:
+        _read_offset, _committed_offset = {}, {}
+
+        def assignment(self):
+            return {tp}
+
+        async def highwaters(self, *partitions):
+            return {tp: 402}
+
+        async def earliest_offsets(self, *partitions):
+            return {tp: 0}
+
+    app = SimpleNamespace(consumer=Consumer(), in_recovery=False, rebalancing=True,
+                          conf=SimpleNamespace(broker_session_timeout=60.0, broker_rebalance_timeout=60.0),
+                          flow_control=SimpleNamespace(is_active=lambda: False), consumer_generation_id=3)
+    watch = StallWatch(app, inputs={"reviews"}, batches=SimpleNamespace(in_flight=0), metrics=Metrics(),
+                       exactly_once=True, restart=lambda: restarts.append(now[0]), clock=lambda: now[0])
+    for now[0] in (0.0, 10.0, 20.0, 110.0):
+        asyncio.run(watch.check())
+    assert restarts == []
+    for now[0] in (125.0, 135.0):  # still rebalancing after 2 minutes: stuck, restarted
+        asyncio.run(watch.check())
+    assert restarts == [135.0]
+    # Rebalance over: read 1806, committed 1807, log end 1809; the client read 1807-1808, markers.
+    feedback = TP("sentiment-feedback", 0)
+    app.rebalancing, restarts[:] = False, []
+    Consumer.assignment = lambda self: {feedback}
+    Consumer._read_offset, Consumer._committed_offset = {feedback: 1806}, {feedback: 1807}
+
+    async def ends(self, *partitions):
+        return {feedback: 1809}
+
+    Consumer.highwaters = ends
+    fetched.mark_no_records(feedback, [], 1807, 1809)
+    for now[0] in (140.0, 150.0, 160.0):
+        asyncio.run(watch.check())
+    assert restarts == []
