@@ -21,7 +21,7 @@ import faust
 from streams.adapters.metrics import Metrics
 from streams.runtime import faust_patches
 from streams.runtime.batches import BatchRunner
-from streams.runtime.consumer import gate_commits, log_task_stacks
+from streams.runtime.consumer import gate_commits, leave_group, log_task_stacks
 from streams.runtime.journal import CrashJournal
 from streams.runtime.process import restart_in_place
 from streams.runtime.stalls import StallWatch
@@ -69,10 +69,15 @@ def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metri
     """Patch Faust and register the runtime's hooks, timers and tasks on ``app``."""
     faust_patches.apply()
     runtime = Runtime(app, exactly_once=exactly_once, datadir=datadir, metrics=metrics, deadletter=deadletter)
+
+    def restart() -> None:  # leave the group first: the others take over at once
+        leave_group(app)
+        restart_in_place()
+
     if exactly_once:
         # Batches hold the gate; under exactly-once every commit waits for the batches in flight.
         gate_commits(app, runtime.gate)
-        runtime.ledger.on_unsafe = restart_in_place
+        runtime.ledger.on_unsafe = restart
 
         @app.on_partitions_revoked.connect
         async def forget_open_transactions(sender, revoked, **kwargs) -> None:
@@ -94,7 +99,7 @@ def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metri
                             "committed commit nothing until the stall check reads it", exc)
 
     watch = StallWatch(app, inputs=inputs, batches=runtime.batches, metrics=metrics,
-                       exactly_once=exactly_once)
+                       exactly_once=exactly_once, restart=restart)
 
     @app.timer(stall_check_s)
     async def unstall_partitions() -> None:
