@@ -95,6 +95,7 @@ from faust.types.tuples import ack_lock
 from faust.utils.functional import consecutive_numbers
 
 from streams.runtime import fetched
+from streams.runtime import offsets as stable_offsets
 from streams.runtime.transactions import TransactionLedger, ledger_for
 
 __all__ = ["FAUST_VERSION", "apply", "commit_transactions", "highwaters", "maybe_begin_transaction",
@@ -119,7 +120,8 @@ def apply() -> None:
         return
     for cls, name in ((thread, "_highwaters"), (producer, "commit_transactions"),
                       (producer, "maybe_begin_transaction"), (consumer, "ack"), (consumer, "perform_seek"),
-                      (consumer, "_new_offset"), (consumer, "_add_gap"), *fetched.PATCHED):
+                      (consumer, "_new_offset"), (consumer, "_add_gap"), *fetched.PATCHED,
+                      *stable_offsets.PATCHED):
         if not callable(getattr(cls, name, None)):
             raise RuntimeError(f"faust-streaming changed: {cls.__name__}.{name} is gone; "
                                "review streams/runtime/faust_patches.py against the new version")
@@ -131,6 +133,7 @@ def apply() -> None:
     consumer._new_offset = _for_at_least_once(_new_offset, consumer._new_offset)
     consumer._add_gap = _for_at_least_once(_add_no_gap, consumer._add_gap)
     fetched.apply()
+    stable_offsets.apply()
     setattr(thread, _APPLIED, True)
 
 

@@ -6,9 +6,10 @@ import asyncio
 import json
 import shutil
 import subprocess
+import time
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.adapters.kafka_admin import consumer_lag, ensure_topics, list_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
@@ -110,6 +111,49 @@ def test_the_fetcher_names_the_offsets_that_hold_no_record(kafka: Settings):
     assert offsets == [0, 1, 5, 7]
     empty = sorted(offset for begin, end in spans for offset in range(begin, end))
     assert empty in ([2, 3, 4, 6], [2, 3, 4, 6, 8])  # 8 when the last fetch read past it
+
+
+def test_a_committed_offset_is_read_once_its_transaction_has_ended(kafka: Settings):
+    """An offset committed in a transaction is pending until the transaction ends; the runtime
+    reads committed offsets stable (KIP-447), so a worker taking the partition over waits for
+    the previous owner's commit instead of reading the offset from before it (Kafka's Python
+    client alone answers at once with the old one: the records would be processed twice)."""
+    topic, group = "it-stable-offsets", "it-stable-offsets-group"
+    tp = TopicPartition(topic, 0)
+    faust_patches.apply()
+
+    async def commit_in_transaction(producer: AIOKafkaProducer, offset: int, *, commit: bool,
+                                    after_s: float) -> float:
+        await producer.begin_transaction()
+        await producer.send_offsets_to_transaction({tp: offset}, group)
+        await asyncio.sleep(after_s)
+        ended = time.monotonic()
+        await (producer.commit_transaction() if commit else producer.abort_transaction())
+        return ended
+
+    async def scenario() -> list[tuple[int | None, bool]]:
+        await ensure_topics(kafka, [topic], partitions=1)
+        await produce_lines(kafka, topic, "none", [b"x"] * 20)
+        producer = AIOKafkaProducer(**kafka.kafka_client_kwargs(), transactional_id="it-stable")
+        reader = AIOKafkaConsumer(**kafka.kafka_client_kwargs(), group_id=group,
+                                  isolation_level="read_committed", enable_auto_commit=False)
+        await producer.start()
+        await reader.start()
+        seen = []
+        try:
+            for offset, commit in ((7, True), (15, False), (12, True)):
+                ending = asyncio.create_task(
+                    commit_in_transaction(producer, offset, commit=commit, after_s=1.5))
+                await asyncio.sleep(0.5)  # the offset is pending now
+                committed = await reader.committed(tp)
+                seen.append((committed, time.monotonic() >= await ending))
+        finally:
+            await reader.stop()
+            await producer.stop()
+        return seen
+
+    # Each read waited for its transaction to end; an aborted offset never shows.
+    assert asyncio.run(scenario()) == [(7, True), (7, True), (12, True)]
 
 
 def test_contract_topics_are_created_once(kafka: Settings):

@@ -5,6 +5,7 @@ import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 
+import pytest
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from faust.transport import consumer as faust_consumer
@@ -469,3 +470,51 @@ def test_a_worker_waiting_in_a_rebalance_is_not_restarted_until_the_rebalance_ou
     for now[0] in (140.0, 150.0, 160.0):
         asyncio.run(watch.check())
     assert restarts == []
+
+
+def test_committed_offsets_are_asked_for_stable_and_a_pending_one_is_asked_again():
+    """OffsetFetch v7 carries KIP-447's require_stable; the broker's UNSTABLE_OFFSET_COMMIT for a
+    partition whose offset is in an unfinished transaction is a retriable error (Kafka's client
+    asks again after its backoff), never an answer of "nothing committed"."""
+    from aiokafka.errors import KafkaError, NotCoordinatorForGroupError
+    from aiokafka.protocol.commit import OffsetFetchRequest_v3, OffsetFetchResponse_v3
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+    from streams.runtime.offsets import (
+        OffsetFetchResponse_v7,
+        StableOffsetFetchRequest,
+        UnstableOffsetCommit,
+        committed_offsets,
+    )
+
+    request = StableOffsetFetchRequest("g", [("t", [0, 1])])
+    newest = request.prepare({9: (1, 9)})
+    assert newest.API_VERSION == 7 and newest.FLEXIBLE_VERSION
+    assert newest.encode()[-2:] == b"\x01\x00"  # require_stable true, no tagged fields
+    assert newest.to_object()["topics"][0]["partition_indexes"] == [0, 1]
+    assert isinstance(request.prepare({9: (0, 3)}), OffsetFetchRequest_v3)
+
+    def v7(*partitions, error_code=0):
+        raw = OffsetFetchResponse_v7(0, [("t", list(partitions), {})], error_code, {}).encode()
+        return OffsetFetchResponse_v7.decode(raw)
+
+    answer = v7((0, 42, -1, "m", 0, {}), (1, -1, -1, None, 0, {}))
+    assert committed_offsets(answer) == {TopicPartition("t", 0): OffsetAndMetadata(42, "m")}
+    with pytest.raises(UnstableOffsetCommit) as pending:
+        committed_offsets(v7((0, 40, -1, "", 88, {})))
+    assert pending.value.retriable
+
+    class Coordinator:
+        group_id, dead = "g", False
+
+        def coordinator_dead(self):
+            self.dead = True
+
+    coordinator = Coordinator()
+    with pytest.raises(NotCoordinatorForGroupError):
+        committed_offsets(v7(error_code=NotCoordinatorForGroupError.errno), coordinator)
+    assert coordinator.dead
+    with pytest.raises(KafkaError):
+        committed_offsets(v7((0, 1, -1, "", 999, {})))
+    old = OffsetFetchResponse_v3(0, [("t", [(3, 7, "", 0)])], 0)
+    assert committed_offsets(old) == {TopicPartition("t", 3): OffsetAndMetadata(7, "")}
