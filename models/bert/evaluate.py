@@ -162,9 +162,9 @@ def sentiment_sets(config: train.TrainConfig, *, tweets_limit: int = 4000
     corpora (tweets sampled down to ``tweets_limit``), and two sets never trained on."""
     rng = np.random.default_rng(config.seed)
     out = {}
-    corpora = {"tweets_heldout": data.tweets(), "customer_tweets_heldout": data.customer_tweets()}
-    for name, corpus in corpora.items():
-        _, heldout = train.split_corpus(corpus, heldout_fraction=config.heldout_fraction, seed=config.seed)
+    splits = train.corpus_splits(config)
+    for name, heldout in (("tweets_heldout", splits.heldout_tweets),
+                          ("customer_tweets_heldout", splits.heldout_customers)):
         out[name] = [heldout[i] for i in rng.permutation(len(heldout))[:tweets_limit]]
     out["product_reviews"] = product_reviews()
     out["drug_reviews"] = data.drug_reviews()

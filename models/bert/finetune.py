@@ -116,8 +116,7 @@ def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
     for epoch in range(config.epochs):
         model.train()
         model.tagger.eval()
-        for batch in train._batches(examples, base_config, rng, size=config.batch_size,
-                                    length=lambda e: len(e[0])):
+        for batch in train.length_batches(examples, rng, size=config.batch_size, length=lambda e: len(e[0])):
             loss = _loss(model, teacher, tokenizer, batch, config)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -142,8 +141,8 @@ def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
 
 def _replay(config: train.TrainConfig, n: int, seed: int) -> list[data.LabelledText]:
     """``n`` of our own training texts (never our held-out ones), half tweets, half customer tweets."""
-    pools = [train.split_corpus(corpus, heldout_fraction=config.heldout_fraction, seed=config.seed)[0]
-             for corpus in (data.tweets(), data.customer_tweets())]
+    splits = train.corpus_splits(config)
+    pools = [splits.train_tweets, splits.train_customers]
     rng = random.Random(seed + 7)
     return [t for pool in pools for t in rng.sample(pool, min(n // 2, len(pool)))]
 
@@ -151,9 +150,9 @@ def _replay(config: train.TrainConfig, n: int, seed: int) -> list[data.LabelledT
 def _evaluation_sets(config: train.TrainConfig, user_heldout: list, ft: FinetuneConfig) -> dict[str, list]:
     rng = random.Random(ft.seed + 11)
     sets = {"yours (held out)": user_heldout}
-    for name, corpus in (("our tweets (held out)", data.tweets()),
-                         ("customer tweets (held out)", data.customer_tweets())):
-        heldout = train.split_corpus(corpus, heldout_fraction=config.heldout_fraction, seed=config.seed)[1]
+    splits = train.corpus_splits(config)
+    for name, heldout in (("our tweets (held out)", splits.heldout_tweets),
+                          ("customer tweets (held out)", splits.heldout_customers)):
         sets[name] = rng.sample(heldout, min(ft.eval_tweets, len(heldout)))
     sets["product reviews (fixture)"] = product_reviews()
     return sets

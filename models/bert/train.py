@@ -7,22 +7,24 @@ one forward pass at serving time answers both questions.
 Two stages. (1) The encoder is fine-tuned with both heads (the tagger a per-token MLP) on
 ``train_tweets`` tweets, ``customer_tweets_per_label`` customer-service tweets of each label,
 ``prose`` sentences of encyclopaedia and news text and ``generated`` sentences: the expensive
-part (a backward pass through the encoder per text). (2) The encoder is frozen, its vectors are
-computed once for ``tagger_tweets`` tweets, ``tagger_prose`` prose sentences and
-``tagger_generated`` generated ones, and a :class:`ContextTagger` (convolutions over the
-vectors, casing and neighbours) is trained on them for ``tagger_epochs`` epochs: many more
-teacher-tagged texts and passes for the same time.
+part (a backward pass through the encoder per text; about 23 minutes on 2 CPU cores). (2) The
+served entity tagger is trained on the frozen encoder's vectors (:mod:`models.bert.tagger`;
+about 8 minutes).
 
 Held-out tweets (by tweet id), held-out customer tweets (by text) and held-out prose (by article)
-never reach either stage.
+never reach either stage; the splits are computed once per process (:func:`corpus_splits`).
 
-The result is cached under ``<cache>/models/text-analysis-<key>/``, where the key hashes this
-package's code, the pinned data packages and the :class:`TrainConfig`: training runs only when
-that folder is missing (``python -m models.bert.train`` prints progress and the path).
+Each stage is cached on its own under ``<cache>/models/``: stage 1 in ``encoder-<key>/``, where
+the key hashes this module, the data, corpus, network, pipeline and prose modules, the pinned
+data packages and the stage-1 fields of :class:`TrainConfig`; the served model in
+``text-analysis-<key>/``, whose key adds :mod:`models.bert.tagger` and the ``tagger_*`` fields.
+A change to stage 2 retrains only stage 2. Training runs only when a folder is missing
+(``python -m models.bert.train`` prints progress and the path).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -39,7 +41,9 @@ from models.bert import data
 from models.bert.corpus import Span, generated_sentences
 from models.bert.pipeline import CASING_CLASSES, SENTIMENT_LABELS, TAGS, encode
 
-__all__ = ["Example", "TrainConfig", "ensure_trained", "heldout_prose", "split_corpus", "teacher_spans"]
+__all__ = ["CorpusSplits", "Example", "TrainConfig", "cache_key", "corpus_splits", "encoder_folder",
+           "encoder_key", "ensure_encoder", "ensure_trained", "heldout_prose", "length_batches", "load",
+           "model_dir", "network", "split_corpus", "teacher_spans"]
 
 _TEACHER_TYPES = {"PERSON": "PER", "ORG": "ORG", "GPE": "LOC", "LOC": "LOC", "FAC": "LOC",
                   "PRODUCT": "PRODUCT"}
@@ -101,9 +105,32 @@ def split_corpus(texts: list[Grouped], *, heldout_fraction: float, seed: int
     return ([t for t in texts if t.group not in heldout], [t for t in texts if t.group in heldout])
 
 
+@dataclass(frozen=True)
+class CorpusSplits:
+    train_tweets: list[data.LabelledText]
+    heldout_tweets: list[data.LabelledText]
+    train_customers: list[data.LabelledText]
+    heldout_customers: list[data.LabelledText]
+    train_prose: list[data.Passage]
+    heldout_prose: list[data.Passage]
+
+
+def corpus_splits(config: TrainConfig) -> CorpusSplits:
+    """Every corpus' train/held-out split for ``config`` (read and split once per process)."""
+    return _splits(config.heldout_fraction, config.seed)
+
+
+@functools.cache
+def _splits(heldout_fraction: float, seed: int) -> CorpusSplits:
+    tweets = split_corpus(data.tweets(), heldout_fraction=heldout_fraction, seed=seed)
+    customers = split_corpus(data.customer_tweets(), heldout_fraction=heldout_fraction, seed=seed)
+    prose = split_corpus(data.prose(), heldout_fraction=heldout_fraction, seed=seed)
+    return CorpusSplits(*tweets, *customers, *prose)
+
+
 def heldout_prose(config: TrainConfig) -> list[data.Passage]:
     """The prose sentences of the articles neither stage trains on."""
-    return split_corpus(data.prose(), heldout_fraction=config.heldout_fraction, seed=config.seed)[1]
+    return corpus_splits(config).heldout_prose
 
 
 def teacher_spans(texts: list[str]) -> list[tuple[Span, ...]]:
@@ -138,27 +165,54 @@ def tag_ids(offsets: list[tuple[int, int]], spans: tuple[Span, ...]) -> list[int
     return out
 
 
-def cache_key(config: TrainConfig) -> str:
+_STAGE_1_MODULES = ("data.py", "corpus.py", "network.py", "pipeline.py", "prose.py", "train.py")
+
+
+def encoder_key(config: TrainConfig) -> str:
+    """Stage 1's cache key: its code, the data packages and the stage-1 fields of ``config``."""
     digest = hashlib.sha256()
-    for module in ("data.py", "corpus.py", "network.py", "pipeline.py", "prose.py", "train.py"):
+    for module in _STAGE_1_MODULES:
         digest.update((Path(__file__).parent / module).read_bytes())
-    digest.update(json.dumps([data.PACKAGES, asdict(config)], sort_keys=True).encode())
+    fields = {k: v for k, v in asdict(config).items() if not k.startswith("tagger_")}
+    digest.update(json.dumps([data.PACKAGES, fields], sort_keys=True).encode())
     return digest.hexdigest()[:12]
+
+
+def cache_key(config: TrainConfig) -> str:
+    """The served model's cache key: stage 1's, stage 2's code and the ``tagger_*`` fields."""
+    digest = hashlib.sha256(encoder_key(config).encode())
+    digest.update((Path(__file__).parent / "tagger.py").read_bytes())
+    fields = {k: v for k, v in asdict(config).items() if k.startswith("tagger_")}
+    digest.update(json.dumps(fields, sort_keys=True).encode())
+    return digest.hexdigest()[:12]
+
+
+def encoder_folder(config: TrainConfig = TrainConfig()) -> Path:
+    return data.cache_dir() / "models" / f"encoder-{encoder_key(config)}"
 
 
 def model_dir(config: TrainConfig = TrainConfig()) -> Path:
     return data.cache_dir() / "models" / f"text-analysis-{cache_key(config)}"
 
 
+def ensure_encoder(config: TrainConfig = TrainConfig(), *, log=print) -> Path:
+    """Stage 1's model folder (its weights, and the teacher's spans of its texts for stage 2),
+    training stage 1 first if the cache lacks it."""
+    return _cached(encoder_folder(config), lambda tmp: _train_encoder(config, tmp, log=log))
+
+
 def ensure_trained(config: TrainConfig = TrainConfig(), *, log=print) -> Path:
-    """The trained model folder, training it first if the cache lacks it."""
-    out = model_dir(config)
+    """The served model's folder, training what the cache lacks first (stage 1, then stage 2)."""
+    return _cached(model_dir(config), lambda tmp: _train_served(config, tmp, log=log))
+
+
+def _cached(out: Path, build) -> Path:
     if (out / "complete.json").exists():
         return out
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _train(config, tmp, log=log)
+    build(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
@@ -166,12 +220,9 @@ def ensure_trained(config: TrainConfig = TrainConfig(), *, log=print) -> Path:
 
 def build_examples(config: TrainConfig, *, log=print) -> tuple[list[Example], dict[str, list]]:
     """Training examples, and the held-out sets used by ``models.bert.evaluate``."""
-    train_tweets, heldout_tweets = split_corpus(
-        data.tweets(), heldout_fraction=config.heldout_fraction, seed=config.seed)
-    train_customers, heldout_customers = split_corpus(
-        data.customer_tweets(), heldout_fraction=config.heldout_fraction, seed=config.seed)
-    train_prose, heldout_prose = split_corpus(
-        data.prose(), heldout_fraction=config.heldout_fraction, seed=config.seed)
+    splits = corpus_splits(config)
+    train_tweets, train_customers = splits.train_tweets, splits.train_customers
+    train_prose = splits.train_prose
     rng = random.Random(config.seed)
     sample = rng.sample(train_tweets, min(config.train_tweets, len(train_tweets)))
     for label in data.LABELS:
@@ -186,16 +237,17 @@ def build_examples(config: TrainConfig, *, log=print) -> tuple[list[Example], di
     examples += [Example(g.text, None, g.entities, teacher=False)
                  for g in generated_sentences(config.generated, seed=config.seed, part="train")]
     rng.shuffle(examples)
-    heldout = {"tweets": heldout_tweets, "customer_tweets": heldout_customers, "prose": heldout_prose}
+    heldout = {"tweets": splits.heldout_tweets, "customer_tweets": splits.heldout_customers,
+               "prose": splits.heldout_prose}
     return examples, heldout
 
 
-def _train(config: TrainConfig, out: Path, *, log=print) -> None:
+def _train_encoder(config: TrainConfig, out: Path, *, log=print) -> None:
+    """Stage 1: the encoder fine-tuned with both heads (the tagger a per-token MLP)."""
     import torch
     import transformers
     from tokenizers import Tokenizer
     from transformers import BertModel
-
 
     transformers.logging.set_verbosity_error()  # the unused pooler's weights are expected
     random.seed(config.seed)
@@ -206,8 +258,8 @@ def _train(config: TrainConfig, out: Path, *, log=print) -> None:
     encoder_path = data.encoder_dir()
     tokenizer = Tokenizer.from_file(str(encoder_path / "tokenizer.json"))
     encoder = BertModel.from_pretrained(encoder_path, add_pooling_layer=False)
-    model = _network(encoder, config, tagger="mlp")
-    batches = _batches(examples, config, random.Random(config.seed))
+    model = network(encoder, config, tagger="mlp")
+    batches = length_batches(examples, random.Random(config.seed), size=config.batch_size)
     total = len(batches) * config.epochs
     head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     optimizer = torch.optim.AdamW([
@@ -243,121 +295,59 @@ def _train(config: TrainConfig, out: Path, *, log=print) -> None:
                 log(f"epoch {epoch + 1}/{config.epochs} step {step}/{total} loss {loss.item():.3f} "
                     f"({elapsed:.0f}s, ~{elapsed / step * (total - step):.0f}s left)")
     model.eval()
+    _save(model, out, config, tagger="mlp", started=started, train_examples=len(examples),
+          key=encoder_key(config))
+    (out / "spans.json").write_text(json.dumps(
+        [[e.text, [[sp.start, sp.end, sp.type, sp.text] for sp in e.spans]] for e in examples if e.teacher]))
+
+
+def _train_served(config: TrainConfig, out: Path, *, log=print) -> None:
+    """The served model: stage 1's, with stage 2's tagger when ``tagger_epochs`` > 0."""
+    from tokenizers import Tokenizer
+
+    from models.bert import tagger
+
+    started = time.monotonic()
+    stage_1 = ensure_encoder(config, log=log)
+    model = load(stage_1)
     if config.tagger_epochs > 0:
-        model = _train_tagger(config, model, tokenizer, examples, started, log=log)
+        spans_of = {text: tuple(Span(*span) for span in spans)
+                    for text, spans in json.loads((stage_1 / "spans.json").read_text())}
+        tokenizer = Tokenizer.from_file(str(stage_1 / "tokenizer.json"))
+        model = tagger.train_tagger(config, model, tokenizer, spans_of, log=log)
+    meta = json.loads((stage_1 / "complete.json").read_text())
+    _save(model, out, config, tagger="context" if config.tagger_epochs > 0 else "mlp", started=started,
+          train_examples=meta["train_examples"], key=cache_key(config), encoder=meta["key"])
+
+
+def _save(model, out: Path, config: TrainConfig, *, tagger: str, started: float, **meta) -> None:
+    import torch
+
     torch.save(model.state_dict(), out / "weights.pt")
+    encoder_path = data.encoder_dir()
     shutil.copy2(encoder_path / "tokenizer.json", out / "tokenizer.json")
     shutil.copy2(encoder_path / "config.json", out / "encoder_config.json")
     (out / "complete.json").write_text(json.dumps({
-        "config": asdict(config), "key": cache_key(config), "tags": TAGS,
-        "sentiment_labels": SENTIMENT_LABELS, "train_examples": len(examples),
-        "seconds": round(time.monotonic() - started)}, indent=2))
+        "config": asdict(config), "tagger": tagger, "tags": TAGS, "sentiment_labels": SENTIMENT_LABELS,
+        **meta, "seconds": round(time.monotonic() - started)}, indent=2))
 
 
-def _batches(examples: list, config: TrainConfig, rng: random.Random, *, size: int | None = None,
-             length=lambda e: len(e.text)) -> list[list]:
-    # Batches of similar length waste little compute on padding; their order is shuffled.
-    size = size or config.batch_size
+def length_batches(examples: list, rng: random.Random, *, size: int,
+                   length=lambda e: len(e.text)) -> list[list]:
+    """Batches of similar length (they waste little compute on padding), in shuffled order."""
     by_length = sorted(examples, key=length)
     batches = [by_length[i:i + size] for i in range(0, len(by_length), size)]
     rng.shuffle(batches)
     return batches
 
 
-def _network(encoder, config: TrainConfig, *, tagger: str):
+def network(encoder, config: TrainConfig, *, tagger: str):
+    """The :class:`~models.bert.network.TextAnalyzer` around ``encoder`` for ``config``."""
     from models.bert.network import TextAnalyzer
 
     return TextAnalyzer(encoder, n_sentiment=len(SENTIMENT_LABELS), n_tags=len(TAGS),
                         casing_classes=CASING_CLASSES, casing_dim=config.casing_dim, tagger=tagger,
                         width=config.tagger_width, kernel=config.tagger_kernel, layers=config.tagger_layers)
-
-
-def tagger_examples(config: TrainConfig, known: list[Example], *, log=print) -> list[Example]:
-    """Stage 2's texts: ``tagger_tweets`` training tweets, ``tagger_prose`` training prose
-    sentences and ``tagger_generated`` sentences (teacher spans reused for the texts stage 1
-    already tagged)."""
-    train_tweets, _ = split_corpus(data.tweets(), heldout_fraction=config.heldout_fraction, seed=config.seed)
-    train_prose, _ = split_corpus(data.prose(), heldout_fraction=config.heldout_fraction, seed=config.seed)
-    rng = random.Random(config.seed + 1)
-    texts = [t.text for t in rng.sample(train_tweets, min(config.tagger_tweets, len(train_tweets)))]
-    texts += [p.text for p in rng.sample(train_prose, min(config.tagger_prose, len(train_prose)))]
-    spans_of = {e.text: e.spans for e in known if e.teacher}
-    todo = sorted({t for t in texts if t not in spans_of})
-    log(f"teacher-tagging {len(todo)} more tweets and prose sentences with spaCy")
-    spans_of.update(zip(todo, teacher_spans(todo), strict=True))
-    examples = [Example(t, None, spans_of[t]) for t in texts]
-    examples += [Example(g.text, None, g.entities, teacher=False)
-                 for g in generated_sentences(config.tagger_generated, seed=config.seed + 1, part="train")]
-    return examples
-
-
-def _train_tagger(config: TrainConfig, tuned, tokenizer, known: list[Example], started: float, *, log=print):
-    """Stage 2: a :class:`ContextTagger` on the frozen encoder of the stage-1 model ``tuned``."""
-    import torch
-
-    examples = tagger_examples(config, known, log=log)
-    model = _network(tuned.encoder, config, tagger="context")
-    # The sentiment head stays as stage 1 trained it with the encoder: refitting it on stage 2's
-    # tweets (mean vectors) made plain statements ("The package arrived on Tuesday.") positive.
-    model.sentiment.load_state_dict(tuned.sentiment.state_dict())
-    for p in [*model.encoder.parameters(), *model.sentiment.parameters()]:
-        p.requires_grad_(False)
-    # The encoder's vectors, once per text, in one flat float16 tensor (token rows of all texts
-    # back to back; ``cached`` holds each text's first row and length): 60k texts take ~1.5 GB.
-    order = sorted(examples, key=lambda e: len(e.text))
-    vectors, casings, tags, cached = [], [], [], []
-    rows = 0
-    with torch.no_grad():
-        for i in range(0, len(order), 64):
-            batch = order[i:i + 64]
-            enc = encode(tokenizer, [e.text for e in batch], max_length=config.max_length)
-            hidden = model.encoder(input_ids=torch.from_numpy(enc.input_ids),
-                                   attention_mask=torch.from_numpy(enc.attention_mask)).last_hidden_state
-            for k, e in enumerate(batch):
-                n = int(enc.attention_mask[k].sum())
-                vectors.append(hidden[k, :n].to(torch.float16))
-                casings.append(torch.from_numpy(enc.casing[k, :n]))
-                tags.append(torch.tensor(tag_ids(enc.offsets[k][:n], e.spans)))
-                cached.append((rows, n))
-                rows += n
-            if (i // 64) % 100 == 0:
-                log(f"tagger: encoder vectors {i + len(batch)}/{len(order)} "
-                    f"({time.monotonic() - started:.0f}s)")
-    vectors, casings, tags = torch.cat(vectors), torch.cat(casings), torch.cat(tags)
-    params = list(model.tagger.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.tagger_learning_rate, weight_decay=0.01)
-    rng = random.Random(config.seed + 2)
-    batches = [_batches(cached, config, rng, size=config.tagger_batch_size, length=lambda c: c[1])
-               for _ in range(config.tagger_epochs)]
-    total = sum(map(len, batches))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
-    tag_weights = torch.tensor([1.0] + [config.entity_tag_weight] * (len(TAGS) - 1))
-    model.tagger.train()
-    step = 0
-    for epoch, epoch_batches in enumerate(batches):
-        for batch in epoch_batches:
-            width = max(n for _, n in batch)
-            hidden = torch.zeros(len(batch), width, vectors.shape[-1])
-            casing = torch.zeros(len(batch), width, dtype=torch.long)
-            target = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, 1)
-            for k, (row, n) in enumerate(batch):
-                hidden[k, :n] = vectors[row:row + n].float()
-                casing[k, :n], target[k, :n], mask[k, :n] = casings[row:row + n], tags[row:row + n], 1.0
-            logits = model.tagger(hidden, casing, mask)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, len(TAGS)), target.reshape(-1),
-                                                     weight=tag_weights, ignore_index=-100)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            if step % 100 == 0 or step == total:
-                log(f"tagger: epoch {epoch + 1}/{config.tagger_epochs} step {step}/{total} "
-                    f"loss {loss.item():.3f} ({time.monotonic() - started:.0f}s)")
-    model.eval()
-    return model
 
 
 def load(folder: Path):
@@ -371,7 +361,9 @@ def load(folder: Path):
     encoder = BertModel(BertConfig.from_json_file(folder / "encoder_config.json"),
                         add_pooling_layer=False)
     config = TrainConfig(**meta["config"])
-    model = _network(encoder, config, tagger="context" if config.tagger_epochs > 0 else "mlp")
+    # Folders from before the stages were cached apart do not say which tagger they hold.
+    tagger = meta.get("tagger") or ("context" if config.tagger_epochs > 0 else "mlp")
+    model = network(encoder, config, tagger=tagger)
     model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
     model.eval()
     return model

@@ -113,3 +113,17 @@ def test_encode_gives_each_word_piece_its_own_casing_class(texts):
         want = [casing_class(text[s:e]) if e > s else 0 for s, e in enc.offsets[i]]
         assert enc.casing[i, :len(want)].tolist() == want
         assert not enc.casing[i, len(want):].any()
+
+
+def test_the_two_training_stages_are_cached_apart():
+    """A change to stage 2 (a tagger_* field) retrains only stage 2; one to stage 1 retrains both."""
+    from dataclasses import replace
+
+    from models.bert.train import TrainConfig, cache_key, encoder_key
+
+    base = TrainConfig()
+    tagger_change, encoder_change = replace(base, tagger_epochs=4), replace(base, epochs=2)
+    assert encoder_key(tagger_change) == encoder_key(base)
+    assert cache_key(tagger_change) != cache_key(base)
+    assert encoder_key(encoder_change) != encoder_key(base)
+    assert cache_key(encoder_change) != cache_key(base)
