@@ -50,6 +50,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     names = TopicNames(prefix=settings.topic_prefix)
     runtime = install(app, exactly_once=settings.processing_guarantee == "exactly_once", datadir=datadir,
                       metrics=metrics, deadletter=names.deadletter, stall_check_s=settings.stall_check_s,
+                      transaction_timeout_s=settings.transaction_timeout_s,
                       inputs={names.reviews, names.news, names.clicks, names.entity_mentions,
                               names.sentiment_feedback})
     seal, rules, config = state_seal(settings), input_rules(settings), monitor_config(settings)

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # stop hangs (its Kafka client blocked in a group join while a dead member times out).
     stop_timeout_s: float = Field(default=20.0, gt=0)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # Exactly-once: Kafka aborts a transaction left open this long and fences its producer; a
+    # Triton outage longer than this makes the worker restart and redo the records since its last
+    # commit. At most the broker's transaction.max.timeout.ms (15 minutes by default).
+    transaction_timeout_s: float = Field(default=60.0, ge=1, le=900)
 
     # Hostile-input limits (streams.core.rules). An input larger than this goes to the
     # dead-letter topic unparsed; it keeps every output under the producer's 1 MB limit.

@@ -65,9 +65,10 @@ class Runtime:
 
 
 def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metrics, deadletter: str,
-            inputs: set[str], stall_check_s: float) -> Runtime:
+            inputs: set[str], stall_check_s: float, transaction_timeout_s: float = 60.0) -> Runtime:
     """Patch Faust and register the runtime's hooks, timers and tasks on ``app``."""
     faust_patches.apply()
+    faust_patches.set_transaction_timeout(app, transaction_timeout_s)
     runtime = Runtime(app, exactly_once=exactly_once, datadir=datadir, metrics=metrics, deadletter=deadletter)
 
     def restart() -> None:  # leave the group first: the others take over at once

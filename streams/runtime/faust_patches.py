@@ -81,6 +81,10 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    offset (read from a stale position) is not handed on: under exactly-once its outputs
    would be committed twice. (Dropping records returned before their partition was sought
    was tried too and taken out: see :mod:`streams.runtime.fetched`.)
+8. **No transaction timeout setting**: Faust's transactional producers take aiokafka's 60 s.
+   A Triton outage longer than that has the broker abort the open transaction and fence its
+   producer (the worker then restarts and redoes the records since its last commit). The
+   producers now take the app's ``transaction_timeout_s`` (:func:`set_transaction_timeout`).
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ from __future__ import annotations
 import bisect
 import importlib.metadata
 import logging
+import weakref
 from collections.abc import Mapping
 
 from aiokafka.errors import ProducerFenced
@@ -101,7 +106,7 @@ from streams.runtime import offsets as stable_offsets
 from streams.runtime.transactions import TransactionLedger, ledger_for
 
 __all__ = ["FAUST_VERSION", "apply", "commit_transactions", "highwaters", "maybe_begin_transaction",
-           "note_log_start"]
+           "note_log_start", "set_transaction_timeout"]
 
 log = logging.getLogger(__name__)
 _APPLIED = "_streamsense_fixed"
@@ -121,7 +126,8 @@ def apply() -> None:
     if getattr(thread, _APPLIED, False):
         return
     for cls, name in ((thread, "_highwaters"), (producer, "commit_transactions"),
-                      (producer, "maybe_begin_transaction"), (consumer, "ack"), (consumer, "perform_seek"),
+                      (producer, "maybe_begin_transaction"), (producer, "_settings_extra"),
+                      (consumer, "ack"), (consumer, "perform_seek"),
                       (consumer, "_new_offset"), (consumer, "_add_gap"), *fetched.PATCHED,
                       *stable_offsets.PATCHED):
         if not callable(getattr(cls, name, None)):
@@ -130,6 +136,7 @@ def apply() -> None:
     thread._highwaters = highwaters
     producer.commit_transactions = commit_transactions
     producer.maybe_begin_transaction = maybe_begin_transaction
+    producer._settings_extra = _make_settings_extra(producer._settings_extra)
     consumer.ack = _make_ack(consumer.ack)
     consumer.perform_seek = _make_perform_seek(consumer.perform_seek)
     consumer._new_offset = _for_at_least_once(_new_offset, consumer._new_offset)
@@ -137,6 +144,25 @@ def apply() -> None:
     fetched.apply()
     stable_offsets.apply()
     setattr(thread, _APPLIED, True)
+
+
+def set_transaction_timeout(app, seconds: float) -> None:
+    """Kafka aborts a transaction of ``app``'s producers left open this long (aiokafka's default
+    is 60 s); set before the producers start."""
+    _TRANSACTION_TIMEOUT_MS[app] = int(seconds * 1000)
+
+
+_TRANSACTION_TIMEOUT_MS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _make_settings_extra(faust_settings_extra):
+    def settings_extra(self) -> Mapping:
+        extra = dict(faust_settings_extra(self))
+        timeout_ms = _TRANSACTION_TIMEOUT_MS.get(self.app)
+        if self.app.in_transaction and timeout_ms is not None:
+            extra["transaction_timeout_ms"] = timeout_ms
+        return extra
+    return settings_extra
 
 
 def _make_ack(faust_ack):

@@ -384,8 +384,11 @@ class Fleet:
 
     def self_restarts(self) -> int:
         """Workers that restarted themselves in place (a partition stalled past a seek)."""
-        return sum(log.read_text(errors="replace").count("restarts itself in place")
-                   for log in self.log_dir.glob("worker-*.log"))
+        return self.logged("restarts itself in place")
+
+    def logged(self, text: str) -> int:
+        """How often the workers' logs (every run of every worker) say ``text``."""
+        return sum(log.read_text(errors="replace").count(text) for log in self.log_dir.glob("worker-*.log"))
 
     def alive(self) -> bool:
         return not self.crashes and all(w.proc.poll() is None for w in self.workers.values())

@@ -143,11 +143,12 @@ def test_triton_killed_and_restarted(kafka: Settings, stack_environment: dict[st
 
 def test_triton_down_longer_than_a_transaction_under_exactly_once(kafka: Settings, stack_environment: dict[str, str],
                                                                   tmp_path: Path):
-    """Kafka aborts a transaction left open past its timeout (aiokafka's default: 60 s). A worker
-    waiting out a Triton outage holds one open: when Triton returns, the worker must notice the
-    abort and redo those records, not lose them or commit them twice."""
+    """Kafka aborts a transaction left open past its timeout (STREAMSENSE_TRANSACTION_TIMEOUT_S,
+    20 s here). A worker waiting out a Triton outage holds one open: when Triton returns, the
+    worker must notice the abort and redo those records, not lose them or commit them twice."""
     ports = _private_triton(tmp_path)
-    env, settings, names = _setup(stack_environment, "txn", "exactly_once", **ports)
+    env, settings, names = _setup(stack_environment, "txn", "exactly_once", **ports,
+                                  STREAMSENSE_TRANSACTION_TIMEOUT_S="20")
     server = LocalStack(settings).triton()
     server.start(timeout_s=settings.startup_timeout_s)
     stream = Stream.build("txn", reviews=400, news=100, clicks=600, bad=30, seed=15)
@@ -157,17 +158,19 @@ def test_triton_down_longer_than_a_transaction_under_exactly_once(kafka: Setting
         producer = stream.produce_in_background(settings, names, rate=60)
         time.sleep(8)
         server.stop()
-        time.sleep(75)  # past the 60 s transaction timeout, with clicks (no Triton) flowing meanwhile
+        time.sleep(32)  # past the 20 s transaction timeout, with clicks (no Triton) flowing meanwhile
         server.start(timeout_s=settings.startup_timeout_s)
         producer.join()
         seen = read_outputs(settings, names, until=lambda s: s.complete(stream), timeout_s=300, idle_s=10)
     finally:
         fleet.stop()
         server.stop()
-    outcome = reconcile("Triton down 75 s (transaction timeout 60 s)", "exactly_once", stream, seen,
+    outcome = reconcile("Triton down 32 s (transaction timeout 20 s)", "exactly_once", stream, seen,
                         faults=f"1 Triton outage; {fleet.faults()}", started=started,
                         bad_at=bad_positions(settings, names, stream))
     assert len(fleet.crashes) <= 2, fleet.tails()
+    # The outage did outlast the transaction: the broker fenced the open one's producer.
+    assert fleet.logged("outlived Kafka's transaction timeout"), fleet.tails()
     _check(outcome, "exactly_once", logs=f"{seen.duplicates()}\n{fleet.tails()}")
 
 

@@ -527,3 +527,19 @@ def test_committed_offsets_are_asked_for_stable_and_a_pending_one_is_asked_again
         committed_offsets(v7((0, 1, -1, "", 999, {})))
     old = OffsetFetchResponse_v3(0, [("t", [(3, 7, "", 0)])], 0)
     assert committed_offsets(old) == {TopicPartition("t", 3): OffsetAndMetadata(7, "")}
+
+
+def test_transactional_producers_take_the_apps_transaction_timeout():
+    """Kafka aborts a transaction open past the producer's transaction timeout: the worker's
+    setting reaches every producer Faust makes for the app under exactly-once, none otherwise."""
+    class App:
+        def __init__(self, in_transaction: bool):
+            self.in_transaction = in_transaction
+
+    faust_patches.apply()
+    exactly_once, plain = App(True), App(False)
+    faust_patches.set_transaction_timeout(exactly_once, 20.0)
+    faust_patches.set_transaction_timeout(plain, 20.0)
+    extra = faust_aiokafka.Producer._settings_extra(SimpleNamespace(app=exactly_once))
+    assert extra == {"acks": "all", "enable_idempotence": True, "transaction_timeout_ms": 20_000}
+    assert faust_aiokafka.Producer._settings_extra(SimpleNamespace(app=plain)) == {}
