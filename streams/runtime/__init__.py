@@ -11,7 +11,6 @@ returns; nothing outside this package imports a private Faust name.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -31,7 +30,6 @@ from streams.runtime.transactions import (
     SourceRevoked,
     SourceTransactionTopic,
     ledger_for,
-    transactional_id,
 )
 from streams.runtime.worker import Worker
 
@@ -81,12 +79,12 @@ def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metri
         runtime.ledger.on_unsafe = restart
 
         @app.on_partitions_revoked.connect
-        async def forget_open_transactions(sender, revoked, **kwargs) -> None:
-            # Sent after Faust has ended (or left to be aborted) every transaction of the revoked
-            # partitions: what the ledger held for them is gone with them.
-            for tp in revoked:
-                with contextlib.suppress(KeyError):  # a topic outside Faust's topic groups
-                    runtime.ledger.closed(transactional_id(app, tp))
+        async def end_uncommitted_transactions(sender, revoked, **kwargs) -> None:
+            # Sent after Faust committed (and ended) the transactions of what was acknowledged:
+            # one still holding outputs would be committed later with a second copy of them,
+            # after the rebalance's seek reads their inputs again (faust_patches.abort_uncommitted).
+            if await faust_patches.abort_uncommitted(app):
+                restart()
 
     @app.on_partitions_assigned.connect
     async def note_log_starts(sender, assigned, **kwargs) -> None:

@@ -26,7 +26,11 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    :class:`~streams.runtime.transactions.TransactionLedger` records, per transaction, the highest
    input offset whose outputs went into it; a commit that would not cover them is aborted
    instead, and :attr:`~streams.runtime.transactions.TransactionLedger.on_unsafe` restarts the worker
-   (the records are then processed again from the committed offset, once).
+   (the records are then processed again from the committed offset, once). The same at a
+   revocation, after Faust's own commit of what was acknowledged: a transaction still holding
+   outputs is aborted and the worker restarts (:func:`abort_uncommitted`), since Faust keeps it
+   open for the partitions the worker keeps and the seek after the rebalance reads their
+   inputs again.
 4. **A warning per partition on every rebalance** (``Exception in begin_transaction ...
    Invalid state transition IN_TRANSACTION -> IN_TRANSACTION``): Faust's
    ``maybe_begin_transaction`` begins a transaction even when one is open. It now does what
@@ -89,6 +93,7 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import importlib.metadata
 import logging
@@ -105,8 +110,8 @@ from streams.runtime import fetched
 from streams.runtime import offsets as stable_offsets
 from streams.runtime.transactions import TransactionLedger, ledger_for
 
-__all__ = ["FAUST_VERSION", "apply", "commit_transactions", "highwaters", "maybe_begin_transaction",
-           "note_log_start", "set_transaction_timeout"]
+__all__ = ["FAUST_VERSION", "abort_uncommitted", "apply", "commit_transactions", "highwaters",
+           "maybe_begin_transaction", "note_log_start", "set_transaction_timeout"]
 
 log = logging.getLogger(__name__)
 _APPLIED = "_streamsense_fixed"
@@ -335,6 +340,37 @@ async def _abort_unsafe(ledger: TransactionLedger, transaction_producer, transac
     if ledger.on_unsafe is None:
         raise RuntimeError(f"unsafe commit of {transactional_id} aborted; nothing set to restart the worker")
     ledger.on_unsafe()
+
+
+async def abort_uncommitted(app) -> bool:
+    """At a revocation, after Faust's own commit of what was acknowledged: abort every open
+    transaction that still holds outputs (the ledger's), and say whether there was one.
+
+    Such a transaction was not committed with its inputs' offsets (Faust commits a partition only
+    up to the first hole in what was acknowledged). Faust keeps it open for the partitions this
+    worker keeps, and the seek after the rebalance reads those inputs again from the committed
+    offset (or the log start): the next commit of the transaction then held both copies of
+    their outputs (an exactly-once kill run on 2026-11-30: 70 reviews of a never-committed
+    partition twice; the likely path of earlier unexplained duplicates of one transaction's
+    partitions). The caller restarts the worker, as after an unsafe commit (item 3)."""
+    ledger = ledger_for(app)
+    held = {tid: dict(parts) for tid, parts in ledger.open.items() if parts}
+    if not held:
+        return False
+    log.error("at the rebalance, transactions hold outputs of input records whose offsets were not "
+              "committed (transaction: partition: highest input offset sent): %s; aborting them, the "
+              "worker restarts and processes them again from the committed offset",
+              {tid: {f"{tp[0]}[{tp[1]}]": high for tp, high in parts.items()} for tid, parts in held.items()})
+    producers = app.consumer.transactions.producer._transaction_producers
+    for tid in held:
+        producer = producers.get(tid)
+        try:
+            if producer is not None and producer._txn_manager.is_in_transaction():
+                await asyncio.wait_for(producer.abort_transaction(), 5.0)
+        except Exception as exc:  # the restart's new producer aborts it anyway (fencing)
+            log.warning("could not abort transaction %s (%r); the partition's next producer will", tid, exc)
+        ledger.closed(tid)
+    return True
 
 
 async def maybe_begin_transaction(self, transactional_id: str) -> None:

@@ -543,3 +543,27 @@ def test_transactional_producers_take_the_apps_transaction_timeout():
     extra = faust_aiokafka.Producer._settings_extra(SimpleNamespace(app=exactly_once))
     assert extra == {"acks": "all", "enable_idempotence": True, "transaction_timeout_ms": 20_000}
     assert faust_aiokafka.Producer._settings_extra(SimpleNamespace(app=plain)) == {}
+
+
+def test_a_transaction_left_holding_outputs_at_a_rebalance_is_aborted():
+    """After Faust's revocation commit a transaction that still holds outputs was not committed
+    with their inputs' offsets; the seek after the rebalance reads those inputs again, so it is
+    aborted (the caller restarts the worker). Nothing held: nothing to do."""
+    class Producer:
+        aborted = 0
+        _txn_manager = SimpleNamespace(is_in_transaction=lambda: True)
+
+        async def abort_transaction(self):
+            Producer.aborted += 1
+
+    class App:
+        consumer = SimpleNamespace(transactions=SimpleNamespace(
+            producer=SimpleNamespace(_transaction_producers={"app-1-2": Producer()})))
+
+    app = App()
+    ledger = ledger_for(app)
+    assert asyncio.run(faust_patches.abort_uncommitted(app)) is False
+    ledger.sent("app-1-2", ("reviews", 2), 69)
+    ledger.sent("app-1-2", ("clicks", 2), 12)
+    assert asyncio.run(faust_patches.abort_uncommitted(app)) is True
+    assert Producer.aborted == 1 and ledger.open == {}
