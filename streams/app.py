@@ -118,7 +118,9 @@ def _adaptation(settings: Settings, table, runtime, names: TopicNames, metrics: 
         table=table("sentiment-adapter", global_=True), feedback=runtime.output(names.sentiment_feedback),
         deadletter=runtime.deadletter, metrics=metrics, seal=seal, scale=rating_scale(settings),
         template=SentimentAdapter(alpha=settings.sentiment_adapter_alpha),
-        checkpoint_s=settings.sentiment_adapter_checkpoint_s)
+        checkpoint_s=settings.sentiment_adapter_checkpoint_s,
+        per_category=settings.sentiment_adapter_per_category,
+        max_categories=settings.sentiment_adapter_max_categories)
 
 
 def _keep_click_models(app: faust.App, clicks: ClickProcessor, *, settings: Settings,

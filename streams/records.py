@@ -4,7 +4,7 @@ Inputs keep unknown extra fields. Decoding never raises: it returns the record o
 human-readable reason, which is what goes to the dead-letter topic.
 
 >>> decode_input("reviews", b'{"review_id": "r1", "product_id": "p42", "text": "Great", "ts": 0}')
-Review(review_id='r1', product_id='p42', text='Great', user_id=None, rating=None, ts=datetime.datetime(1970, 1, 1, 0, 0, tzinfo=datetime.timezone.utc))
+Review(review_id='r1', product_id='p42', text='Great', user_id=None, rating=None, category=None, ts=datetime.datetime(1970, 1, 1, 0, 0, tzinfo=datetime.timezone.utc))
 >>> decode_input("reviews", b'{"review_id": "r1", "product_id": "p42"}')
 DecodeError(reason='text: field required')
 >>> decode_input("clicks", b'{"event_id": "c1", "user_id": "u7", "item_id": "p1", "action": "buy"}').reason
@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
 )
 
 from streams.timestamps import Id, Timestamp
@@ -57,7 +58,22 @@ class Review(_Input):
     text: str
     user_id: Id | None = None
     rating: float | None = Field(default=None, ge=0, le=10)
+    # The product's category (or any domain name): rated reviews of it also train an adapter of
+    # its own (streams.core.adaptation). Optional and lenient: a number is read as its text; an
+    # empty, overlong (over 256 characters) or non-text one counts as none, never as bad input.
+    category: str | None = None
     ts: Timestamp | None = None
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _category(cls, value: Any) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        elif isinstance(value, float) and value.is_integer():
+            value = str(int(value))
+        if not isinstance(value, str) or not value.strip() or len(value) > 256:
+            return None
+        return value.strip()
 
 
 class Click(_Input):

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     rating_positive_min: float = 4.0  # ratings from this up are positive (4-5 of 5 stars)
     sentiment_adapter_alpha: float = Field(default=0.05, gt=0, lt=0.5)
     sentiment_adapter_checkpoint_s: float = Field(default=5.0, gt=0)
+    # A review's `category` also trains that category's adapter, on top of the deployment's; the
+    # table keeps at most this many (the least recently rated one goes).
+    sentiment_adapter_per_category: bool = True
+    sentiment_adapter_max_categories: int = Field(default=100, ge=1, le=10_000)
     # Themes (models.online.themes): each subject's texts clustered by their embeddings, so a
     # sentiment alert says what the negative texts are about and which themes grew.
     themes: bool = True

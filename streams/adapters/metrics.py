@@ -124,6 +124,10 @@ class Metrics:
                                      registry=r)
         self.adapter_learned = Gauge("streamsense_sentiment_adapter_learned", "Rated reviews the "
                                      "sentiment adapter has learned from", registry=r)
+        self.adapter_categories = Gauge("streamsense_sentiment_adapter_categories", "Categories with "
+                                        "an adapter of their own: learned, and served (beating what "
+                                        "would be served without it, with confidence)", ["state"],
+                                        registry=r)
         self.feedback_rows = Counter("streamsense_sentiment_feedback_total", "Rated reviews sent to the "
                                      "sentiment adapter", registry=r)
         self.model_checkpoint_seconds = Histogram(

@@ -98,8 +98,7 @@ class TextProcessor:
         now = datetime.now(UTC)
         batch = decode_batch(base, raws, now=now, window=rules.window, max_bytes=rules.max_input_bytes)
         analyses = await self._analyse(batch.items)
-        adapter = adaptation.current() if adaptation is not None else None
-        served = adapt_analyses(analyses, adapter)
+        served = self._adapt(batch.items, analyses)
         now = datetime.now(UTC)
         event_of = {(e.message.partition, e.message.offset): e for e in events}
         observed, sent = [], 0
@@ -134,6 +133,18 @@ class TextProcessor:
             with as_current_event(event_of[record.partition, record.offset]):
                 await self.deadletter.send(key=None, value=encode(record))
         metrics.deadlettered.labels(source_topic=base).inc(len(batch.dead))
+
+    def _adapt(self, items: list, analyses: list[Analysis | None]) -> list[Analysis | None]:
+        """The sentiment to serve: adapted by the deployment's adapter, and by the review's
+        category's on top of it, where either beats what it stands on with confidence."""
+        if self.adaptation is None:
+            return analyses
+        categories = []
+        for item in items:
+            category = getattr(item.record, "category", None)
+            adapter = self.adaptation.for_category(category)
+            categories.append((category, adapter) if adapter is not None else None)
+        return adapt_analyses(analyses, self.adaptation.current(), categories)
 
     async def _analyse(self, items: list) -> list[Analysis | None]:
         """The served model's analysis of each item with text (None for the others)."""
@@ -184,4 +195,4 @@ async def _send_feedback(adaptation: SentimentAdaptation, item, analysis: Analys
     record = item.record
     if isinstance(record, Review) and record.rating is not None:
         await adaptation.send_feedback(record.review_id, record.rating, analysis.sentiment["probs"],
-                                       analysis.embedding)
+                                       analysis.embedding, category=record.category)

@@ -72,7 +72,7 @@ def _run(prefix: str, reviews: list[dict], heldout: list[dict], kafka: Settings,
 def _reviews(seed: int, *, noise: bool, rated: int) -> tuple[list[dict], list[dict], dict[str, str]]:
     """``rated`` reviews with ratings (meaningful, or noise), and 100 others without a rating
     to see what is served after learning; the labels their ratings imply."""
-    reviews = domain_reviews(rated + 100, seed=seed, noise=noise)
+    reviews = [{**r, "category": "films"} for r in domain_reviews(rated + 100, seed=seed, noise=noise)]
     truth = {r["review_id"]: "positive" if r["rating"] >= 4 else "negative" for r in reviews}
     heldout = [{k: v for k, v in r.items() if k != "rating"} for r in reviews[rated:]]
     return reviews[:rated], heldout, truth
@@ -86,7 +86,11 @@ def test_rated_reviews_from_a_domain_the_model_gets_wrong_make_the_adapter_take_
     assert samples['streamsense_sentiment_rated_accuracy{labeller="adapted"}'] > \
         samples['streamsense_sentiment_rated_accuracy{labeller="base"}']
     assert samples["streamsense_sentiment_feedback_total"] == len(reviews)
+    # The category's own adapter learned too, on top of the deployment's (which learned the same
+    # rows: nothing left for it to add here; tests/unit/test_adaptation.py has categories that differ).
+    assert samples['streamsense_sentiment_adapter_categories{state="learned"}'] == 1.0
     assert records and {r["sentiment"]["source"] for r in records} == {"adapted"}
+    assert {r["category"] for r in records} == {"films"}
     assert all("+adapter-" in r["model"]["sentiment"] for r in records)
     hits = sum((r["sentiment"]["probs"]["positive"] > r["sentiment"]["probs"]["negative"])
                == (truth[r["review_id"]] == "positive") for r in records)
@@ -99,5 +103,6 @@ def test_ratings_that_are_noise_never_make_the_adapter_take_over(
     env = {**stack_environment, "STREAMSENSE_SENTIMENT_ADAPTER_ALPHA": "0.001"}
     samples, records = _run("ad2.", reviews, heldout, kafka, env, tmp_path)
     assert samples["streamsense_sentiment_adapter_serving"] == 0.0
+    assert samples['streamsense_sentiment_adapter_categories{state="served"}'] == 0.0
     assert samples["streamsense_sentiment_adapter_learned"] == len(reviews)
     assert records and {r["sentiment"]["source"] for r in records} == {"base"}

@@ -156,3 +156,115 @@ def test_a_learner_that_regains_the_partition_continues_from_what_another_stored
     first.forget()
     asyncio.run(first.learn(rows[50:]))  # and back
     assert first.current().learned == 60
+
+
+def _category_rows(n: int, *, seed: int = 0, flipped: frozenset = frozenset(), noisy: frozenset = frozenset(),
+                   categories=("kettles", "toasters", "horror")) -> list[bytes]:
+    """Rated reviews of several categories: the embedding's direction says the rating, except in
+    ``flipped`` categories (there the same words mean the opposite) and ``noisy`` ones (ratings
+    at random)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        category = categories[i % len(categories)]
+        rating = [1, 2, 4, 5][int(rng.integers(0, 4))]
+        direction = 1.0 if rating >= 4 else -1.0
+        if category in flipped:
+            direction = -direction
+        if category in noisy:
+            direction = float(rng.choice([-1.0, 1.0]))
+        emb = _embedding(direction, rng)
+        row = feedback_row(f"r{i}", rating, PROBS, emb, RatingScale(), category=category)
+        out.append(row.model_dump_json().encode())
+    return out
+
+
+def _served_right(adaptation: SentimentAdaptation, category: str, *, flipped: bool, seed: int = 99) -> float:
+    """How often the label served for fresh reviews of ``category`` matches their rating."""
+    from streams.core.adaptation import adapted_sentiment
+
+    rng, right = np.random.default_rng(seed), 0
+    for i in range(200):
+        positive = i % 2 == 0
+        emb = _embedding((1.0 if positive else -1.0) * (-1.0 if flipped else 1.0), rng)
+        served = adapted_sentiment(adaptation.current(), {"label": "positive", "score": 0.4, "probs": PROBS},
+                                   emb, adaptation.for_category(category))
+        right += (served.label == "positive") == positive
+    return right / 200
+
+
+def test_a_category_whose_words_mean_the_opposite_gets_an_adapter_of_its_own():
+    """Horror reviews praise with the words kettle reviews complain with: the deployment's
+    adapter learns the majority's meaning, and the horror category's adapter, stacked on it,
+    takes over for horror reviews only."""
+    adaptation, table, *_ = _adaptation()
+    events = [FakeEvent(topic="sentiment-feedback", offset=i, value=v)
+              for i, v in enumerate(_category_rows(1200, flipped=frozenset({"horror"})))]
+    for start in range(0, len(events), 100):
+        asyncio.run(adaptation.learn(events[start:start + 100]))
+    assert adaptation.current().serving == "adapted"
+    assert adaptation.for_category("horror").serving == "adapted"
+    assert _served_right(adaptation, "horror", flipped=True) > 0.9
+    assert _served_right(adaptation, "kettles", flipped=False) > 0.9
+    assert _served_right(adaptation, "unknown-category", flipped=False) > 0.9  # the deployment's
+    metrics = adaptation.metrics
+    assert metrics.adapter_categories.labels(state="learned")._value.get() == 3
+    assert metrics.adapter_categories.labels(state="served")._value.get() >= 1
+    # Every worker serves it from the table.
+    other, *_ = _adaptation()
+    other.table = table
+    assert _served_right(other, "horror", flipped=True) > 0.9
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_category_whose_ratings_are_noise_never_takes_over(seed):
+    adaptation, *_ = _adaptation()
+    events = [FakeEvent(topic="sentiment-feedback", offset=i, value=v)
+              for i, v in enumerate(_category_rows(900, seed=seed, noisy=frozenset({"horror"})))]
+    for start in range(0, len(events), 100):
+        asyncio.run(adaptation.learn(events[start:start + 100]))
+    assert adaptation.for_category("horror").serving == "base"  # what stands under it is served
+    assert adaptation.for_category("kettles").serving == "base"  # nothing to add to the deployment's
+
+
+def test_category_adapters_are_bounded_and_survive_a_takeover():
+    """At most ``max_categories`` adapters: a category that keeps coming keeps its adapter, a new
+    one takes the place of one idle for 10 x max_categories rated reviews, and the next owner of
+    the feedback partition continues with the same ones."""
+    def events(rows, start=0):
+        return [FakeEvent(topic="sentiment-feedback", offset=start + i, value=v) for i, v in enumerate(rows)]
+
+    adaptation, table, *_ = _adaptation(max_categories=2)
+    asyncio.run(adaptation.learn(events(_category_rows(90, categories=("a", "b", "c")))))
+    # a and b came first and kept coming: c is served by the deployment's adapter.
+    assert sorted(k for k in table if k.startswith("category/")) == ["category/a", "category/b"]
+    assert adaptation.for_category("a").learned == 30 and adaptation.for_category("c") is None
+    second, *_ = _adaptation(max_categories=2)
+    second.table = table  # the partition moved
+    asyncio.run(second.learn(events(_category_rows(17, seed=3, categories=("b", "d")), start=100)))
+    assert sorted(k for k in table if k.startswith("category/")) == ["category/a", "category/b"]
+    asyncio.run(second.learn(events(_category_rows(10, seed=4, categories=("b", "d")), start=200)))
+    # a had no rating for 20 rated reviews: d took its place; b went on learning where it was.
+    assert sorted(k for k in table if k.startswith("category/")) == ["category/b", "category/d"]
+    assert second.for_category("b").learned == 30 + 9 + 5
+    off, *_ = _adaptation(per_category=False)
+    off.table = table
+    assert off.for_category("b") is None
+
+
+def test_a_stored_category_adapter_is_small():
+    adaptation, table, *_ = _adaptation()
+    asyncio.run(adaptation.learn([FakeEvent(topic="sentiment-feedback", offset=i, value=v)
+                                  for i, v in enumerate(_category_rows(30, categories=("a",)))]))
+    assert len(table["category/a"]) < 40_000
+
+
+def test_a_deleted_category_adapter_is_no_longer_served():
+    adaptation, table, *_ = _adaptation()
+    asyncio.run(adaptation.learn([FakeEvent(topic="sentiment-feedback", offset=i, value=v)
+                                  for i, v in enumerate(_category_rows(30, categories=("a",)))]))
+    server, *_ = _adaptation()
+    server.table = table
+    assert server.for_category("a") is not None
+    del table["category/a"]  # the learner made room for another category
+    assert server.for_category("a") is None

@@ -110,3 +110,13 @@ def test_schemas_require_what_the_interface_requires():
     assert set(schemas["reviews"]["required"]) == {"review_id", "product_id", "text"}
     assert set(schemas["clicks"]["required"]) == {"event_id", "user_id", "item_id", "action"}
     assert set(schemas["news"]["required"]) == {"article_id", "source", "title"}
+
+
+@pytest.mark.parametrize(("raw", "category"), [
+    ('"Books"', "Books"), ('"  Books "', "Books"), ("12", "12"), ("12.0", "12"), ("3.5", None), ("1e400", None),
+    ("true", None), ('""', None), ("[1]", None), ('{"a": 1}', None), ("null", None), (f'"{"x" * 300}"', None),
+])
+def test_a_reviews_category_is_optional_and_never_makes_it_bad_input(raw, category):
+    review = decode_input("reviews", f'{{"review_id": "r", "product_id": "p", "text": "t", "category": {raw}}}'
+                          .encode())
+    assert not isinstance(review, DecodeError) and review.category == category
