@@ -57,10 +57,8 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
      to a committed offset above 0), so records fetched and dropped then (Faust drops the rest
      of a fetch when the generation changes) were never read again: the partition stalled, and
      two workers restarting in place kept re-creating the rebalance (a make test run on
-     2026-11-30; under exactly-once, 7 restarts in one chaos run). Such partitions are now
-     sought to their log start at every rebalance, under both guarantees; committed offsets
-     are read stable (KIP-447, :mod:`streams.runtime.offsets`), so a first commit still
-     being completed is never taken for none.
+     2026-11-30). Under at-least-once such partitions are now sought to their log start at
+     every rebalance.
    * a seek back to the committed offsets while the fetcher was still handing on records of an
      earlier fetch made those look like a jump (Faust records the skipped offsets as a *gap*,
      done): the re-read records were committed before they were processed (15 lost in one
@@ -193,12 +191,13 @@ def _make_perform_seek(faust_perform_seek):
         # their position, past any records fetched and dropped at the rebalance (Faust drops a
         # fetch's remaining records when the generation changes). Those were never processed and,
         # with nothing committed, are never read again: the partition stalls, and a restart in
-        # place that meets the next rebalance stalls again (under exactly-once, 7 restarts in a
-        # row in one chaos run). Read them from the log start, under both guarantees: committed
-        # offsets are read stable (:mod:`streams.runtime.offsets`), so a first commit still being
-        # completed by the previous owner is waited for, never taken for none. Not when a
-        # rebalance began meanwhile: its own seek decides.
-        if generation == self.app.consumer_generation_id:
+        # place that meets the next rebalance stalls again. Read them from the log start, under
+        # at-least-once only: the group's committed offsets are read without waiting for open
+        # transactions (Kafka's client predates KIP-447), and under exactly-once a partition
+        # whose first commit is still being written would be read again from its start, and its
+        # outputs committed twice (seen once in a chaos run). There the stall check's restart
+        # reads such a partition again. Not when a rebalance began meanwhile: its own seek decides.
+        if not self.in_transaction and generation == self.app.consumer_generation_id:
             changelogs = self.app.tables.changelog_topics
             unsought = [tp for tp in self.assignment()
                         if tp.topic not in changelogs and not self._committed_offset.get(tp)]

@@ -411,21 +411,12 @@ def test_a_rebalance_reads_partitions_with_nothing_committed_from_their_log_star
     assert sorted(sought) == [("in", 1), ("in", 2)]
     assert fake._read_offset[never] is None and fake._read_offset[committed] == 40
     assert fake._acked == {}
-    # Under exactly-once too (committed offsets are read stable: a first commit still being
-    # completed is waited for, not taken for none), but not once another rebalance has begun.
+    # Under exactly-once a committed offset read while a transaction is still being written can
+    # look like none: reading the partition from its start would commit its outputs twice.
     sought.clear()
     exactly_once = Fake()
     exactly_once.in_transaction = True
     asyncio.run(faust_consumer.Consumer.perform_seek(exactly_once))
-    assert sorted(sought) == [("in", 1), ("in", 2)]
-
-    class Rebalanced(Fake):
-        async def seek_to_committed(self):
-            self.app.consumer_generation_id += 1
-            return await super().seek_to_committed()
-
-    sought.clear()
-    asyncio.run(faust_consumer.Consumer.perform_seek(Rebalanced()))
     assert sought == []
 
 
