@@ -87,6 +87,15 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    A Triton outage longer than that has the broker abort the open transaction and fence its
    producer (the worker then restarts and redoes the records since its last commit). The
    producers now take the app's ``transaction_timeout_s`` (:func:`set_transaction_timeout`).
+9. **Records handed on while a seek runs** (exactly-once duplicated 59 articles and 239
+   clicks in a chaos run on 2026-11-30, with item 5's log-start seek then on under
+   exactly-once too). Faust's table recovery resumes the input partitions and then seeks them,
+   one partition's committed offset at a time (1.5 s for 23 partitions there), while the
+   agents already run: records read from the old position were processed into the open
+   transaction, then the seek set the position back and they were processed again into the
+   same transaction. Faust's own seek back to a committed offset has the same window. The
+   seek now takes the partitions out of what Faust hands on until it is done (records fetched
+   meanwhile stay in Kafka's client, or are read again after the seek).
 """
 
 from __future__ import annotations
@@ -186,33 +195,58 @@ def _make_ack(faust_ack):
 def _make_perform_seek(faust_perform_seek):
     async def perform_seek(self) -> None:
         generation = self.app.consumer_generation_id
-        await faust_perform_seek(self)
-        # Kafka's client seeks only partitions with a committed offset above 0; the others keep
-        # their position, past any records fetched and dropped at the rebalance (Faust drops a
-        # fetch's remaining records when the generation changes). Those were never processed and,
-        # with nothing committed, are never read again: the partition stalls, and a restart in
-        # place that meets the next rebalance stalls again. Read them from the log start, under
-        # at-least-once only: the group's committed offsets are read without waiting for open
-        # transactions (Kafka's client predates KIP-447), and under exactly-once a partition
-        # whose first commit is still being written would be read again from its start, and its
-        # outputs committed twice (seen once in a chaos run). There the stall check's restart
-        # reads such a partition again. Not when a rebalance began meanwhile: its own seek decides.
-        if not self.in_transaction and generation == self.app.consumer_generation_id:
-            changelogs = self.app.tables.changelog_topics
-            unsought = [tp for tp in self.assignment()
-                        if tp.topic not in changelogs and not self._committed_offset.get(tp)]
-            if unsought:
-                await self._thread.seek_to_beginning(*faust_aiokafka.ensure_aiokafka_TPset(unsought))
-                for tp in unsought:
-                    self._read_offset[tp] = None
-        # Every record from the committed offsets on is read again: an ack recorded before
-        # the seek is no evidence that the copy about to be read was processed.
-        with ack_lock:
-            for tp in self.assignment():
-                self._acked.pop(tp, None)
-                self._acked_index.pop(tp, None)
-                self._gap.pop(tp, None)
+        # Nothing of the partitions being sought is handed on until their seek is done (item 9).
+        held = _hold_partitions(self)
+        try:
+            await faust_perform_seek(self)
+            # Kafka's client seeks only partitions with a committed offset above 0; the others
+            # keep their position, past any records fetched and dropped at the rebalance (Faust
+            # drops a fetch's remaining records when the generation changes). Those were never
+            # processed and, with nothing committed, are never read again: the partition stalls.
+            # Read them from the log start, under at-least-once only. Under exactly-once this
+            # seek met duplicates in two of two chaos series (2026-11-30: an open transaction
+            # kept across the rebalance, now aborted at the revocation; records handed on while
+            # the seek ran, now held): the stall check's restart reads such a partition again.
+            # Not when a rebalance began meanwhile: its own seek decides.
+            if not self.in_transaction and generation == self.app.consumer_generation_id:
+                changelogs = self.app.tables.changelog_topics
+                unsought = [tp for tp in self.assignment()
+                            if tp.topic not in changelogs and not self._committed_offset.get(tp)]
+                if unsought:
+                    await self._thread.seek_to_beginning(*faust_aiokafka.ensure_aiokafka_TPset(unsought))
+                    for tp in unsought:
+                        self._read_offset[tp] = None
+            # Every record from the committed offsets on is read again: an ack recorded before
+            # the seek is no evidence that the copy about to be read was processed.
+            with ack_lock:
+                for tp in self.assignment():
+                    self._acked.pop(tp, None)
+                    self._acked_index.pop(tp, None)
+                    self._gap.pop(tp, None)
+        finally:
+            if generation == self.app.consumer_generation_id:  # else the new rebalance decides
+                _release_partitions(self, held)
     return perform_seek
+
+
+def _hold_partitions(consumer) -> tuple[set, set]:
+    """Take the assigned input partitions out of what Faust hands on (its active and buffered
+    partitions); returns what was taken, for :func:`_release_partitions`. Synchronous: Faust's
+    table recovery resumes the partitions just before it seeks, with no await in between."""
+    changelogs = consumer.app.tables.changelog_topics
+    inputs = {tp for tp in consumer.assignment() if tp.topic not in changelogs}
+    active, buffered = consumer._get_active_partitions(), consumer._buffered_partitions
+    taken = (inputs & active, inputs & buffered)
+    active.difference_update(inputs)
+    buffered.difference_update(inputs)
+    return taken
+
+
+def _release_partitions(consumer, held: tuple[set, set]) -> None:
+    active, buffered = held
+    assigned = set(consumer.assignment())
+    consumer._get_active_partitions().update(active & assigned - consumer._paused_partitions)
+    consumer._buffered_partitions.update(buffered & assigned)
 
 
 def note_log_start(consumer, offsets: Mapping) -> None:

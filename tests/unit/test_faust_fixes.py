@@ -399,6 +399,10 @@ def test_a_rebalance_reads_partitions_with_nothing_committed_from_their_log_star
             self._read_offset, self._committed_offset = defaultdict(lambda: None), defaultdict(lambda: None)
             self._acked, self._acked_index, self._gap = {never: [5, 6]}, {}, {}
             self._read_offset[never] = 812  # read before the rebalance; nothing committed
+            self._active_partitions, self._buffered_partitions, self._paused_partitions = set(), set(), set()
+
+        def _get_active_partitions(self):
+            return self._active_partitions
 
         def assignment(self):
             return {committed, never, zero, changelog}
@@ -411,8 +415,8 @@ def test_a_rebalance_reads_partitions_with_nothing_committed_from_their_log_star
     assert sorted(sought) == [("in", 1), ("in", 2)]
     assert fake._read_offset[never] is None and fake._read_offset[committed] == 40
     assert fake._acked == {}
-    # Under exactly-once a committed offset read while a transaction is still being written can
-    # look like none: reading the partition from its start would commit its outputs twice.
+    # Not under exactly-once: there this seek met duplicates in two chaos series (see
+    # faust_patches item 5); the stall check's restart reads such a partition again.
     sought.clear()
     exactly_once = Fake()
     exactly_once.in_transaction = True
@@ -558,3 +562,53 @@ def test_a_transaction_left_holding_outputs_at_a_rebalance_is_aborted():
     ledger.sent("app-1-2", ("clicks", 2), 12)
     assert asyncio.run(faust_patches.abort_uncommitted(app)) is True
     assert Producer.aborted == 1 and ledger.open == {}
+
+
+def test_nothing_is_handed_on_from_a_partition_while_it_is_sought():
+    """Faust's recovery resumes the input partitions just before it seeks them, one committed
+    offset at a time: records handed on meanwhile were processed, then read again after the
+    seek. The patched seek takes them out of Faust's active (and buffered) partitions until it
+    is done, and gives back only what it took, unless a rebalance began meanwhile."""
+    from faust.types import TP
+
+    faust_patches.apply()
+    reviews, clicks, paused, changelog = TP("in", 0), TP("in", 1), TP("in", 2), TP("app-t-changelog", 0)
+    seen_during = []
+
+    class Thread:
+        async def seek_to_beginning(self, *partitions):
+            pass
+
+    class Fake:
+        _thread = Thread()
+        in_transaction = True
+
+        def __init__(self, generation_moves=False):
+            self.app = SimpleNamespace(tables=SimpleNamespace(changelog_topics={"app-t-changelog"}),
+                                       consumer_generation_id=4)
+            self._active_partitions = {reviews, changelog}
+            self._buffered_partitions = {clicks}
+            self._paused_partitions = {paused}
+            self._read_offset, self._committed_offset = defaultdict(lambda: None), defaultdict(lambda: None)
+            self._acked, self._acked_index, self._gap = {}, {}, {}
+            self.generation_moves = generation_moves
+
+        def assignment(self):
+            return {reviews, clicks, paused, changelog}
+
+        def _get_active_partitions(self):
+            return self._active_partitions
+
+        async def seek_to_committed(self):
+            seen_during.append((set(self._active_partitions), set(self._buffered_partitions)))
+            if self.generation_moves:
+                self.app.consumer_generation_id += 1
+            return {reviews: 40, clicks: 7, paused: 3, changelog: None}
+
+    fake = Fake()
+    asyncio.run(faust_consumer.Consumer.perform_seek(fake))
+    assert seen_during == [({changelog}, set())]
+    assert fake._active_partitions == {reviews, changelog} and fake._buffered_partitions == {clicks}
+    moved = Fake(generation_moves=True)
+    asyncio.run(faust_consumer.Consumer.perform_seek(moved))
+    assert moved._active_partitions == {changelog}  # the new rebalance resumes what it assigns
