@@ -57,8 +57,10 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
      to a committed offset above 0), so records fetched and dropped then (Faust drops the rest
      of a fetch when the generation changes) were never read again: the partition stalled, and
      two workers restarting in place kept re-creating the rebalance (a make test run on
-     2026-11-30). Under at-least-once such partitions are now sought to their log start at
-     every rebalance.
+     2026-11-30; under exactly-once two workers restarted each other 12 times in one run).
+     Such partitions are now sought to their log start at every rebalance, under both
+     guarantees (under exactly-once safe only with items 3 and 9: no transaction carries
+     outputs across a rebalance, and nothing is handed on while the seek runs).
    * a seek back to the committed offsets while the fetcher was still handing on records of an
      earlier fetch made those look like a jump (Faust records the skipped offsets as a *gap*,
      done): the re-read records were committed before they were processed (15 lost in one
@@ -203,12 +205,14 @@ def _make_perform_seek(faust_perform_seek):
             # keep their position, past any records fetched and dropped at the rebalance (Faust
             # drops a fetch's remaining records when the generation changes). Those were never
             # processed and, with nothing committed, are never read again: the partition stalls.
-            # Read them from the log start, under at-least-once only. Under exactly-once this
-            # seek met duplicates in two of two chaos series (2026-11-30: an open transaction
-            # kept across the rebalance, now aborted at the revocation; records handed on while
-            # the seek ran, now held): the stall check's restart reads such a partition again.
+            # Read them from the log start, under both guarantees: so every input partition is
+            # sought here, and records a fetch in flight returned while they were held are read
+            # again. Under exactly-once without it, two workers restarted each other 12 times
+            # over such partitions in one kill run (2026-11-30) and the stream never finished;
+            # with it, but without the hold above and the abort of transactions left holding
+            # outputs at the revocation (abort_uncommitted), two kill series met duplicates.
             # Not when a rebalance began meanwhile: its own seek decides.
-            if not self.in_transaction and generation == self.app.consumer_generation_id:
+            if generation == self.app.consumer_generation_id:
                 changelogs = self.app.tables.changelog_topics
                 unsought = [tp for tp in self.assignment()
                             if tp.topic not in changelogs and not self._committed_offset.get(tp)]
