@@ -83,8 +83,7 @@ def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metri
             # Sent after Faust committed (and ended) the transactions of what was acknowledged:
             # one still holding outputs would be committed later with a second copy of them,
             # after the rebalance's seek reads their inputs again (faust_patches.abort_uncommitted).
-            if await faust_patches.abort_uncommitted(app):
-                restart()
+            await faust_patches.abort_uncommitted(app)  # and restarts the worker if it aborted one
 
     @app.on_partitions_assigned.connect
     async def note_log_starts(sender, assigned, **kwargs) -> None:

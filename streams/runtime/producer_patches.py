@@ -82,9 +82,7 @@ async def _abort_unsafe(ledger: TransactionLedger, transaction_producer, transac
     if transaction_producer._txn_manager.is_in_transaction():
         await transaction_producer.abort_transaction()
     ledger.closed(transactional_id)
-    if ledger.on_unsafe is None:
-        raise RuntimeError(f"unsafe commit of {transactional_id} aborted; nothing set to restart the worker")
-    ledger.on_unsafe()
+    _restart(ledger, f"unsafe commit of {transactional_id} aborted")
 
 
 async def abort_uncommitted(app) -> bool:
@@ -97,7 +95,7 @@ async def abort_uncommitted(app) -> bool:
     offset (or the log start): the next commit of the transaction then held both copies of
     their outputs (an exactly-once kill run on 2026-11-30: 70 reviews of a never-committed
     partition twice; the likely path of earlier unexplained duplicates of one transaction's
-    partitions). The caller restarts the worker, as after an unsafe commit (item 3)."""
+    partitions). Then the worker restarts, as after an unsafe commit (item 3)."""
     ledger = ledger_for(app)
     held = {tid: dict(parts) for tid, parts in ledger.open.items() if parts}
     if not held:
@@ -115,6 +113,7 @@ async def abort_uncommitted(app) -> bool:
         except Exception as exc:  # the restart's new producer aborts it anyway (fencing)
             log.warning("could not abort transaction %s (%r); the partition's next producer will", tid, exc)
         ledger.closed(tid)
+    _restart(ledger, f"transactions {sorted(held)} aborted at a rebalance")
     return True
 
 
@@ -137,6 +136,12 @@ def _fenced_for_good(ledger: TransactionLedger, transactional_id: str) -> None:
     log.error("the producer of transaction %s was fenced (its transaction outlived Kafka's "
               "transaction timeout); the worker restarts itself", transactional_id)
     ledger.closed(transactional_id)
+    _restart(ledger, f"transaction {transactional_id} fenced")
+
+
+def _restart(ledger: TransactionLedger, what: str) -> None:
+    """Restart the worker (the ledger's ``on_unsafe``): the records since the last commit are
+    processed again by a fresh process, once."""
     if ledger.on_unsafe is None:
-        raise RuntimeError(f"transaction {transactional_id} fenced; nothing set to restart the worker")
+        raise RuntimeError(f"{what}; nothing set to restart the worker")
     ledger.on_unsafe()

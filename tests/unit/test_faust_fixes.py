@@ -566,11 +566,14 @@ def test_a_transaction_left_holding_outputs_at_a_rebalance_is_aborted():
 
     app = App()
     ledger = ledger_for(app)
+    restarts = []
+    ledger.on_unsafe = lambda: restarts.append(1)
     assert asyncio.run(faust_patches.abort_uncommitted(app)) is False
     ledger.sent("app-1-2", ("reviews", 2), 69)
     ledger.sent("app-1-2", ("clicks", 2), 12)
     assert asyncio.run(faust_patches.abort_uncommitted(app)) is True
     assert Producer.aborted == 1 and ledger.open == {}
+    assert restarts == [1]
 
 
 def test_nothing_is_handed_on_from_a_partition_while_it_is_sought():
