@@ -45,9 +45,6 @@ MAX_INPUT_BYTES = 512 * 1024
 MAX_JSON_DEPTH = 32
 
 
-
-
-
 class _Input(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, strict=False, coerce_numbers_to_str=False)
 
@@ -144,13 +141,12 @@ class EnrichedNews(_Enrichment, News):
     pass
 
 
-# Entities below this score are not used downstream (detectors, item features for the click model).
-MIN_ENTITY_SCORE = 0.6
+MIN_ENTITY_SCORE = 0.6  # entities below it are not used downstream (detectors, click item features)
 
 
 class EntityMentionRecord(_Output):
-    """The internal ``entity-mentions`` topic: one entity in one analysed text, keyed by the
-    entity so that one worker owns each entity's detectors."""
+    """The internal ``entity-mentions`` topic: one entity in one analysed text, keyed by the entity
+    (one worker owns its detectors). ``label``: the model's own; ``served_*``: ``*.enriched``'s."""
 
     key: str
     name: str
@@ -163,6 +159,8 @@ class EntityMentionRecord(_Output):
     labeller_epoch: int = Field(default=0, ge=0)  # see streams.core.monitoring.Observation.epoch
     coordinated: bool = False  # from a review-bombing burst: discounted as for the product
     embedding: str | None = Field(default=None, max_length=1100)  # base64 float16: the entity's themes
+    served_label: Literal["negative", "neutral", "positive"] | None = None
+    served_polarity: float | None = Field(default=None, ge=-1.0, le=1.0)  # p(positive) - p(negative)
 
 
 class Subject(_Output):

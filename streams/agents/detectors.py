@@ -192,7 +192,10 @@ class Detectors:
             alerts = self.streams[base].observe(features, observation.label, ts, epoch=text.labeller_epoch)
             monitor = batch.get(subject_id, subject_id, event)
             alerts += monitor.observe(observation, background=self.background)
-            stats = self._window(monitor, text)
+            polarity = text.record.sentiment.probs.get("positive", 0.0) - \
+                text.record.sentiment.probs.get("negative", 0.0)
+            stats = self._window(monitor, ts, text.record.sentiment.label, polarity,
+                                 learned=text.embedding is not None and not text.coordinated)
             # Under the record's own event: table writes go to its partition's changelog and
             # sends into its partition's transaction (exactly-once).
             with as_current_event(event):
@@ -202,31 +205,36 @@ class Detectors:
                 for mention in mentions:
                     await self.mentions.send(key=mention.key.encode(), value=encode(mention.to_record()))
                 await send_alerts(self.alerts, alerts, self.metrics)
-                for record in stats:
-                    await self.stats.send(key=f"{record.subject.type}:{record.subject.id}".encode(),
-                                          value=encode(record))
-                self.metrics.events_out.labels(topic="sentiment.stats").inc(len(stats))
-                self._gauge(stats)
+                await self._send_stats(stats)
         batch.save()
         if self.item_signals is not None:
             self.metrics.item_signals.set(len(self.item_signals))
 
-    def _window(self, monitor: SubjectMonitor, text: EnrichedText) -> list[SentimentStats]:
-        """The sentiment.stats records a text's event time closes (the served label counts: the
-        aggregates describe the enriched records downstream sees)."""
+    def _window(self, monitor: SubjectMonitor, ts: datetime, label: str, polarity: float, *,
+                learned: bool) -> list[SentimentStats]:
+        """The sentiment.stats records a text's event time closes. ``label`` and ``polarity``:
+        the served ones (the aggregates describe the enriched records downstream sees);
+        ``learned``: the subject's themes learned from the text (its last theme counts)."""
         if self.stats is None:
             return []
         if monitor.windows is None:
             monitor.windows = SentimentWindows(sizes=self.windows[0], grace_s=self.windows[1])
-        sentiment, themes = text.record.sentiment, monitor.themes
-        learned = themes is not None and text.embedding is not None and not text.coordinated
-        polarity = sentiment.probs.get("positive", 0.0) - sentiment.probs.get("negative", 0.0)
-        closed = monitor.windows.observe(text.event_time.timestamp(), sentiment.label, polarity,
-                                         themes.last_theme if learned else None)
+        themes = monitor.themes
+        closed = monitor.windows.observe(ts.timestamp(), label, polarity,
+                                         themes.last_theme if learned and themes is not None else None)
         if themes is None:
             return stats_records(monitor.subject, closed)
         return stats_records(monitor.subject, closed,
                              theme_words=lambda t: themes.words_of_theme(t, background=self.background))
+
+    async def _send_stats(self, stats: list[SentimentStats]) -> None:
+        """Under the current event (its partition's transaction under exactly-once)."""
+        for record in stats:
+            key = f"{record.subject.type}:{record.subject.id}"
+            await self.stats.send(key=key.encode(), value=encode(record))
+        if stats:
+            self.metrics.events_out.labels(topic="sentiment.stats").inc(len(stats))
+            self._gauge(stats)
 
     def _gauge(self, stats: list[SentimentStats], *, top: int = 20) -> None:
         """Prometheus sees the negative share of the busiest subjects only (bounded cardinality):
@@ -256,12 +264,12 @@ class Detectors:
                 self.metrics.errors.labels(kind="bad_entity_mention").inc()
                 log.warning("skipping an unreadable entity mention at offset %s", event.message.offset)
                 continue
-            alerts = batch.get(mention.key, mention.name, event).observe(mention.observation,
-                                                                          background=self.background)
-            # No sentiment.stats windows per entity here (yet): under exactly-once an output per
-            # mention made every transaction of an entity-mentions partition whose commit stands
-            # behind a hole abort, and the workers restarted again and again (see
-            # streams/README.md, "Windowed aggregates").
+            monitor = batch.get(mention.key, mention.name, event)
+            o, counted = mention.observation, mention.counted()
+            alerts = monitor.observe(o, background=self.background)
+            stats = self._window(monitor, o.ts, counted.label, counted.polarity,
+                                 learned=o.embedding is not None and not o.coordinated)
             with as_current_event(event):
                 await send_alerts(self.alerts, alerts, self.metrics)
+                await self._send_stats(stats)
         batch.save()

@@ -15,7 +15,7 @@ from streams.core.monitoring import EVIDENCE_CHARS, Observation
 from streams.core.text import decode_embedding, encode_embedding
 from streams.records import MIN_ENTITY_SCORE, EnrichedNews, EnrichedReview, EntityMentionRecord
 
-__all__ = ["EntityMention", "entity_key", "observe_enriched"]
+__all__ = ["EntityMention", "Served", "entity_key", "observe_enriched"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,11 @@ class EntityMention:
     key: str
     name: str
     type: str
-    observation: Observation
+    observation: Observation  # what the detectors read: the served model's own sentiment
+    # What the text's enriched record says (the adapter's label when one serves): what the
+    # entity's sentiment.stats windows count, as the product's and the source's do. None in a
+    # mention written before it was carried: the observation's label then counts.
+    served: Served | None = None
 
     def to_record(self) -> EntityMentionRecord:
         """Its record on the ``entity-mentions`` topic (the evidence text cut to 280 characters)."""
@@ -35,14 +39,37 @@ class EntityMention:
                                    text=o.text[:EVIDENCE_CHARS], label=o.label,
                                    negative_prob=o.negative_prob, ts=o.ts,
                                    labeller_epoch=o.epoch, coordinated=o.coordinated,
-                                   embedding=None if o.embedding is None else encode_embedding(o.embedding))
+                                   embedding=None if o.embedding is None else encode_embedding(o.embedding),
+                                   served_label=None if self.served is None else self.served.label,
+                                   served_polarity=None if self.served is None else self.served.polarity)
 
     @classmethod
     def from_record(cls, r: EntityMentionRecord) -> EntityMention:
         """The mention in a record; ValueError for an embedding that is not one."""
         embedding = None if r.embedding is None else decode_embedding(r.embedding)
+        served = None if r.served_label is None or r.served_polarity is None else \
+            Served(r.served_label, r.served_polarity)
         return cls(r.key, r.name, r.type, Observation(r.event_id, r.text, r.label, r.negative_prob, r.ts,
-                                                      r.labeller_epoch, embedding, r.coordinated))
+                                                      r.labeller_epoch, embedding, r.coordinated), served)
+
+    def counted(self) -> Served:
+        """The label and polarity the entity's windows count: the served ones when carried,
+        else the observation's label with ``-p(negative)`` (older mentions had no more)."""
+        o = self.observation
+        return self.served if self.served is not None else Served(o.label, -o.negative_prob)
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The sentiment a text's enriched record carries: its label and ``p(positive) - p(negative)``."""
+
+    label: str
+    polarity: float
+
+    @classmethod
+    def of(cls, label: str, probs: Mapping[str, float]) -> Served:
+        polarity = float(probs.get("positive", 0.0)) - float(probs.get("negative", 0.0))
+        return cls(label, min(1.0, max(-1.0, polarity)))
 
 
 def entity_key(name: str) -> str:
@@ -73,10 +100,12 @@ def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epo
         (record.sentiment.label, record.sentiment.probs)
     negative = float(probs.get("negative", 0.0))
     observation = Observation(event_id, text, label, negative, ts, epoch, embedding, coordinated)
+    served = Served.of(record.sentiment.label, record.sentiment.probs)
     mentions: dict[str, EntityMention] = {}
     for entity in record.entities:
         key = entity_key(entity.text)
         if entity.score < MIN_ENTITY_SCORE or len(key) < 2 or key.replace(" ", "").isdigit():
             continue
-        mentions.setdefault(key, EntityMention(key, " ".join(entity.text.split()), entity.type, observation))
+        mentions.setdefault(key, EntityMention(key, " ".join(entity.text.split()), entity.type, observation,
+                                                   served))
     return subject_id, observation, list(mentions.values())
