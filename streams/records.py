@@ -158,6 +158,7 @@ class EntityMentionRecord(_Output):
     ts: Timestamp
     labeller_epoch: int = Field(default=0, ge=0)  # see streams.core.monitoring.Observation.epoch
     coordinated: bool = False  # from a review-bombing burst: discounted as for the product
+    user_id: str | None = None  # a review's author ("": none given; None: news): bombing screen
     embedding: str | None = Field(default=None, max_length=1100)  # base64 float16: the entity's themes
     served_label: Literal["negative", "neutral", "positive"] | None = None
     served_polarity: float | None = Field(default=None, ge=-1.0, le=1.0)  # p(positive) - p(negative)

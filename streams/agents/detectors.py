@@ -4,6 +4,7 @@ the stream monitors, entity mentions repartitioned by entity, and the alerts the
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -265,8 +266,12 @@ class Detectors:
                 log.warning("skipping an unreadable entity mention at offset %s", event.message.offset)
                 continue
             monitor = batch.get(mention.key, mention.name, event)
-            o, counted = mention.observation, mention.counted()
-            alerts = monitor.observe(o, background=self.background)
+            o, counted, alerts = mention.observation, mention.counted(), []
+            if mention.user is not None and not o.coordinated:
+                # A campaign spread over many products, each too small to see, names one entity.
+                flagged, alerts = monitor.screen(o.event_id, o.text, user=mention.user or None, ts=o.ts)
+                o = dataclasses.replace(o, coordinated=flagged)
+            alerts += monitor.observe(o, background=self.background)
             stats = self._window(monitor, o.ts, counted.label, counted.polarity,
                                  learned=o.embedding is not None and not o.coordinated)
             with as_current_event(event):

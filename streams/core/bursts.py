@@ -31,8 +31,9 @@ def burst_alert(book: AlertBook, subject: tuple[str, str], detector: Coordinatio
                              f"{detector.window_s:g}s; a rule, not a false-alarm bound"),
                   measure="Users posting near-duplicate texts", unit="count", interval_label="",
                   unit_of_events="texts")
-    message = (f"{texts} near-duplicate reviews of {subject_type} {subject_id} from {users} users within "
-               f"{span_s / 60:.0f} minutes, e.g. \"{example[:120]}\".")
+    about = "naming" if subject_type == "entity" else "of"  # an entity's span many products
+    message = (f"{texts} near-duplicate reviews {about} {subject_type} {subject_id} from {users} users "
+               f"within {span_s / 60:.0f} minutes, e.g. \"{example[:120]}\".")
     params = {"window_s": detector.window_s, "min_users": detector.min_users,
               "max_distance": detector.max_distance, "min_words": detector.min_words}
     alert = book.on_shift(kind="coordinated_reviews", subject=subject, shift=shift,

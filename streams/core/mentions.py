@@ -31,6 +31,9 @@ class EntityMention:
     # entity's sentiment.stats windows count, as the product's and the source's do. None in a
     # mention written before it was carried: the observation's label then counts.
     served: Served | None = None
+    # Who wrote it, for the entity's review-bombing screen: a review's user_id ("" when it has
+    # none: one user per review, as for its product); None for news (no authors, not screened).
+    user: str | None = None
 
     def to_record(self) -> EntityMentionRecord:
         """Its record on the ``entity-mentions`` topic (the evidence text cut to 280 characters)."""
@@ -38,7 +41,7 @@ class EntityMention:
         return EntityMentionRecord(key=self.key, name=self.name, type=self.type, event_id=o.event_id,
                                    text=o.text[:EVIDENCE_CHARS], label=o.label,
                                    negative_prob=o.negative_prob, ts=o.ts,
-                                   labeller_epoch=o.epoch, coordinated=o.coordinated,
+                                   labeller_epoch=o.epoch, coordinated=o.coordinated, user_id=self.user,
                                    embedding=None if o.embedding is None else encode_embedding(o.embedding),
                                    served_label=None if self.served is None else self.served.label,
                                    served_polarity=None if self.served is None else self.served.polarity)
@@ -50,7 +53,8 @@ class EntityMention:
         served = None if r.served_label is None or r.served_polarity is None else \
             Served(r.served_label, r.served_polarity)
         return cls(r.key, r.name, r.type, Observation(r.event_id, r.text, r.label, r.negative_prob, r.ts,
-                                                      r.labeller_epoch, embedding, r.coordinated), served)
+                                                      r.labeller_epoch, embedding, r.coordinated), served,
+                   r.user_id)
 
     def counted(self) -> Served:
         """The label and polarity the entity's windows count: the served ones when carried,
@@ -91,8 +95,10 @@ def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epo
     Entities below a score of 0.6, shorter than two characters or made of digits are left out,
     and each entity counts once per text.
     """
+    user = None
     if isinstance(record, EnrichedReview):
         subject_id, event_id, text = record.product_id, record.review_id, record.text
+        user = record.user_id or ""
     else:
         subject_id, event_id = record.source, record.article_id
         text = record.title + ("\n\n" + record.body if record.body else "")
@@ -107,5 +113,5 @@ def observe_enriched(record: EnrichedReview | EnrichedNews, ts: datetime, *, epo
         if entity.score < MIN_ENTITY_SCORE or len(key) < 2 or key.replace(" ", "").isdigit():
             continue
         mentions.setdefault(key, EntityMention(key, " ".join(entity.text.split()), entity.type, observation,
-                                                   served))
+                                                   served, user))
     return subject_id, observation, list(mentions.values())

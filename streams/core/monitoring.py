@@ -122,7 +122,7 @@ class SubjectMonitor:
     # What the subject's texts are about (models.online.themes); None until a text with an
     # embedding arrives (state stored before themes existed reads back as None too).
     themes: ThemeTracker | None = field(init=False, default=None)
-    coordination: CoordinationDetector | None = field(init=False, default=None)  # reviews only: screen()
+    coordination: CoordinationDetector | None = field(init=False, default=None)  # reviews: screen()
     windows: SentimentWindows | None = field(init=False, default=None)  # sentiment.stats (streams.core.stats)
 
     def __post_init__(self) -> None:

@@ -152,3 +152,46 @@ def test_a_flagged_review_is_discounted_for_the_entities_it_names_too(discount: 
         entity.observe(EntityMention.from_record(wire).observation)
     counted = {int(n["id"][1:]) for n in entity.negatives}
     assert counted and ({i for i in counted if i % 2} == set()) is discount
+
+
+def _mentions_of_acme(reviews: list[dict]) -> list:
+    """Each review as the entity-mentions records it makes, all naming the seller Acme."""
+    from streams.core.mentions import observe_enriched
+    from streams.records import EnrichedReview, Entity, encode
+    from streams.testing import FakeEvent
+
+    events = []
+    for i, r in enumerate(reviews):
+        text = f"Bought from Acme. {r['text']}"
+        record = EnrichedReview(
+            review_id=r["review_id"], product_id=r["product_id"], user_id=r["user_id"], text=text, model={},
+            processed_at=T0, entities=[Entity(text="Acme", type="ORG", start=12, end=16, score=0.9)],
+            sentiment={"label": "negative", "score": 0.8, "probs": {"negative": 0.8, "neutral": 0.1, "positive": 0.1}})
+        _, _, [mention] = observe_enriched(record, datetime.fromisoformat(r["ts"]))
+        events.append(FakeEvent(topic="entity-mentions", offset=i, key=b"acme", value=encode(mention.to_record())))
+    return events
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_campaign_spread_over_many_products_is_found_on_the_entity_it_names(seed: int):
+    import asyncio
+
+    from streams.adapters.metrics import Metrics
+    from streams.agents.detectors import Detectors, KeyedMonitors
+    from streams.testing import FakeTable, FakeTopic
+
+    # 300 ordinary reviews of 30 products naming the seller, then 30 accounts' near-duplicates,
+    # one per product: no product sees more than one, the seller sees all of them.
+    ordinary = themed_reviews([f"p{k}" for k in range(30)], 10, planted={}, seed=seed, start=T0 - timedelta(hours=2))
+    campaign = [{**r, "product_id": f"p{i}"} for i, r in enumerate(bombing_reviews("p", 30, start=T0, seed=seed))]
+    metrics, alerts = Metrics(), FakeTopic()
+    entities = KeyedMonitors(FakeTable(), "entity", MonitorConfig(), with_surge=True, metrics=metrics,
+                             seal=StateSeal(b"k" * 32))
+    detectors = Detectors(alerts=alerts, mentions=FakeTopic(), metrics=metrics, subjects={}, streams={},
+                          entities=entities)
+    asyncio.run(detectors.on_mentions(_mentions_of_acme(ordinary)))
+    assert not [a for a in alerts.values() if a["kind"] == "coordinated_reviews"]  # ordinary: no burst
+    asyncio.run(detectors.on_mentions(_mentions_of_acme(campaign)))
+    [burst] = [a for a in alerts.values() if a["kind"] == "coordinated_reviews"]
+    assert burst["subject"] == {"type": "entity", "id": "Acme"} and "naming entity Acme" in burst["message"]
+    assert burst["evidence"] and all("scam" in e["text"].lower() for e in burst["evidence"])
