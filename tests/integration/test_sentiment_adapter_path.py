@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 def _metrics(env: dict[str, str]) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{env['STREAMSENSE_METRICS_PORT']}/metrics",
                                   timeout=10).read().decode()
-    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
             if line and not line.startswith("#")}
 
 

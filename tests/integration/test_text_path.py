@@ -57,7 +57,7 @@ def test_every_review_and_article_comes_out_exactly_once(kafka: Settings, triton
     assert max(enriched.values()) == 1
     assert set(articles) == {n["article_id"] for n in news} and max(articles.values()) == 1
     assert sum(dead.values()) == len(BAD)
-    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                if line and not line.startswith("#")}
     assert samples['streamsense_events_in_total{topic="reviews"}'] == 2000 + len(BAD)
     assert samples['streamsense_events_out_total{topic="reviews.enriched"}'] == 2000
