@@ -146,8 +146,10 @@ MIN_ENTITY_SCORE = 0.6  # entities below it are not used downstream (detectors, 
 
 class EntityMentionRecord(_Output):
     """The internal ``entity-mentions`` topic: one entity in one analysed text, keyed by the entity
-    (one worker owns its detectors). ``label``: the model's own; ``served_*``: ``*.enriched``'s."""
+    (one worker owns its detectors). ``label``: the model's own; ``served_*``: ``*.enriched``'s.
+    Fields it does not know are ignored: in a rolling upgrade, older workers read newer mentions."""
 
+    model_config = ConfigDict(extra="ignore", frozen=True)
     key: str
     name: str
     type: str

@@ -100,3 +100,18 @@ def test_entity_windows_count_each_mention_once_with_the_served_label(served: bo
     assert all(m["labels"][label] == 3 and sum(m["labels"].values()) == 3 for m in minutes)
     assert all(m["mean_score"] == pytest.approx(-0.7 if served else -0.2) for m in minutes)
     assert [key for key, _ in stats.sent] == [b"entity:Acme"] * 4
+
+
+def test_a_mention_from_a_newer_worker_still_reads():
+    # In a rolling upgrade the workers not yet upgraded read what upgraded ones write.
+    from datetime import UTC, datetime
+
+    from streams.core.mentions import EntityMention
+    from streams.core.monitoring import Observation
+    from streams.records import EntityMentionRecord, encode
+
+    mention = EntityMention("acme", "Acme", "ORG", Observation("r1", "Acme again", "negative", 0.8,
+                                                               datetime(2026, 11, 30, tzinfo=UTC)))
+    newer = encode(mention.to_record())[:-1] + b', "a_field_from_the_future": [1, 2]}'
+    read = EntityMention.from_record(EntityMentionRecord.model_validate_json(newer))
+    assert read == mention
