@@ -80,8 +80,7 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    notes them on the records it returns and adds them to Faust's gaps, and only those count:
    Faust's own gap inference and the head allowance are gone under at-least-once. A record
    dropped anywhere now holds the commit until it is read again. (Under exactly-once Faust's
-   bookkeeping stays, see :func:`_for_at_least_once`, and the fetcher's spans are added to
-   its gaps.)
+   bookkeeping stays: see :func:`_for_at_least_once`.)
 7. **Records committed already handed on again**: a record below its partition's committed
    offset (read from a stale position) is not handed on: under exactly-once its outputs
    would be committed twice. (Dropping records returned before their partition was sought

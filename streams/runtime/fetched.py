@@ -140,7 +140,7 @@ def no_record_spans(record) -> list[tuple[int, int]]:
 def _make_to_message(faust_to_message):
     def _to_message(self, tp, record):
         spans = no_record_spans(record)
-        if spans and self.app.topics.acks_enabled_for(tp.topic):
+        if spans and not self.in_transaction and self.app.topics.acks_enabled_for(tp.topic):
             note_no_records(self, tp, spans)
         return faust_to_message(self, tp, record)
     return _to_message
@@ -148,11 +148,7 @@ def _make_to_message(faust_to_message):
 
 def note_no_records(consumer, tp, spans) -> None:
     """Count offsets the fetcher found no record at as done (Faust's *gaps*), from the committed
-    offset on: a commit may pass them. Under both guarantees: they are facts about the log, not
-    guesses. (Under exactly-once they were left to Faust's own inference until 2026-11-30: an
-    input written in transactions, ``entity-mentions``, then had commits stuck behind the
-    markers and aborted records of restarted workers, past which the first record after a
-    restart jumps; Faust infers a gap only between two records it handed on.)"""
+    offset on: a commit may pass them."""
     with ack_lock:
         committed = consumer._committed_offset[tp]
         gaps = consumer._gap[tp]

@@ -624,22 +624,3 @@ def test_nothing_is_handed_on_from_a_partition_while_it_is_sought():
     moved = Fake(generation_moves=True)
     asyncio.run(faust_consumer.Consumer.perform_seek(moved))
     assert moved._active_partitions == {changelog}  # the new rebalance resumes what it assigns
-
-
-def test_under_exactly_once_a_commit_passes_what_the_fetcher_read_past_after_a_restart():
-    """entity-mentions is written in transactions: after a restart its committed offset can be
-    a commit marker followed by an aborted transaction's records. The first record the worker
-    gets jumps past them, and Faust infers a gap only between two records it handed on: without
-    the fetcher's spans every later transaction held outputs past its commit, was aborted, and
-    the workers restarted each other until the chaos run timed out."""
-    faust_patches.apply()
-    consumer = _Consumer(committed=36, in_transaction=True)
-    _hand_on(consumer, _fetched(36, list(range(45, 70)), 70))  # 36: a marker; 37-44: aborted
-    for offset in range(45, 70):
-        consumer.ack(_message(offset))
-    assert consumer.new_offset() == 70
-    dropped = _Consumer(committed=36, in_transaction=True)
-    _hand_on(dropped, _fetched(36, list(range(36, 70)), 70))
-    for offset in range(45, 70):  # 36-44 were returned, so they are records: they hold the commit
-        dropped.ack(_message(offset))
-    assert dropped.new_offset() is None
