@@ -68,7 +68,8 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         streams={"reviews": StreamMonitor("reviews", config), "news": StreamMonitor("news", config)},
         entities=monitors("entity", with_surge=True), item_signals=item_signals,
         stats=runtime.output(names.sentiment_stats) if settings.sentiment_stats else None,
-        windows=(settings.stats_window_sizes, settings.stats_grace_s))
+        windows=(settings.stats_window_sizes, settings.stats_grace_s),
+        entity_stats=settings.processing_guarantee == "at_least_once")  # streams/README.md: why
     clicks = ClickProcessor(
         users=table("click-users"), models=table("click-models"), signals=item_signals,
         recommendations=runtime.output(names.recommendations), alerts=runtime.output(names.alerts),

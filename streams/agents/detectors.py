@@ -140,11 +140,12 @@ class Detectors:
     def __init__(self, *, alerts: OutputTopic, mentions: OutputTopic, metrics: Metrics,
                  subjects: dict[str, KeyedMonitors],
                  streams: dict[str, StreamMonitor], entities: KeyedMonitors, item_signals=None,
-                 stats: OutputTopic | None = None, windows: tuple[tuple[int, ...], float] = ((60, 3600), 60.0)
-                 ) -> None:
+                 stats: OutputTopic | None = None, windows: tuple[tuple[int, ...], float] = ((60, 3600), 60.),
+                 entity_stats: bool = True) -> None:
         self.alerts = alerts
         self.stats = stats  # sentiment.stats: each product's and source's closed windows
         self.windows = windows  # (sizes in seconds, grace period in seconds)
+        self.entity_stats = entity_stats  # the entities' windows too (off under exactly-once)
         self._busiest: dict[tuple[str, str], int] = {}  # the subjects with a negative-share gauge
         self.item_signals = item_signals
         self.mentions = mentions
@@ -272,8 +273,9 @@ class Detectors:
                 flagged, alerts = monitor.screen(o.event_id, o.text, user=mention.user or None, ts=o.ts)
                 o = dataclasses.replace(o, coordinated=flagged)
             alerts += monitor.observe(o, background=self.background)
-            stats = self._window(monitor, o.ts, counted.label, counted.polarity,
-                                 learned=o.embedding is not None and not o.coordinated)
+            learned = o.embedding is not None and not o.coordinated
+            stats = self._window(monitor, o.ts, counted.label, counted.polarity, learned=learned) \
+                if self.entity_stats else []
             with as_current_event(event):
                 await send_alerts(self.alerts, alerts, self.metrics)
                 await self._send_stats(stats)
