@@ -18,8 +18,8 @@ from models.sequential import text_features
 from streams.adapters.metrics import Metrics
 from streams.agents.alerts import send_alerts
 from streams.core.clicks import item_signal_update, signal_item
-from streams.core.mentions import EntityMention, observe_enriched
-from streams.core.monitoring import MonitorConfig, StreamMonitor, SubjectMonitor
+from streams.core.mentions import EntityMention, Served, observe_enriched
+from streams.core.monitoring import MonitorConfig, Observation, StreamMonitor, SubjectMonitor
 from streams.core.ports import OutputTopic, Table
 from streams.core.state import StateSeal
 from streams.core.windows import SentimentWindows, stats_records, window_label
@@ -194,10 +194,8 @@ class Detectors:
             alerts = self.streams[base].observe(features, observation.label, ts, epoch=text.labeller_epoch)
             monitor = batch.get(subject_id, subject_id, event)
             alerts += monitor.observe(observation, background=self.background)
-            polarity = text.record.sentiment.probs.get("positive", 0.0) - \
-                text.record.sentiment.probs.get("negative", 0.0)
-            stats = self._window(monitor, ts, text.record.sentiment.label, polarity,
-                                 learned=text.embedding is not None and not text.coordinated)
+            served = Served.of(text.record.sentiment.label, text.record.sentiment.probs)
+            stats = self._window(monitor, observation, served)
             # Under the record's own event: table writes go to its partition's changelog and
             # sends into its partition's transaction (exactly-once).
             with as_current_event(event):
@@ -212,18 +210,18 @@ class Detectors:
         if self.item_signals is not None:
             self.metrics.item_signals.set(len(self.item_signals))
 
-    def _window(self, monitor: SubjectMonitor, ts: datetime, label: str, polarity: float, *,
-                learned: bool) -> list[SentimentStats]:
-        """The sentiment.stats records a text's event time closes. ``label`` and ``polarity``:
-        the served ones (the aggregates describe the enriched records downstream sees);
-        ``learned``: the subject's themes learned from the text (its last theme counts)."""
+    def _window(self, monitor: SubjectMonitor, obs: Observation, served: Served) -> list[SentimentStats]:
+        """The sentiment.stats records the event time of ``obs`` (just observed by ``monitor``)
+        closes. ``served``: what its enriched record says (the aggregates describe the enriched
+        records downstream sees). A text the subject's themes learned from counts in its theme."""
         if self.stats is None:
             return []
         if monitor.windows is None:
             monitor.windows = SentimentWindows(sizes=self.windows[0], grace_s=self.windows[1])
         themes = monitor.themes
-        closed = monitor.windows.observe(ts.timestamp(), label, polarity,
-                                         themes.last_theme if learned and themes is not None else None)
+        learned = themes is not None and obs.embedding is not None and not obs.coordinated
+        closed = monitor.windows.observe(obs.ts.timestamp(), served.label, served.polarity,
+                                         themes.last_theme if learned else None)
         if themes is None:
             return stats_records(monitor.subject, closed)
         return stats_records(monitor.subject, closed,
@@ -267,15 +265,13 @@ class Detectors:
                 log.warning("skipping an unreadable entity mention at offset %s", event.message.offset)
                 continue
             monitor = batch.get(mention.key, mention.name, event)
-            o, counted, alerts = mention.observation, mention.counted(), []
+            o, alerts = mention.observation, []
             if mention.user is not None and not o.coordinated:
                 # A campaign spread over many products, each too small to see, names one entity.
                 flagged, alerts = monitor.screen(o.event_id, o.text, user=mention.user or None, ts=o.ts)
                 o = dataclasses.replace(o, coordinated=flagged)
             alerts += monitor.observe(o, background=self.background)
-            learned = o.embedding is not None and not o.coordinated
-            stats = self._window(monitor, o.ts, counted.label, counted.polarity, learned=learned) \
-                if self.entity_stats else []
+            stats = self._window(monitor, o, mention.counted()) if self.entity_stats else []
             with as_current_event(event):
                 await send_alerts(self.alerts, alerts, self.metrics)
                 await self._send_stats(stats)
