@@ -37,7 +37,7 @@ class FinetuneConfig:
     learning_rate: float = 3e-5
     head_learning_rate: float = 5e-4
     batch_size: int = 16
-    max_length: int = 128
+    max_length: int = 256  # what Triton reads (max_tokens): long reviews end with their verdict
     heldout_fraction: float = 0.2
     replay_fraction: float = 0.5  # our labelled tweets per user text, mixed in
     tag_distill_weight: float = 1.0
