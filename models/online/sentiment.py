@@ -14,6 +14,10 @@ only while it beats the base model with confidence:
 * while the adapted label is served, a fresh test bets the other way, and the base label comes
   back when the adapter has become worse (again at most ``alpha`` false switches).
 
+The adapter learns on one base model's outputs (its embeddings and probabilities): a new model
+version (a fine-tune, a rollback) gives other embeddings, so :func:`following` starts a fresh
+adapter for it, serving the new model's label until it in turn beats it with confidence.
+
 Rolling polar accuracies of the base, adapted and served labels (last ``window`` rated polar
 reviews) are reported for the metrics. The state is plain numbers (:meth:`to_dict`), so it can
 be checkpointed as data, never as code.
@@ -44,7 +48,7 @@ import numpy as np
 
 from models.sequential.paired import PairedBettingTest
 
-__all__ = ["LABELS", "SentimentAdapter", "rating_label"]
+__all__ = ["LABELS", "SentimentAdapter", "following", "rating_label"]
 
 LABELS = ("negative", "neutral", "positive")
 _NEG, _NEU, _POS = 0, 1, 2
@@ -88,6 +92,12 @@ class SentimentAdapter:
         self._test = self._new_test()
         self._switches = 0
         self._recent: deque[tuple[bool, bool, bool]] = deque(maxlen=window)
+        self.model: str | None = None  # the base model whose outputs it learned on (None: not yet)
+
+    def follows(self, model: str | None) -> bool:
+        """Whether this adapter applies to ``model``'s outputs: it learned on them, or on no
+        model yet, or ``model`` is not known (None: rows from before models were named)."""
+        return model is None or self.model is None or self.model == model
 
     def clone(self) -> SentimentAdapter:
         return SentimentAdapter(dim=self.dim, learning_rate=self.learning_rate, l2=self.l2,
@@ -187,7 +197,7 @@ class SentimentAdapter:
         return {"version": _STATE_VERSION, "dim": self.dim, "weights": self._weights.tolist(),
                 "grad_sq": self._grad_sq.tolist(), "learned": self._learned, "serving": self._serving,
                 "switches": self._switches, "test": self._test.to_dict(),
-                "recent": [[int(a), int(b), int(c)] for a, b, c in self._recent]}
+                "recent": [[int(a), int(b), int(c)] for a, b, c in self._recent], "model": self.model}
 
     def load_dict(self, state: dict) -> SentimentAdapter:
         """Restore :meth:`to_dict`'s output (checked: shapes, finiteness, known values)."""
@@ -201,13 +211,38 @@ class SentimentAdapter:
             raise ValueError("adapter weights have the wrong shape or are not finite")
         if state["serving"] not in ("base", "adapted"):
             raise ValueError(f"unknown serving state {state['serving']!r}")
+        model = state.get("model")  # absent in state stored before adapters named their model
+        if model is not None and not (isinstance(model, str) and 0 < len(model) <= 256):
+            raise ValueError("adapter state names its model with something other than a short string")
         self._weights, self._grad_sq = weights, grad_sq
         self._learned, self._switches = int(state["learned"]), int(state["switches"])
         self._serving = state["serving"]
         self._test = self._new_test().load_dict(state["test"])
         self._recent = deque(((bool(a), bool(b), bool(c)) for a, b, c in state["recent"][-self.window:]),
                              maxlen=self.window)
+        self.model = model
         return self
+
+
+def following(adapter: SentimentAdapter, model: str | None) -> SentimentAdapter:
+    """The adapter to learn ``model``'s next rated review: ``adapter`` itself while it follows
+    that model (naming the model on its first row), else a fresh one for it (a model version
+    switch: the old weights read another encoder's embeddings).
+
+    >>> first = following(SentimentAdapter(dim=4), "v1")
+    >>> first.model, following(first, "v1") is first, following(first, None) is first
+    ('v1', True, True)
+    >>> second = following(first, "v2")
+    >>> second is first, second.model, second.learned, second.serving
+    (False, 'v2', 0, 'base')
+    """
+    if adapter.follows(model):
+        if adapter.model is None:
+            adapter.model = model
+        return adapter
+    fresh = adapter.clone()
+    fresh.model = model
+    return fresh
 
 
 def _polar(probs: np.ndarray) -> int:

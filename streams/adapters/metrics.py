@@ -123,7 +123,10 @@ class Metrics:
                                      "is served (it beats the base model with confidence), else 0",
                                      registry=r)
         self.adapter_learned = Gauge("streamsense_sentiment_adapter_learned", "Rated reviews the "
-                                     "sentiment adapter has learned from", registry=r)
+                                     "sentiment adapter has learned from (since the served model "
+                                     "version last changed)", registry=r)
+        self.adapter_restarts = Counter("streamsense_sentiment_adapter_restarts_total", "Fresh adapters "
+                                        "started because the served model version changed", registry=r)
         self.adapter_categories = Gauge("streamsense_sentiment_adapter_categories", "Categories with "
                                         "an adapter of their own: learned, and served (beating what "
                                         "would be served without it, with confidence)", ["state"],

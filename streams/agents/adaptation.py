@@ -11,6 +11,12 @@ only moves rows and state in and out of Kafka:
   then trains, the adapter, which is stored sealed in the global ``sentiment-adapter`` table at
   most every ``checkpoint_s`` seconds (and when what is served changes) for every worker to read.
 
+Each row names the model version that answered (``model``). When the served version changes
+(``streamsense model load``, the background learner), the first row of the new version starts a
+fresh adapter, and category adapters with it (:func:`models.online.sentiment.following`): weights
+learned on one encoder's embeddings mean nothing on another's. Until then, texts of the new
+version are served its own label (an adapter is applied only to its own model's outputs).
+
 Feedback rows all carry one key, so they land in one partition and one worker learns from all of
 them, in log order. Learning since the last stored state is lost if that worker dies (its rows'
 offsets may be committed); the next owner continues from the stored state.
@@ -35,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from models.online.sentiment import SentimentAdapter
+from models.online.sentiment import SentimentAdapter, following
 from streams.adapters.metrics import Metrics
 from streams.agents.outputs import send_dead_letter
 from streams.core.adaptation import (
@@ -121,10 +127,12 @@ class SentimentAdaptation:
         return adapter
 
     async def send_feedback(self, review_id: str, rating: float | None, base_probs: dict[str, float],
-                            embedding: np.ndarray | None, *, category: str | None = None) -> bool:
-        """Send the review's feedback row when it has a rating (call inside its event's context)."""
+                            embedding: np.ndarray | None, *, category: str | None = None,
+                            model: str | None = None) -> bool:
+        """Send the review's feedback row when it has a rating (call inside its event's context);
+        ``model``: the model version that gave ``base_probs`` and ``embedding``."""
         row = feedback_row(review_id, rating, base_probs, embedding, self.scale,
-                           category=category if self.per_category else None)
+                           category=category if self.per_category else None, model=model)
         if row is None:
             return False
         await self.feedback.send(key=FEEDBACK_KEY, value=row.model_dump_json().encode("utf-8"))
@@ -135,7 +143,7 @@ class SentimentAdaptation:
         """One batch of ``sentiment-feedback`` rows: score and learn each, then store if due."""
         adapter = self._learning(ADAPTER_KEY)
         now = datetime.now(UTC)
-        before = adapter.serving
+        before, changed = adapter.serving, False
         for event in events:
             row = decode_feedback(event.message.value)
             if isinstance(row, DecodeError):
@@ -143,25 +151,32 @@ class SentimentAdaptation:
                     await send_dead_letter(self.deadletter, event.message, row.reason, now=now)
                 self.metrics.deadlettered.labels(source_topic="sentiment-feedback").inc()
                 continue
+            if (fresh := following(adapter, row.model)) is not adapter:
+                log.info("sentiment adapter: the served model changed from %s to %s; a fresh adapter "
+                         "learns the new one's outputs (%s)", adapter.model, row.model, adapter.report())
+                adapter = self._learners[ADAPTER_KEY] = fresh
+                changed = True
+                self.metrics.adapter_restarts.inc()
             embedding, base = decode_embedding(row.embedding), np.array(row.base_probs)
             fallback, _ = adapter.serve(embedding, base)  # what is served without a category's adapter
             adapter.observe(embedding, base, row.label)
             self._dirty.add(ADAPTER_KEY)
             if row.category is not None and self.per_category:
-                self._learn_category(row.category, embedding, fallback, row.label, event)
+                self._learn_category(row.category, embedding, fallback, row.label, event, row.model)
         if events:
             self._last_event = events[-1]
         self._report(adapter)
         if adapter.serving != before:
             log.info("sentiment adapter: now serving the %s label (%s)", adapter.serving, adapter.report())
-        self.store(force=adapter.serving != before)
+        self.store(force=changed or adapter.serving != before)
 
     def _learn_category(self, category: str, embedding: np.ndarray, fallback: np.ndarray, label: int,
-                        event) -> None:
+                        event, model: str | None) -> None:
         order, now = self._category_order(), self._learners[ADAPTER_KEY].learned
         if category not in order and len(order) >= self.max_categories and not self._evict_idle(now, event):
             return  # full of categories rated lately: the deployment's adapter serves this one
-        adapter = self._learning(category_key(category))
+        key = category_key(category)
+        adapter = self._learners[key] = following(self._learning(key), model)
         before = adapter.serving
         adapter.observe(embedding, fallback, label)
         order[category] = now

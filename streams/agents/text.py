@@ -195,4 +195,5 @@ async def _send_feedback(adaptation: SentimentAdaptation, item, analysis: Analys
     record = item.record
     if isinstance(record, Review) and record.rating is not None:
         await adaptation.send_feedback(record.review_id, record.rating, analysis.sentiment["probs"],
-                                       analysis.embedding, category=record.category)
+                                       analysis.embedding, category=record.category,
+                                       model=analysis.model)

@@ -72,6 +72,8 @@ class FeedbackRow(BaseModel):
     base_probs: list[float] = Field(min_length=3, max_length=3)
     embedding: str = Field(min_length=1, max_length=1100)  # base64 of 384 little-endian float16
     category: str | None = Field(default=None, min_length=1, max_length=256)  # the review's, if any
+    # The model (version) that gave base_probs and the embedding; None in rows from older workers.
+    model: str | None = Field(default=None, min_length=1, max_length=256)
 
     @field_validator("base_probs")
     @classmethod
@@ -82,15 +84,16 @@ class FeedbackRow(BaseModel):
 
 
 def feedback_row(review_id: str, rating: float | None, sentiment_probs: dict[str, float],
-                 embedding: np.ndarray | None, scale: RatingScale, *, category: str | None = None
-                 ) -> FeedbackRow | None:
+                 embedding: np.ndarray | None, scale: RatingScale, *, category: str | None = None,
+                 model: str | None = None) -> FeedbackRow | None:
     """The row to learn from, or None when the review has no rating or no embedding."""
     label = rating_label(rating, negative_max=scale.negative_max, positive_min=scale.positive_min)
     if label is None or embedding is None:
         return None
     return FeedbackRow(review_id=review_id, label=label,
                        base_probs=[float(sentiment_probs[name]) for name in LABELS],
-                       embedding=encode_embedding(embedding), category=category or None)
+                       embedding=encode_embedding(embedding), category=category or None,
+                       model=model or None)
 
 
 def category_key(category: str) -> str:
@@ -134,19 +137,25 @@ def adapt_analyses(analyses: list[Analysis | None], adapter: SentimentAdapter | 
     """The analyses with the sentiment to serve (see :func:`adapted_sentiment`); ``categories``:
     per analysis, its category's name and adapter, if it has one. An adapted one names its
     adapters in its sentiment model (``<base model>+adapter-<rated reviews learned>``, then
-    ``+<category>-adapter-<learned>``)."""
+    ``+<category>-adapter-<learned>``). Adapters that learned on another model than the one an
+    analysis came from are not applied to it."""
     per_item = list(categories) if categories is not None else [None] * len(analyses)
     out: list[Analysis | None] = []
     for analysis, category in zip(analyses, per_item, strict=True):
-        chosen = category[1] if category is not None and category[1].serving == "adapted" else None
-        if analysis is None or analysis.embedding is None or (
-                chosen is None and (adapter is None or adapter.serving != "adapted")):
+        if analysis is None or analysis.embedding is None:
             out.append(analysis)
             continue
-        served = adapted_sentiment(adapter, analysis.sentiment, analysis.embedding, chosen)
+        # An adapter learned on another model's outputs (just after a version switch) stays out.
+        deployment = adapter if adapter is not None and adapter.follows(analysis.model) else None
+        chosen = category[1] if category is not None and category[1].serving == "adapted" \
+            and category[1].follows(analysis.model) else None
+        if chosen is None and (deployment is None or deployment.serving != "adapted"):
+            out.append(analysis)
+            continue
+        served = adapted_sentiment(deployment, analysis.sentiment, analysis.embedding, chosen)
         model = analysis.model
-        if adapter is not None and adapter.serving == "adapted":
-            model += f"+adapter-{adapter.learned}"
+        if deployment is not None and deployment.serving == "adapted":
+            model += f"+adapter-{deployment.learned}"
         if chosen is not None:
             model += f"+{category[0]}-adapter-{chosen.learned}"
         out.append(replace(analysis, sentiment=served.model_dump(), sentiment_model=model))

@@ -125,13 +125,19 @@ class _Inferencer:
                 for t in texts]
 
 
-def test_the_text_path_sends_rated_reviews_and_serves_the_adapted_label_once_it_wins():
+def _kettles() -> tuple[SentimentAdaptation, TextProcessor, FakeTopic, FakeTopic, list[dict]]:
+    """The text path with an adapter, and 300 rated kettle reviews ("good" ones 5 stars)."""
     adaptation, _, feedback, _, _ = _adaptation()
-    output, deadletter = FakeTopic(), FakeTopic()
-    processor = TextProcessor("reviews", inferencer=_Inferencer(), output=output, deadletter=deadletter,
+    output = FakeTopic()
+    processor = TextProcessor("reviews", inferencer=_Inferencer(), output=output, deadletter=FakeTopic(),
                               metrics=adaptation.metrics, adaptation=adaptation)
     reviews = [{"review_id": f"r{i}", "product_id": "p1", "text": ("good" if i % 2 else "bad") + " kettle",
                 "rating": 5 if i % 2 else 1} for i in range(300)]
+    return adaptation, processor, output, feedback, reviews
+
+
+def test_the_text_path_sends_rated_reviews_and_serves_the_adapted_label_once_it_wins():
+    adaptation, processor, output, feedback, reviews = _kettles()
     reviews.append({"review_id": "unrated", "product_id": "p1", "text": "bad kettle"})
     asyncio.run(processor.process(fake_events("reviews", reviews)))
     assert len(feedback.sent) == 300 and {k for k, _ in feedback.sent} == {FEEDBACK_KEY}
@@ -144,6 +150,43 @@ def test_the_text_path_sends_rated_reviews_and_serves_the_adapted_label_once_it_
     assert [r["sentiment"]["source"] for r in served] == ["adapted"] * 3
     assert [r["sentiment"]["label"] for r in served] == ["negative", "positive", "negative"]
     assert served[0]["model"]["sentiment"] == "base-1+adapter-300" and served[0]["model"]["ner"] == "base-1"
+
+
+class _Switched(_Inferencer):
+    """The same answers from another model version (a fine-tune just loaded)."""
+
+    async def analyse(self, texts):
+        from dataclasses import replace
+
+        return [replace(a, model="base-2") for a in await super().analyse(texts)]
+
+
+def test_a_model_version_switch_starts_a_fresh_adapter_and_never_serves_the_old_one_on_it():
+    """The adapter learned base-1's embeddings; texts base-2 answers are served base-2's own
+    label at once, and base-2's first rated review starts a fresh adapter that names it."""
+    adaptation, processor, output, feedback, reviews = _kettles()
+    asyncio.run(processor.process(fake_events("reviews", reviews)))
+    assert {json.loads(v)["model"] for _, v in feedback.sent} == {"base-1"}
+    events = [FakeEvent(topic="sentiment-feedback", offset=i, value=v) for i, (_, v) in enumerate(feedback.sent)]
+    asyncio.run(adaptation.learn(events))
+    assert adaptation.current().serving == "adapted" and adaptation.current().model == "base-1"
+
+    processor.inferencer = _Switched()
+    output.sent.clear()
+    feedback.sent.clear()
+    asyncio.run(processor.process(fake_events("reviews", reviews[:4])))
+    assert [r["sentiment"]["source"] for r in output.values()] == ["base"] * 4  # not base-1's adapter
+    assert {r["model"]["sentiment"] for r in output.values()} == {"base-2"}
+    asyncio.run(adaptation.learn([FakeEvent(topic="sentiment-feedback", offset=300 + i, value=v)
+                                  for i, (_, v) in enumerate(feedback.sent)]))
+    fresh = adaptation.current()  # as every worker reads it from the table
+    assert (fresh.model, fresh.learned, fresh.serving) == ("base-2", 4, "base")
+    assert adaptation.metrics.adapter_restarts._value.get() == 1
+    # Rows from before adapters named their model keep learning whichever adapter there is.
+    old = FeedbackRow(**{**json.loads(feedback.sent[0][1]), "model": None})
+    asyncio.run(adaptation.learn([FakeEvent(topic="sentiment-feedback", offset=400,
+                                            value=old.model_dump_json(exclude_none=True).encode())]))
+    assert (adaptation.current().model, adaptation.current().learned) == ("base-2", 5)
 
 
 def test_a_learner_that_regains_the_partition_continues_from_what_another_stored():
