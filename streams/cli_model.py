@@ -215,28 +215,32 @@ def learn(
 ) -> None:
     """The background learner: gather rated reviews from reviews.enriched, fine-tune the served
     version on them every N new ones, and serve the result only when it beats the served version
-    on held-out rated reviews with confidence (no restart), or shadow it (--shadow). Needs the
+    with confidence (no restart), or shadow it (--shadow): on held-out rated reviews, then, until
+    it wins or the next round, on each rated review that comes after its round. Needs the
     training extra."""
     import time
 
-    from streams.learner import LearnerOptions, collect, learn_round, pending
+    from streams.learner import LearnerOptions, check_candidate, collect, learn_round, pending
 
     settings = local_settings()
     options = LearnerOptions(every=every, epochs=epochs, alpha=alpha, eval_tweets=eval_tweets, shadow=shadow)
     while True:
         try:
-            new = collect(settings, keep=options.keep)
+            new = collect(settings, keep=options.keep, max_seconds=max(5.0, poll_s))
         except Exception as exc:
             raise fail(f"cannot read {settings.topic_prefix}reviews.enriched from "
                        f"{settings.kafka_bootstrap}: {exc!r}") from None
         waiting = pending(settings)
         console.print(f"learner: {new} new rated reviews, {waiting} since the last round "
                       f"(a round every {every})")
-        if waiting >= every:
-            try:
-                learn_round(settings, options, log=lambda msg: console.print(msg, highlight=False))
-            except (ImportError, RuntimeError, ValueError) as exc:
-                raise fail(f"the learning round failed: {exc}") from None
+        say = lambda msg: console.print(msg, highlight=False)  # noqa: E731
+        try:
+            if waiting >= every:
+                learn_round(settings, options, log=say)
+            elif new:
+                check_candidate(settings, options, log=say)
+        except (ImportError, RuntimeError, ValueError) as exc:
+            raise fail(f"the learning round failed: {exc}") from None
         if once:
             return
         time.sleep(poll_s)

@@ -28,7 +28,7 @@ from models.bert.evaluate import product_reviews, sentiment_scores
 from models.bert.pipeline import SENTIMENT_LABELS, TAGS, encode
 from models.online.sentiment import rating_label
 
-__all__ = ["FinetuneConfig", "finetune", "read_labels"]
+__all__ = ["FinetuneConfig", "finetune", "paired", "predict", "read_labels"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
     after, after_probs = _scores(model, tokenizer, sets, config)
     log(f"after: {_brief(after)}")
     _save(model, base, out, meta, labels, config)
-    report = {"before": before, "after": after, "paired": _paired(user_heldout, before_probs, after_probs),
+    report = {"before": before, "after": after, "paired": paired(user_heldout, before_probs, after_probs),
               "user_train": len(user_train),
               "user_heldout": len(user_heldout), "replay": len(replay),
               "seconds": round(time.monotonic() - started)}
@@ -181,7 +181,9 @@ def _loss(model, teacher, tokenizer, batch, config: FinetuneConfig):
     return loss + config.tag_distill_weight * (kl * tokens).sum() / tokens.sum().clamp(min=1.0)
 
 
-def _paired(items: list, before: np.ndarray, after: np.ndarray) -> dict[str, int]:
+def paired(items: list, before: np.ndarray, after: np.ndarray) -> dict[str, int]:
+    """On the polar ``items``: how many only ``after``'s probabilities call right
+    (``after_right``), how many only ``before``'s (``before_right``), and how many there were."""
     pos, neg = SENTIMENT_LABELS.index("positive"), SENTIMENT_LABELS.index("negative")
     counts = {"after_right": 0, "before_right": 0, "polar": 0}
     for item, b, a in zip(items, before, after, strict=True):
@@ -195,23 +197,28 @@ def _paired(items: list, before: np.ndarray, after: np.ndarray) -> dict[str, int
     return counts
 
 
+def predict(model, tokenizer, texts: list[str], *, max_length: int = FinetuneConfig.max_length) -> np.ndarray:
+    """Sentiment probabilities (texts x labels) of a model :func:`models.bert.train.load` read."""
+    import torch
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    probs = np.zeros((len(texts), len(SENTIMENT_LABELS)), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(order), 64):
+            idx = order[start:start + 64]
+            (sentiment, _), _ = _forward(model, tokenizer, [texts[i] for i in idx], max_length)
+            probs[idx] = sentiment.softmax(-1).numpy()
+    return probs
+
+
 def _scores(model, tokenizer, sets: dict[str, list], config: FinetuneConfig
             ) -> tuple[dict[str, dict], np.ndarray]:
     """Scores per set, and the user's held-out probabilities (the first set)."""
-    import torch
-
     out, first = {}, None
-    with torch.no_grad():
-        for name, items in sets.items():
-            order = sorted(range(len(items)), key=lambda i: len(items[i].text))
-            probs = np.zeros((len(items), len(SENTIMENT_LABELS)), dtype=np.float32)
-            for start in range(0, len(order), 64):
-                idx = order[start:start + 64]
-                texts = [items[i].text for i in idx]
-                (sentiment, _), _ = _forward(model, tokenizer, texts, config.max_length)
-                probs[idx] = sentiment.softmax(-1).numpy()
-            out[name] = sentiment_scores([t.label for t in items], probs, [t.group for t in items])
-            first = probs if first is None else first
+    for name, items in sets.items():
+        probs = predict(model, tokenizer, [t.text for t in items], max_length=config.max_length)
+        out[name] = sentiment_scores([t.label for t in items], probs, [t.group for t in items])
+        first = probs if first is None else first
     return out, first
 
 

@@ -81,8 +81,10 @@ class ConsumedRecord:
 
 async def read_topic(settings: Settings, topic: str, *, from_beginning: bool = True,
                      idle_timeout_s: float | None = 5.0, max_records: int | None = None,
-                     group_id: str | None = None) -> AsyncIterator[ConsumedRecord]:
-    """Yield records of ``topic`` until ``max_records`` or ``idle_timeout_s`` without one.
+                     group_id: str | None = None, max_seconds: float | None = None
+                     ) -> AsyncIterator[ConsumedRecord]:
+    """Yield records of ``topic`` until ``max_records``, ``idle_timeout_s`` without one, or
+    ``max_seconds`` of reading (checked between fetches).
 
     ``idle_timeout_s=None`` follows the topic forever. Only committed (transactional) data is read.
     """
@@ -93,8 +95,10 @@ async def read_topic(settings: Settings, topic: str, *, from_beginning: bool = T
     )
     await consumer.start()
     count = 0
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     try:
-        while max_records is None or count < max_records:
+        while (max_records is None or count < max_records) \
+                and (deadline is None or time.monotonic() < deadline):
             batch = await consumer.getmany(timeout_ms=int((idle_timeout_s or 1.0) * 1000))
             if not batch:
                 if idle_timeout_s is not None:
