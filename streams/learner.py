@@ -17,11 +17,12 @@ is left to the user (``streamsense model load N``) once the workers' comparison 
 agrees. Each round is a line in ``<home>/learner/rounds.jsonl``.
 
 A held-out fifth is small early on (95 reviews after 500), and the confidence sequence needs
-30-40 disagreements to call a 75-80% winner. So a new version that has not won yet stays a
-*candidate* (``candidate.json``): :func:`check_candidate` scores it and the version it was
-trained from on every rated review gathered after its round (none of them trained on) and adds
-them to the same test, at the same level: the sequence is time-uniform, so looking after every
-batch keeps the bound. It is served as soon as it wins; the next round replaces it.
+30-40 disagreements to call a 75-80% winner. So a new version that is ahead there but has not
+won yet stays a *candidate* (``candidate.json``; one that is not ahead is deleted):
+:func:`check_candidate` scores it and the version it was trained from on every rated review
+gathered after its round (none of them trained on) and adds them to the same test, at the same
+level: the sequence is time-uniform, so looking after every batch keeps the bound. It is served
+as soon as it wins; the next round replaces it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -150,7 +152,7 @@ def decide(paired: dict[str, int], *, alpha: float, round_number: int = 1
 
 def learn_round(settings: LocalStackSettings, options: LearnerOptions, *, log=print) -> dict:
     """One round: fine-tune the served version on what was gathered, serve it if it wins."""
-    from models.bert import data, finetune
+    from models.bert import finetune
     from streams.adapters.triton_models import ModelControl, repository_versions
 
     rows = [json.loads(line) for line in (_store(settings) / "rated.jsonl").read_text().splitlines()]
@@ -165,7 +167,9 @@ def learn_round(settings: LocalStackSettings, options: LearnerOptions, *, log=pr
     if base.weights is None:
         raise RuntimeError(f"version {base.number}'s torch weights are not on this machine: "
                            "cannot fine-tune it")
-    out = data.cache_dir() / "models" / f"learned-{base.name[-12:]}-{len(rows)}"
+    # With the learner's other files (the deployment's home), not the shared model cache: a
+    # served version's weights are the next round's start, and tests' homes are removed whole.
+    out = _store(settings) / "versions" / f"learned-{base.name[-12:]}-{len(rows)}"
     log(f"learner: fine-tuning version {base.number} on {len(train)} rated reviews "
         f"({len(heldout)} held out)")
     report = finetune.finetune(base.weights, train, out, heldout=heldout, log=log,
@@ -179,14 +183,16 @@ def learn_round(settings: LocalStackSettings, options: LearnerOptions, *, log=pr
               "interval": [round(low, 4), round(high, 4)], "accepted": accept,
               "before": report["before"]["yours (held out)"]["polar_accuracy"],
               "after": report["after"]["yours (held out)"]["polar_accuracy"]}
-    candidate = _store(settings) / "candidate.json"
-    candidate.unlink(missing_ok=True)  # a newer round replaces a candidate that never won
+    _drop_candidate(settings)  # a newer round replaces a candidate that never won
     if accept:
         _serve(settings, options, control, out, result)
-    elif rows:
-        result["candidate"] = True
-        candidate.write_text(json.dumps({"round": number_of_round, "base": base.number, "path": str(out),
-                                         "paired": report["paired"], "last": rows[-1]["review_id"]}))
+    elif report["paired"]["after_right"] > report["paired"]["before_right"]:
+        result["candidate"] = True  # ahead, not yet with confidence: tested on what comes next
+        (_store(settings) / "candidate.json").write_text(json.dumps({
+            "round": number_of_round, "base": base.number, "path": str(out), "paired": report["paired"],
+            "last": rows[-1]["review_id"]}))
+    else:
+        shutil.rmtree(out, ignore_errors=True)  # no better on the held-out reviews: not kept
     _append_round(settings, result)
     log(f"learner: held-out polar accuracy {result['before']:.3f} -> {result['after']:.3f}; new version "
         f"right on {report['paired']['after_right']} of the disagreements, the served one on "
@@ -213,7 +219,7 @@ def check_candidate(settings: LocalStackSettings, options: LearnerOptions, *, lo
     served = control.served()
     if candidate["last"] not in ids or not served or served[-1] != candidate["base"] \
             or versions.get(candidate["base"]) is None or versions[candidate["base"]].weights is None:
-        path.unlink()
+        _drop_candidate(settings)
         log(f"learner: round {candidate['round']}'s candidate dropped (the served version changed, or "
             "its reviews were trimmed)")
         return None
@@ -246,6 +252,14 @@ def check_candidate(settings: LocalStackSettings, options: LearnerOptions, *, lo
     _append_round(settings, result)
     log("learner: " + _outcome(result, options))
     return result
+
+
+def _drop_candidate(settings: LocalStackSettings) -> None:
+    """Forget the pending candidate, and its weights (223 MB; never installed)."""
+    path = _store(settings) / "candidate.json"
+    if path.exists():
+        shutil.rmtree(json.loads(path.read_text())["path"], ignore_errors=True)
+        path.unlink()
 
 
 def _serve(settings: LocalStackSettings, options: LearnerOptions, control, out: Path, result: dict) -> None:
