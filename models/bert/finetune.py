@@ -140,11 +140,13 @@ def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
 
 
 def _replay(config: train.TrainConfig, n: int, seed: int) -> list[data.LabelledText]:
-    """``n`` of our own training texts (never our held-out ones), half tweets, half customer tweets."""
+    """``n`` of the base model's own kinds of training text (never our held-out ones): half
+    tweets, half customer tweets, or all tweets for a model trained without customer tweets
+    (replay keeps what the model knew; it must not teach it a domain it never saw)."""
     splits = train.corpus_splits(config)
-    pools = [splits.train_tweets, splits.train_customers]
+    pools = [splits.train_tweets] + ([splits.train_customers] if config.customer_tweets_per_label else [])
     rng = random.Random(seed + 7)
-    return [t for pool in pools for t in rng.sample(pool, min(n // 2, len(pool)))]
+    return [t for pool in pools for t in rng.sample(pool, min(n // len(pools), len(pool)))]
 
 
 def _evaluation_sets(config: train.TrainConfig, user_heldout: list, ft: FinetuneConfig) -> dict[str, list]:
