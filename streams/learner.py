@@ -20,9 +20,10 @@ A held-out fifth is small early on (95 reviews after 500), and the confidence se
 30-40 disagreements to call a 75-80% winner. So a new version that is ahead there but has not
 won yet stays a *candidate* (``candidate.json``; one that is not ahead is deleted):
 :func:`check_candidate` scores it and the version it was trained from on every rated review
-gathered after its round (none of them trained on) and adds them to the same test, at the same
-level: the sequence is time-uniform, so looking after every batch keeps the bound. It is served
-as soon as it wins; the next round replaces it.
+gathered after its round whose text it has not met (neither trained on nor held out: streams
+repeat short texts) and adds them to the same test, at the same level: the sequence is
+time-uniform, so looking after every batch keeps the bound. It is served as soon as it wins;
+the next round replaces it.
 """
 
 from __future__ import annotations
@@ -115,9 +116,13 @@ def split(rows: list[dict], settings: LocalStackSettings) -> tuple[list, list]:
     """(train, held out) labelled texts: a fifth held out by a hash of the text, for good."""
     train, heldout = [], []
     for item in _labelled(rows, settings):
-        digest = hashlib.sha256(item.text.strip().lower().encode()).digest()
+        digest = hashlib.sha256(_normal(item.text).encode()).digest()
         (heldout if digest[0] % 5 == 0 else train).append(item)
     return train, heldout
+
+
+def _normal(text: str) -> str:
+    return text.strip().lower()
 
 
 def _labelled(rows: list[dict], settings: LocalStackSettings) -> list:
@@ -128,7 +133,7 @@ def _labelled(rows: list[dict], settings: LocalStackSettings) -> list:
         label = rating_label(row["rating"], negative_max=settings.rating_negative_max,
                              positive_min=settings.rating_positive_min)
         if label is not None:
-            digest = hashlib.sha256(row["text"].strip().lower().encode()).digest()
+            digest = hashlib.sha256(_normal(row["text"]).encode()).digest()
             out.append(LabelledText(group=f"rated-{digest[:8].hex()}", text=row["text"], label=LABELS[label]))
     return out
 
@@ -223,8 +228,18 @@ def check_candidate(settings: LocalStackSettings, options: LearnerOptions, *, lo
         log(f"learner: round {candidate['round']}'s candidate dropped (the served version changed, or "
             "its reviews were trimmed)")
         return None
-    fresh = _labelled(rows[ids.index(candidate["last"]) + 1:], settings)
+    cut = ids.index(candidate["last"]) + 1
+    # Each text once, and none the candidate could have seen: streams repeat short texts ("Great
+    # product!"), and one it was trained on would count for it.
+    known = {_normal(r["text"]) for r in rows[:cut]}
+    fresh = []
+    for item in _labelled(rows[cut:], settings):
+        if (key := _normal(item.text)) not in known:
+            known.add(key)
+            fresh.append(item)
+    candidate["last"] = ids[-1]
     if not fresh:
+        path.write_text(json.dumps(candidate))
         return None
     texts = [t.text for t in fresh]
     from tokenizers import Tokenizer
@@ -237,8 +252,8 @@ def check_candidate(settings: LocalStackSettings, options: LearnerOptions, *, lo
     counts = finetune.paired(fresh, probs[0], probs[1])
     total = {k: candidate["paired"][k] + counts[k] for k in counts}
     accept, (low, high) = decide(total, alpha=options.alpha, round_number=candidate["round"])
-    candidate.update(paired=total, last=ids[-1])
-    log(f"learner: round {candidate['round']}'s candidate on {len(fresh)} more rated reviews: right on "
+    candidate["paired"] = total
+    log(f"learner: round {candidate['round']}'s candidate on {len(fresh)} more rated texts: right on "
         f"{total['after_right']} of all disagreements, the served version on {total['before_right']} "
         f"(share {low:.2f}-{high:.2f})")
     if not accept:

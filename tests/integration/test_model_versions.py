@@ -9,8 +9,8 @@ when asked directly. Then the background learner
 among them a domain the model gets wrong. Its held-out reviews (16 of that domain, the rest
 copies of a few plain templates both versions call right) hold too few disagreements to win at
 `--alpha 0.0001` (18 are needed), so the new version stays a candidate; the next
-`learn --once` tests it on the rated reviews enriched since, where it wins, and shadows it as
-version 3; `model load 3` then serves it."""
+`learn --once` tests it on the texts among the rated reviews enriched since that it has not met
+(43), where it wins, and shadows it as version 3; `model load 3` then serves it."""
 
 from __future__ import annotations
 
@@ -194,22 +194,22 @@ def _shadow_expected(local: Settings, reviews: list[dict]) -> dict[str, list[int
 def _learn(env: dict[str, str], settings: Settings, names: TopicNames, worker: WorkerProcess) -> list[dict]:
     """Rated horror-film reviews (the model gets most wrong), a learner round, then unrated
     ones: what the learner's version says about them."""
-    rated = domain_reviews(200, seed=21)
+    rated = domain_reviews(400, seed=21)  # templated: the last 300 hold 43 texts not among the first 100
     learn = ("learn", "--once", "--epochs", "2", "--eval-tweets", "20", "--shadow", "0.5", "--alpha", "0.0001")
     asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in rated[:100]]))
     ids_in(settings, names.reviews_enriched, "review_id", expect=400, timeout_s=180, worker=worker)
     out = _cli(env, *learn, "--every", "100")
     assert "the new one is tested on the rated reviews that come next" in out, out
     asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in rated[100:]]))
-    ids_in(settings, names.reviews_enriched, "review_id", expect=500, timeout_s=180, worker=worker)
-    out = _cli(env, *learn, "--every", "1000")  # no new round: the candidate meets the 100 new reviews
-    assert "candidate on 100 more rated reviews" in out and "shadowing version 3 on 50%" in out, out
+    ids_in(settings, names.reviews_enriched, "review_id", expect=700, timeout_s=180, worker=worker)
+    out = _cli(env, *learn, "--every", "1000")  # no new round: the candidate meets the new texts
+    assert "candidate on 43 more rated texts" in out and "shadowing version 3 on 50%" in out, out
     assert "shadow (50% of texts)" in next(line for line in _cli(env, "model", "list").splitlines()
                                            if line.strip().startswith("3 "))
     assert "serving text_analysis version 3" in _cli(env, "model", "load", "3")
     fresh = [{k: v for k, v in r.items() if k != "rating"} for r in domain_reviews(50, seed=22)]
     asyncio.run(produce_lines(settings, names.reviews, "reviews", [json.dumps(r).encode() for r in fresh]))
-    ids_in(settings, names.reviews_enriched, "review_id", expect=550, timeout_s=180, worker=worker)
+    ids_in(settings, names.reviews_enriched, "review_id", expect=750, timeout_s=180, worker=worker)
     wanted = {r["review_id"] for r in fresh}
 
     async def read() -> list[dict]:
