@@ -87,8 +87,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     machine = f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}"
 
     def check(*names: str) -> None:
-        # Our stack is idle between sections: what is busy now is other work on the machine.
-        busy = busy_fraction()
+        # What is busy now, besides our stack (still settling after its start) and this process,
+        # is other work on the machine.
+        ours = {"kafka": stack.kafka_pid, "triton": stack.triton_pid, "bench": os.getpid()}
+        busy = busy_fraction(ours=ours)
         if busy is not None and busy > BUSY_WARNING:
             note = (f"**Warning:** {busy:.0%} of the machine's CPU time was taken by other work just "
                     f"before this section (or a measurement it is compared with) ran; its numbers are "

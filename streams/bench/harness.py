@@ -40,15 +40,20 @@ def _cpu_times(stat_line: str) -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def busy_fraction(seconds: float = 2.0) -> float | None:
-    """Share of all cores' time spent busy over the next ``seconds`` (None without /proc/stat)."""
+def busy_fraction(seconds: float = 2.0, *, ours: dict[str, int | None] | None = None) -> float | None:
+    """Share of all cores' time spent busy over the next ``seconds``, less what the process
+    trees in ``ours`` used meanwhile (a broker or Triton still starting up is not other work);
+    None without /proc/stat."""
     stat = Path("/proc/stat")
     if not stat.exists():
         return None
+    ours = ours or {}
     busy0, total0 = _cpu_times(stat.read_text().splitlines()[0])
+    own0 = sum(cpu_seconds(ours).values())
     time.sleep(seconds)
     busy1, total1 = _cpu_times(stat.read_text().splitlines()[0])
-    return (busy1 - busy0) / max(1, total1 - total0)
+    own = (sum(cpu_seconds(ours).values()) - own0) * os.sysconf("SC_CLK_TCK")
+    return max(0.0, busy1 - busy0 - own) / max(1, total1 - total0)
 
 
 @dataclass
