@@ -228,15 +228,7 @@ def check_candidate(settings: LocalStackSettings, options: LearnerOptions, *, lo
         log(f"learner: round {candidate['round']}'s candidate dropped (the served version changed, or "
             "its reviews were trimmed)")
         return None
-    cut = ids.index(candidate["last"]) + 1
-    # Each text once, and none the candidate could have seen: streams repeat short texts ("Great
-    # product!"), and one it was trained on would count for it.
-    known = {_normal(r["text"]) for r in rows[:cut]}
-    fresh = []
-    for item in _labelled(rows[cut:], settings):
-        if (key := _normal(item.text)) not in known:
-            known.add(key)
-            fresh.append(item)
+    fresh = _unmet(rows, ids.index(candidate["last"]) + 1, settings)
     candidate["last"] = ids[-1]
     if not fresh:
         path.write_text(json.dumps(candidate))
@@ -267,6 +259,19 @@ def check_candidate(settings: LocalStackSettings, options: LearnerOptions, *, lo
     _append_round(settings, result)
     log("learner: " + _outcome(result, options))
     return result
+
+
+def _unmet(rows: list[dict], cut: int, settings: LocalStackSettings) -> list:
+    """The labelled texts of ``rows[cut:]``, each once, and none that came before ``cut``:
+    streams repeat short texts ("Great product!"), and one the candidate was trained on would
+    count for it."""
+    known = {_normal(r["text"]) for r in rows[:cut]}
+    fresh = []
+    for item in _labelled(rows[cut:], settings):
+        if (key := _normal(item.text)) not in known:
+            known.add(key)
+            fresh.append(item)
+    return fresh
 
 
 def _drop_candidate(settings: LocalStackSettings) -> None:
