@@ -113,6 +113,7 @@ def _draw_soak(fig, data: dict) -> None:
 
 def _draw_adapter(fig, data: dict) -> None:
     sets = data["sets"]
+    fig.set_size_inches(3.75 * max(2, len(sets)), 4.0)  # one panel per set, each as wide as two would be
     for k, (title, curves) in enumerate(sets.items()):
         ax = fig.add_subplot(1, len(sets), k + 1)
         for name, rolling in curves.items():
@@ -123,4 +124,4 @@ def _draw_adapter(fig, data: dict) -> None:
         ax.set_ylabel("polar accuracy, last 200")
         ax.set_ylim(0.3, 1.0)
         ax.legend(loc="lower right", fontsize=7)
-        ax.set_title(f"Adapter, {title}", fontsize=9)
+        ax.set_title(title, fontsize=9)
