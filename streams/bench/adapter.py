@@ -143,7 +143,7 @@ def _private_triton(stack: Stack, one: _Set) -> Iterator[Path]:
 
 
 async def _shipped(url: str, texts: list[str]) -> np.ndarray:
-    """Version 1's sentiment probabilities for ``texts`` (the model as shipped)."""
+    """Version 1's sentiment probabilities for ``texts`` (the model the set starts with)."""
     client = TritonInferencer(url=url)
     try:
         analyses = [a for start in range(0, len(texts), 64)
