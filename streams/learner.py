@@ -89,20 +89,29 @@ def collect(settings: LocalStackSettings, *, keep: int, idle_timeout_s: float = 
 
     new = asyncio.run(read())
     if new:
+        gathered = _gathered(settings)
         rows = (rows + new)[-keep:]
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(path)
+        (_store(settings) / "gathered").write_text(str(gathered + len(new)))
     return len(new)
+
+
+def _gathered(settings: LocalStackSettings) -> int:
+    """Rated reviews gathered ever: ``rated.jsonl`` keeps only the newest ``keep``."""
+    folder = _store(settings)
+    if (folder / "gathered").exists():
+        return int((folder / "gathered").read_text())
+    rated = folder / "rated.jsonl"  # a store from before the count was kept
+    return sum(1 for _ in rated.open()) if rated.exists() else 0
 
 
 def pending(settings: LocalStackSettings) -> int:
     """Rated reviews gathered since the last round (all of them before the first)."""
-    folder = _store(settings)
-    rated = folder / "rated.jsonl"
-    total = sum(1 for _ in rated.open()) if rated.exists() else 0
     rounds = _rounds(settings)
-    return max(0, total - (rounds[-1]["rated"] if rounds else 0))
+    last = rounds[-1].get("gathered", rounds[-1]["rated"]) if rounds else 0
+    return max(0, _gathered(settings) - last)
 
 
 def _rounds(settings: LocalStackSettings) -> list[dict]:
@@ -183,7 +192,7 @@ def learn_round(settings: LocalStackSettings, options: LearnerOptions, *, log=pr
     number_of_round = len(_rounds(settings)) + 1
     accept, (low, high) = decide(report["paired"], alpha=options.alpha, round_number=number_of_round)
     result = {"at": datetime.now(UTC).isoformat(), "round": number_of_round, "base": base.number,
-              "rated": len(rows),
+              "rated": len(rows), "gathered": _gathered(settings),
               "train": len(train), "heldout": len(heldout), "paired": report["paired"],
               "interval": [round(low, 4), round(high, 4)], "accepted": accept,
               "before": report["before"]["yours (held out)"]["polar_accuracy"],

@@ -47,6 +47,18 @@ def test_pending_counts_what_came_since_the_last_round(tmp_path):
     assert pending(settings) == 5
 
 
+def test_rounds_go_on_once_the_kept_reviews_are_trimmed(tmp_path):
+    """rated.jsonl keeps the newest 50,000; counting its lines, a store at the cap had 0 pending
+    after every round, for good. The count of all gathered reviews goes on."""
+    settings = LocalStackSettings(home=tmp_path)
+    folder = tmp_path / "learner"
+    folder.mkdir()
+    (folder / "rated.jsonl").write_text("".join(json.dumps({"review_id": f"r{i}"}) + "\n" for i in range(30)))
+    (folder / "gathered").write_text("5030")
+    (folder / "rounds.jsonl").write_text(json.dumps({"rated": 30, "gathered": 5000}) + "\n")
+    assert pending(settings) == 30
+
+
 def test_a_candidate_checked_after_every_batch_of_new_reviews_is_served_at_most_alpha_of_the_time():
     """Null: a candidate right on half of the disagreements, checked (the round's test on the
     running totals) after every 1-20 new disagreements, up to 400: repeated looks at the
