@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -82,6 +83,8 @@ _ON_THEIR_OWN: dict[str, Callable[[Stack, argparse.Namespace], str]] = {
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _arguments(argv)
+    # SIGTERM unwinds like Ctrl-C: every worker, learner, broker and Triton it started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     sections: dict[str, str] = {}
     warnings: dict[str, str] = {}
     machine = f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}"

@@ -139,7 +139,7 @@ def _private_triton(stack: Stack, one: _Set) -> Iterator[Path]:
         yield repository
     finally:
         triton.stop()
-        stack.services[-1].start(timeout_s=stack.settings.startup_timeout_s)
+    stack.services[-1].start(timeout_s=stack.settings.startup_timeout_s)  # not when unwinding
 
 
 async def _shipped(url: str, texts: list[str]) -> np.ndarray:
