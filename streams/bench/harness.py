@@ -4,6 +4,7 @@ accounting, and small statistics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +95,21 @@ class Stack:
     @property
     def kafka_pid(self) -> int | None:
         return self.stack.kafka().pid()
+
+    @contextlib.contextmanager
+    def triton_on(self, repository: Path) -> Iterator[None]:
+        """Triton serving ``repository`` instead of the stack's model repository for the block,
+        on the same ports; the stack's own comes back after it (not when unwinding: the stack
+        stops anyway)."""
+        self.services[-1].stop()
+        settings = self.settings.model_copy(update={"triton_model_repository": repository})
+        variant = LocalStack(settings).triton()
+        variant.start(timeout_s=self.settings.startup_timeout_s)
+        try:
+            yield
+        finally:
+            variant.stop()
+        self.services[-1].start(timeout_s=self.settings.startup_timeout_s)
 
     def prefixed(self, prefix: str) -> tuple[Settings, dict[str, str], TopicNames]:
         return (self.settings.model_copy(update={"topic_prefix": prefix}),

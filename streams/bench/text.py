@@ -25,7 +25,6 @@ from streams.bench.harness import (
     review_texts,
     wait_for_stable_group,
 )
-from streams.local.stack import LocalStack
 from streams.settings import Settings
 
 __all__ = ["inference", "latency", "text"]
@@ -113,14 +112,8 @@ def _instance_scaling(stack: Stack, texts: list[str], seconds: float) -> dict[in
             text = config.read_text()
             config.unlink()
             config.write_text(text.replace("kind: KIND_CPU, count: 1", f"kind: KIND_CPU, count: {count}"))
-            stack.services[-1].stop()
-            variant = LocalStack(stack.settings.model_copy(update={"triton_model_repository": repo})).triton()
-            variant.start(timeout_s=stack.settings.startup_timeout_s)
-            try:
+            with stack.triton_on(repo):
                 rows = sweep()
-            finally:
-                variant.stop()
-                stack.services[-1].start(timeout_s=stack.settings.startup_timeout_s)
         out[count] = {r["batch"]: r["texts_per_s"] for r in rows}
     return out
 
