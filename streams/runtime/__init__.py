@@ -18,7 +18,7 @@ from pathlib import Path
 import faust
 
 from streams.adapters.metrics import Metrics
-from streams.runtime import faust_patches
+from streams.runtime import faust_patches, producer_patches
 from streams.runtime.batches import BatchRunner
 from streams.runtime.consumer import gate_commits, leave_group, log_task_stacks
 from streams.runtime.journal import CrashJournal
@@ -51,7 +51,10 @@ class Runtime:
         self.gate = CommitGate()
         self.deadletter = self.output(deadletter)
         self.batches = BatchRunner(self.gate, journal=CrashJournal(datadir / "crash-journal.json"),
-                                   deadletter=self.deadletter, metrics=metrics)
+                                   deadletter=self.deadletter, metrics=metrics, restart_fenced=self._fenced)
+
+    def _fenced(self, transactional_id: str) -> None:
+        producer_patches.fenced_for_good(self.ledger, transactional_id)  # restarts the worker
 
     def topic(self, name: str) -> faust.TopicT:
         """A topic of raw bytes (the agents decode and encode themselves)."""

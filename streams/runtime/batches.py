@@ -14,7 +14,7 @@ from streams.core.flow import cancelling
 from streams.runtime.journal import CrashJournal
 from streams.runtime.process import exit_worker_now
 from streams.runtime.tables import as_current_event
-from streams.runtime.transactions import CommitGate, SourceRevoked
+from streams.runtime.transactions import CommitGate, SourceRevoked, TransactionFenced
 
 __all__ = ["BatchRunner"]
 
@@ -36,13 +36,17 @@ class BatchRunner:
     """
 
     def __init__(self, gate: CommitGate, *, journal: CrashJournal | None = None, deadletter=None,
-                 metrics: Metrics | None = None, max_crashes: int = 3, exit_worker=None) -> None:
+                 metrics: Metrics | None = None, max_crashes: int = 3, exit_worker=None,
+                 restart_fenced=None) -> None:
         self.gate = gate
         self.journal = journal
         self.deadletter = deadletter
         self.metrics = metrics
         self.max_crashes = max_crashes
         self._exit = exit_worker or exit_worker_now
+        # Called with the transactional id when a batch finds its transaction aborted by the
+        # broker: a fresh process (a new producer) redoes the records since the last commit.
+        self._restart_fenced = restart_fenced
 
     @property
     def in_flight(self) -> int:
@@ -50,19 +54,33 @@ class BatchRunner:
         return self.gate.active
 
     async def run(self, agent: str, process, events: Sequence) -> None:
-        async with self.gate.batch():
-            if self.journal is None or not self.journal.suspects(events):
-                await self._journaled(agent, process, events)
-                return
-            log.warning("a %s batch holds records that were in flight when the worker died; processing "
-                        "it one record at a time", agent)
-            for event in events:
-                crashes = self.journal.crashes(event)
-                if crashes >= self.max_crashes:
-                    await self._dead_letter(agent, event, crashes)
-                    self.journal.end(agent, [event])
-                else:
-                    await self._journaled(agent, process, [event])
+        try:
+            async with self.gate.batch():
+                await self._run_batch(agent, process, events)
+        except TransactionFenced as exc:
+            # Not the records' doing (the journal does not count it against them): the broker
+            # ended the transaction under the batch, so nothing of it can commit. A fresh
+            # producer, in a fresh process, processes them again from the last commit.
+            log.error("a %s batch found its transaction ended by the broker (%s); the worker restarts "
+                      "and processes the batch again", agent, exc)
+            if self._restart_fenced is None:
+                self._exit()
+            else:
+                self._restart_fenced(exc.transactional_id)
+
+    async def _run_batch(self, agent: str, process, events: Sequence) -> None:
+        if self.journal is None or not self.journal.suspects(events):
+            await self._journaled(agent, process, events)
+            return
+        log.warning("a %s batch holds records that were in flight when the worker died; processing "
+                    "it one record at a time", agent)
+        for event in events:
+            crashes = self.journal.crashes(event)
+            if crashes >= self.max_crashes:
+                await self._dead_letter(agent, event, crashes)
+                self.journal.end(agent, [event])
+            else:
+                await self._journaled(agent, process, [event])
 
     async def _journaled(self, agent: str, process, events: Sequence) -> None:
         if self.journal is None:
@@ -71,8 +89,8 @@ class BatchRunner:
         self.journal.begin(agent, events)
         try:
             done = await self._run(agent, process, events)
-        except asyncio.CancelledError:
-            self.journal.abandon(agent)  # stopping or rebalancing: not the records' doing
+        except (asyncio.CancelledError, TransactionFenced):
+            self.journal.abandon(agent)  # stopping, rebalancing or fenced: not the records' doing
             raise
         # Not reached when the worker exits (or dies): the journal then keeps the batch.
         if done:
@@ -85,6 +103,8 @@ class BatchRunner:
         try:
             await process(events)
             return True
+        except TransactionFenced:
+            raise  # the worker restarts (run)
         except SourceRevoked as exc:
             # Exactly-once: the input partition was revoked mid-batch; its open transaction is
             # aborted when the next owner takes the partition over, and that owner redoes it.

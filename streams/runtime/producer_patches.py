@@ -12,8 +12,8 @@ from aiokafka.errors import ProducerFenced
 
 from streams.runtime.transactions import TransactionLedger, ledger_for
 
-__all__ = ["abort_uncommitted", "commit_transactions", "make_settings_extra", "maybe_begin_transaction",
-           "set_transaction_timeout"]
+__all__ = ["abort_uncommitted", "commit_transactions", "fenced_for_good", "make_settings_extra",
+           "maybe_begin_transaction", "set_transaction_timeout"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ async def commit_transactions(self, tid_to_offset_map, group_id: str,
                 log.warning("commit invoked for unknown transaction %s", transactional_id)
                 continue
             if transaction_producer._txn_manager.is_fatal_error():
-                _fenced_for_good(ledger, transactional_id)
+                fenced_for_good(ledger, transactional_id)
                 continue
             try:
                 uncovered = ledger.uncovered(transactional_id, offsets)
@@ -122,12 +122,12 @@ async def maybe_begin_transaction(self, transactional_id: str) -> None:
     if transaction_producer is not None and transaction_producer._txn_manager.is_in_transaction():
         return
     if transaction_producer is not None and transaction_producer._txn_manager.is_fatal_error():
-        _fenced_for_good(ledger_for(self.app), transactional_id)
+        fenced_for_good(ledger_for(self.app), transactional_id)
         return
     await self.begin_transaction(transactional_id)
 
 
-def _fenced_for_good(ledger: TransactionLedger, transactional_id: str) -> None:
+def fenced_for_good(ledger: TransactionLedger, transactional_id: str) -> None:
     """The broker aborted the transaction (open past Kafka's transaction timeout, e.g. while
     Triton was down) and fenced its producer: it can never begin another, and Faust's consumer
     would crash on the attempt (``FATAL_ERROR -> IN_TRANSACTION``). The worker restarts itself

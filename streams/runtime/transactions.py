@@ -27,14 +27,15 @@ import weakref
 from collections.abc import AsyncIterator, Mapping
 
 import faust
+from aiokafka.errors import IllegalOperation
 from faust.exceptions import ProducerSendError
 from faust.streams import current_event
 
 from streams.core.rules import MAX_OUTPUT_BYTES
 from streams.errors import OutputRejected, OutputTooLarge, StreamSenseError
 
-__all__ = ["CommitGate", "SourceRevoked", "SourceTransactionTopic", "TransactionLedger", "ledger_for",
-           "transactional_id"]
+__all__ = ["CommitGate", "SourceRevoked", "SourceTransactionTopic", "TransactionFenced", "TransactionLedger",
+           "ledger_for", "transactional_id"]
 
 
 class TransactionLedger:
@@ -91,6 +92,18 @@ class SourceRevoked(StreamSenseError):
     its next owner processes the record again from the last committed offset."""
 
 
+class TransactionFenced(SourceRevoked):
+    """The transaction of the record's input partition ended under it: the broker aborts a
+    transaction left open past Kafka's transaction timeout (a batch waiting out a Triton outage)
+    and fences its producer, which then refuses every send. Nothing sent in it can commit; the
+    worker restarts with a fresh producer and processes the records again from the last commit
+    (:class:`~streams.runtime.batches.BatchRunner` does, without blaming the records)."""
+
+    def __init__(self, transactional_id: str, message: str) -> None:
+        super().__init__(message)
+        self.transactional_id = transactional_id
+
+
 class SourceTransactionTopic:
     """An output topic whose sends go into the transaction of the record being handled."""
 
@@ -114,6 +127,9 @@ class SourceTransactionTopic:
         tid = transactional_id(self.app, tp)
         try:
             sent = await self.app.producer.send(self.name, key, value, None, None, None, transactional_id=tid)
+        except IllegalOperation as exc:  # aiokafka: "Can't send messages while not in transaction"
+            raise TransactionFenced(tid, f"transaction {tid} of {tp.topic}[{tp.partition}] is no longer "
+                                         f"open: {exc}") from exc
         except ProducerSendError as exc:
             # Faust raises this when the partition's transaction is gone (revoked), but also for
             # a record Kafka refused. Only the first may be left to the next owner: the second,

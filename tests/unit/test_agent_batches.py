@@ -5,23 +5,24 @@ import json
 import types
 
 import pytest
+from aiokafka.errors import IllegalOperation
 
-from streams.runtime import BatchRunner
+from streams.runtime import BatchRunner, SourceTransactionTopic, as_current_event
 from streams.runtime.journal import CrashJournal
-from streams.runtime.transactions import CommitGate
+from streams.runtime.transactions import CommitGate, TransactionLedger
 
 
 class _Exited(Exception):
     pass
 
 
-def _batches():
+def _batches(**kwargs):
     exits = []
 
     def exit_worker():
         exits.append(True)
         raise _Exited  # stands in for os._exit: nothing after it runs
-    return BatchRunner(CommitGate(), exit_worker=exit_worker), exits
+    return BatchRunner(CommitGate(), exit_worker=exit_worker, **kwargs), exits
 
 
 @pytest.mark.parametrize("error", [RuntimeError("bug"), asyncio.CancelledError()])
@@ -146,3 +147,34 @@ def test_the_worker_restarts_itself_in_place_with_the_same_command_and_pid(tmp_p
     assert done.returncode == 0, done.stderr
     first, second, args = done.stdout.split(" ", 2)
     assert first == second and args.strip() == repr([str(marker), "--index", "3"])
+
+
+class _FencedApp:
+    """A Faust app whose partition transaction the broker aborted (open past Kafka's
+    transaction timeout): aiokafka refuses every send into it."""
+
+    def __init__(self):
+        self.conf = types.SimpleNamespace(id="streamsense")
+        self.assignor = types.SimpleNamespace(group_for_topic=lambda topic: 0)
+        self.producer = self
+
+    async def send(self, *args, transactional_id):
+        raise IllegalOperation("Can't send messages while not in transaction")
+
+
+def test_a_batch_whose_transaction_the_broker_aborted_restarts_the_worker_without_blaming_it(tmp_path):
+    app = _FencedApp()
+    topic = types.SimpleNamespace(get_topic_name=lambda: "reviews.enriched")
+    output = SourceTransactionTopic(app, topic, exactly_once=True, ledger=TransactionLedger())
+    restarted = []
+    batches, exits = _batches(journal=CrashJournal(tmp_path / "journal.json"), restart_fenced=restarted.append)
+    event = _event(7, "fine")
+    event.message.tp = types.SimpleNamespace(topic="reviews", partition=0)
+
+    async def process(events):
+        with as_current_event(events[0]):
+            await output.send(key=b"k", value=b"{}")
+
+    asyncio.run(batches.run("reviews", process, [event]))
+    assert restarted == ["streamsense-0-0"] and not exits
+    assert not CrashJournal(tmp_path / "journal.json").crashed  # the restart does not count against it
