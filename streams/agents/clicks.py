@@ -52,7 +52,12 @@ log = logging.getLogger(__name__)
 
 
 class ItemSignals:
-    """Read side of the item-signals table for the model: ``get(item)`` -> dict or None."""
+    """Read side of the item-signals table for the model: ``get(item)`` -> dict or None.
+
+    ``batch()`` gives a view that reads each item once per batch: the model asks for the same
+    candidates' signals several times per click, and a read of a Faust table goes through its
+    sensors (6% of a worker's event loop on the click path before this). The text agents'
+    writes land between batches, as before between records."""
 
     def __init__(self, table: Table) -> None:
         self.table = table
@@ -60,6 +65,23 @@ class ItemSignals:
     def get(self, item: str, default: Any = None) -> dict[str, Any] | None:
         raw = self.table.get(item)
         return _parse(raw) if raw else default
+
+    def batch(self) -> _BatchSignals:
+        return _BatchSignals(self)
+
+
+class _BatchSignals:
+    __slots__ = ("read", "source")
+
+    def __init__(self, source: ItemSignals) -> None:
+        self.source, self.read = source, {}
+
+    def get(self, item: str, default: Any = None) -> dict[str, Any] | None:
+        try:
+            value = self.read[item]
+        except KeyError:
+            value = self.read[item] = self.source.get(item)
+        return default if value is None else value
 
 
 @lru_cache(maxsize=65536)
@@ -139,6 +161,7 @@ class ClickProcessor:
         states: dict[str, tuple[UserState, Any]] = {}
         touched: dict[int, Any] = {}
         sent = 0
+        signals = self.signals.batch()
         for event in events:
             msg = event.message
             now = datetime.now(UTC)
@@ -156,7 +179,7 @@ class ClickProcessor:
                 user = states.get(click.user_id, (None, None))[0] or self._load_user(click.user_id)
                 states[click.user_id] = (user, event)
                 before = user.segment
-                step, alerts = held.model.observe(user, click, self.signals)
+                step, alerts = held.model.observe(user, click, signals)
                 moved = None if user.segment in (before, None) else segment_change(
                     click.user_id, click, partition=msg.partition, before=before, after=user.segment,
                     model=held.model.version, profile=held.model.recommender.segment_profile(user.segment))
