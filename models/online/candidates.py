@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from river import base
 
@@ -153,8 +153,15 @@ class Popularity(base.Base):
 
     def share(self, item: str, ts: float) -> float:
         """The item's count relative to the most popular item's (0..1)."""
+        return self.shares(ts)(item)
+
+    def shares(self, ts: float) -> Callable[[str], float]:
+        """:meth:`share` for many items at one time (the leader looked up once)."""
         best = max(self._leaders.values(), default=0.0)
-        return min(1.0, self._counts.get(item, 0.0) / best) if best > 0 else 0.0
+        if best <= 0:
+            return lambda item: 0.0
+        counts = self._counts
+        return lambda item: min(1.0, counts.get(item, 0.0) / best)
 
     def top(self, ts: float) -> list[tuple[str, float]]:
         scale = self._scale(ts) if self._t0 is not None else 1.0

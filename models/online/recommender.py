@@ -39,7 +39,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,19 @@ class Step:
 
 
 _SESSION_GAP_S = 1800.0
+# Feature names, made once: covisitation with the last item by session, and the bucket of the
+# covisitation score.
+_LAST = {True: "covisitation_last|same_session", False: "covisitation_last|new_session"}
+_BUCKET = tuple(f"covisitation_bucket={b}" for b in range(7))
+
+
+def _add_signal(x: dict[str, float], signal: Mapping[str, Any] | None) -> None:
+    """The item's review sentiment and its first three entities, when the text agents gave them."""
+    if signal:
+        if signal.get("sentiment") is not None:
+            x["sentiment"] = float(signal["sentiment"])
+        for entity in signal.get("entities", ())[:3]:
+            x[f"entity={entity}"] = 1.0
 # What a user's behaviour profile holds (ClickRecommender._update_segment), in a fixed order.
 _PROFILE_FEATURES = ("activity", "popular_taste", "sentiment_taste", "share_add_to_cart", "share_click",
                      "share_purchase")
@@ -203,8 +216,8 @@ class ClickRecommender(base.Base):
         for item in user.recent:
             pool.setdefault(item, covis.get(item, 0.0))
         pool.pop(exclude, None)
-        scored = [(item, self._rank(self._rank_features(user, item, ts, item_signals, covis=c)))
-                  for item, c in pool.items()]
+        features = self._ranking(user, ts, item_signals)
+        scored = [(item, self._rank(features(item, c))) for item, c in pool.items()]
         scored.sort(key=lambda kv: (-kv[1], kv[0]))
         return [(item, round(p, 6)) for item, p in scored[: 2 * self.k]]
 
@@ -239,8 +252,9 @@ class ClickRecommender(base.Base):
     def _learn_ranking(self, user: UserState, event: ClickEvent, signals) -> None:
         """The clicked item is a positive, the rest of the user's last pool negatives (features
         as of now, before this click is learned anywhere)."""
+        features = self._ranking(user, event.ts, signals)
         for item in {*user.last_recs, event.item_id}:
-            self._ranker.learn_one(self._rank_features(user, item, event.ts, signals), item == event.item_id)
+            self._ranker.learn_one(features(item), item == event.item_id)
 
     def _predict(self, x: dict[str, float]) -> float:
         return min(1 - _EPS, max(_EPS, self._ctr.predict_proba_one(x)[True]))
@@ -262,15 +276,9 @@ class ClickRecommender(base.Base):
     def _context(item: str, numbers: list[float], signals: Mapping[str, Mapping[str, Any]]
                  ) -> dict[str, float]:
         _, covis, popularity, last, same_session, recent = numbers
-        x = {"covisitation": covis, "popularity": popularity,
-             f"covisitation_last|{'same_session' if same_session else 'new_session'}": last,
-             f"covisitation_bucket={min(6, int(2 * covis))}": 1.0, "recently_engaged": float(recent)}
-        signal = signals.get(item)
-        if signal:
-            if signal.get("sentiment") is not None:
-                x["sentiment"] = float(signal["sentiment"])
-            for entity in signal.get("entities", ())[:3]:
-                x[f"entity={entity}"] = 1.0
+        x = {"covisitation": covis, "popularity": popularity, _LAST[bool(same_session)]: last,
+             _BUCKET[min(6, int(2 * covis))]: 1.0, "recently_engaged": float(recent)}
+        _add_signal(x, signals.get(item))
         return x
 
     def _features(self, item: str, numbers: list[float], signals: Mapping[str, Mapping[str, Any]]
@@ -279,14 +287,33 @@ class ClickRecommender(base.Base):
         return {**self._context(item, numbers, signals), f"item={item}": 1.0,
                 f"segment={int(numbers[0])}|item={item}": 1.0}
 
-    def _rank_features(self, user: UserState, item: str, ts: float, signals: Mapping[str, Mapping[str, Any]],
-                       *, covis: float | None = None) -> dict[str, float]:
-        """Ranking features: the context plus the click-through model's logit."""
-        numbers = self._numbers(user, item, ts, covis=covis)
-        x = self._context(item, numbers, signals)
-        p = self._predict(self._features(item, numbers, signals))
-        x["click_through_logit"] = math.log(p / (1 - p))
-        return x
+    def _ranking(self, user: UserState, ts: float, signals: Mapping[str, Mapping[str, Any]]
+                 ) -> Callable[..., dict[str, float]]:
+        """Ranking features of ``user``'s candidates now, ``features(item, covis=None)``: the
+        context (as :meth:`_numbers` and :meth:`_context` give it) plus the click-through
+        model's logit. What is the same for every candidate is worked out once: ranking is most
+        of the worker's time on the click path."""
+        recent = user.recent
+        in_recent = set(recent)
+        follows_last = self._covis.neighbours(recent[-1], ts) if recent else {}
+        share = self._popularity.shares(ts)
+        score = self._covis.score
+        last_name = _LAST[_same_session(user, ts)]
+        segment = f"segment={user.segment if user.segment is not None else -1}|item="
+        ctr = self._ctr.predict_proba_one
+
+        def features(item: str, covis: float | None = None) -> dict[str, float]:
+            if covis is None:
+                covis = score(recent, item, ts)
+            covis = round(math.log1p(covis), 4)
+            x = {"covisitation": covis, "popularity": round(share(item), 4),
+                 last_name: round(math.log1p(follows_last.get(item, 0.0)), 4),
+                 _BUCKET[min(6, int(2 * covis))]: 1.0, "recently_engaged": float(item in in_recent)}
+            _add_signal(x, signals.get(item))
+            p = min(1 - _EPS, max(_EPS, ctr({**x, f"item={item}": 1.0, segment + item: 1.0})[True]))
+            x["click_through_logit"] = math.log(p / (1 - p))
+            return x
+        return features
 
     def _update_segment(self, user: UserState, event: ClickEvent, signals) -> None:
         """Behaviour vector: decayed means of the action mix, popularity and sentiment taste."""
