@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -35,11 +36,42 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+_GIVEN: set[int] = set()  # ports free_port handed out in this process
+_PICK = random.Random()  # seeded from the OS: other processes pick other ports
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A port that is free right now and that this process has not handed out before.
+
+    Several services are configured before any of them binds, so a port the OS picks (bind to
+    port 0) could come back twice (a chaos run on 2026-12-01 gave Kafka's broker and controller
+    listeners the same port, and the broker refused to format its storage). It could also be
+    taken meanwhile by an outgoing connection, whose local port the OS picks from the same
+    ephemeral range: ports are therefore drawn from below that range, and checked by binding.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _PICK.randrange(10_000, low) if low > 11_000 else 0
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            port = sock.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise ServiceError(f"found no free port on {host} in 200 tries")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the OS gives outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def tail(path: Path, lines: int = 30) -> str:

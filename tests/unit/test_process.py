@@ -77,3 +77,13 @@ def test_stop_a_process_that_leads_no_process_group(tmp_path):
         assert not Path(f"/proc/{proc.pid}").exists() and not service.pid_file.exists()
     finally:
         proc.kill()
+
+
+def test_free_ports_are_never_handed_out_twice_and_lie_below_the_outgoing_range():
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert low <= 11_000 or all(p < low for p in ports)
+    for port in ports[:20]:  # each is free: it can be bound
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
