@@ -95,9 +95,20 @@ class TritonInferencer:
     async def analyse(self, texts: list[str]) -> list[Analysis]:
         if not texts:
             return []
+        if self._route_at == -float("inf"):  # first call: the model's limits before cutting chunks
+            client = self._checkout()
+            try:
+                await self._refresh_route(client)
+            finally:
+                await self._release(client)
         size = self.batch_size.value
-        chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
-        results = await asyncio.gather(*(self._call(chunk) for chunk in chunks))
+        calls = [asyncio.ensure_future(self._call(texts[i:i + size])) for i in range(0, len(texts), size)]
+        try:
+            results = await asyncio.gather(*calls)
+        except BaseException:
+            for call in calls:  # one chunk failed for good (or we are cancelled): not the others either
+                call.cancel()
+            raise
         return [a for chunk in results for a in chunk]
 
     async def _check_outputs(self, client) -> None:
@@ -214,6 +225,11 @@ class TritonInferencer:
         except Exception as exc:  # an outage, or a server that cannot say: keep what we knew
             log.debug("reading %s's versions failed: %r", self.model, exc)
             return
+        most = config.get("max_batch_size")
+        if isinstance(most, int | str) and str(most).isdigit() and int(most) > 0:
+            # The model's own limit: a request over it is refused (INVALID_ARGUMENT), however
+            # large the worker's batches are (STREAMSENSE_BATCH_MAX).
+            self.batch_size.limit(int(most))
         route = route_of(config, ready)
         if route != self.route:
             log.info("Triton %s: serving version %s%s", self.model, route.served,

@@ -138,7 +138,21 @@ class AdaptiveBatchSize:
         self.value = max(minimum, min(initial, maximum))
         self.minimum = minimum
         self.maximum = maximum
+        self.ceiling = maximum  # as configured; ``maximum`` may be lowered by :meth:`limit`
         self.target_s = target_s
+
+    def limit(self, most: int) -> None:
+        """At most ``most`` items per request (the server's own limit), never above the
+        configured maximum.
+
+        >>> size = AdaptiveBatchSize(initial=64, maximum=256)
+        >>> size.limit(128); size.value, size.maximum
+        (64, 128)
+        >>> size.value = 128; size.limit(32); size.value, size.maximum
+        (32, 32)
+        """
+        self.maximum = max(self.minimum, min(self.ceiling, most))
+        self.value = min(self.value, self.maximum)
 
     def observe(self, *, latency_s: float, items: int) -> None:
         if latency_s > self.target_s:

@@ -168,3 +168,32 @@ def test_a_model_without_embeddings_turns_them_off_instead_of_failing():
     inferencer._get_client = lambda: client
     results = asyncio.run(inferencer.analyse(["a"]))
     assert results[0].embedding is None and client.asked == [None] and not inferencer.embeddings
+
+
+def test_requests_never_exceed_the_models_max_batch_size_whatever_the_worker_batch():
+    sizes = []
+
+    class Client:
+        async def get_model_config(self, model, as_json):
+            return {"config": {"max_batch_size": 8}}
+
+        async def get_model_metadata(self, model, as_json):
+            return {"versions": ["1"]}
+
+        async def infer(self, model, inputs, client_timeout, **extra):
+            n = inputs[0].shape()[0]
+            sizes.append(n)
+            if n > 8:  # what Triton answers: INVALID_ARGUMENT
+                from tritonclient.utils import InferenceServerException
+                raise InferenceServerException(f"inference request batch-size must be <= 8, got {n}")
+            return _Result(n)
+
+        async def close(self):
+            pass
+
+    inferencer = TritonInferencer(url="unused", max_chunk=256)  # STREAMSENSE_BATCH_MAX=256
+    inferencer._get_client = Client
+    inferencer.batch_size.value = 256  # as if it had grown on fast answers
+    # Before the fix: every chunk over 8 was refused and retried with backoff for good.
+    results = asyncio.run(asyncio.wait_for(inferencer.analyse([f"t{i}" for i in range(100)]), 10))
+    assert len(results) == 100 and max(sizes) <= 8
