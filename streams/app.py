@@ -75,7 +75,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         recommendations=runtime.output(names.recommendations), alerts=runtime.output(names.alerts),
         deadletter=runtime.deadletter, metrics=metrics, config=config, seal=seal, rules=rules,
         checkpoint_s=settings.click_checkpoint_s, checkpoint_events=settings.click_checkpoint_events,
-        segments=runtime.output(names.user_segments))
+        segments=runtime.output(names.user_segments), user_ttl_s=settings.user_ttl_s)
 
     adaptation = _adaptation(settings, table, runtime, names, metrics, seal)
     shadow = ShadowComparison(inferencer, metrics, scale=rating_scale(settings),

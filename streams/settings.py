@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # or after this many of its events, whichever comes first; learning since is lost on a crash.
     click_checkpoint_s: float = Field(default=30.0, gt=0)
     click_checkpoint_events: int = Field(default=20_000, ge=1)
+    # A user with no click for this long (event time, against the newest click of its partition)
+    # is deleted from the click-users table, tombstone and all; 0 keeps every user for good.
+    user_ttl_s: float = Field(default=30 * 86_400.0, ge=0)
     # Sentiment adapter (streams.agents.adaptation): learn rating -> sentiment from rated
     # reviews and serve the adapted label while it beats the model with confidence 1 - alpha.
     sentiment_adapter: bool = True

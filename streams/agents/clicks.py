@@ -4,8 +4,9 @@ and ``models.online``; this module only moves state in and out of tables and sen
 
 Tables (all changelog-backed, so a restarted or rebalanced worker resumes them):
 
-* ``click-users``: the :class:`~models.online.UserState` of each user (JSON), keyed by user
-  like the clicks topic, written once per user per batch;
+* ``click-users``: the :class:`~models.online.UserState` of each user (JSON, with the input
+  partition it belongs to), keyed by user like the clicks topic, written once per user per
+  batch, and deleted once idle for ``user_ttl_s`` (:mod:`streams.core.expiry`);
 * ``click-models``: the checkpoints of each partition's model (chunked, see
   ``streams.core.clicks.checkpoint_chunks``), written every ``checkpoint_s`` seconds or
   ``checkpoint_events`` events of that partition, whichever comes first;
@@ -38,6 +39,7 @@ from streams.core.clicks import (
     segment_change,
 )
 from streams.core.eventtime import record_time_ms
+from streams.core.expiry import Sweep, is_idle
 from streams.core.monitoring import MonitorConfig
 from streams.core.ports import OutputTopic, Table
 from streams.core.rules import InputRules
@@ -101,8 +103,12 @@ class ClickProcessor:
     def __init__(self, *, users: Table, models: Table, signals: Table, recommendations: OutputTopic,
                  alerts: OutputTopic, deadletter: OutputTopic, metrics: Metrics,
                  config: MonitorConfig, checkpoint_s: float, checkpoint_events: int, seal: StateSeal,
-                 rules: InputRules = InputRules(), segments: OutputTopic | None = None) -> None:
+                 rules: InputRules = InputRules(), segments: OutputTopic | None = None,
+                 user_ttl_s: float = 0.0) -> None:
         self.users = users
+        self.user_ttl_s = user_ttl_s  # 0: users are kept for good
+        self.sweep = Sweep()
+        self.newest: dict[int, float] = {}  # per partition: the newest click's event time
         self.segments = segments  # user-segments: a record when a user's segment changes
         self.models = models
         self.signals = ItemSignals(signals)
@@ -173,6 +179,8 @@ class ClickProcessor:
                         await self._dead_letter(msg, decoded.reason, now)
                     continue
                 click, time_flags = decoded
+                if click.ts > self.newest.get(msg.partition, 0.0):
+                    self.newest[msg.partition] = click.ts
                 for flag in time_flags:
                     m.event_time_replaced.labels(topic="clicks", flag=flag).inc()
                 held = self._model(msg.partition)
@@ -204,9 +212,7 @@ class ClickProcessor:
                     await self.segments.send(key=click.user_id.encode(), value=encode(moved))
                     m.events_out.labels(topic="user-segments").inc()
         m.events_out.labels(topic="recommendations").inc(sent)
-        for user_id, (state, event) in states.items():
-            with as_current_event(event):
-                self.users[user_id] = json.dumps(state.to_dict(), separators=(",", ":"))
+        self._save_users(states, touched)
         for partition, event in touched.items():
             self.last_event[partition] = event
             self._report(partition)
@@ -217,6 +223,39 @@ class ClickProcessor:
         calls this every ``checkpoint_s``), so a stop after a burst loses nothing learned."""
         for partition in list(self.held):
             self._maybe_checkpoint(partition)
+
+    def _save_users(self, states: dict[str, tuple[UserState, Any]], batch_events: dict[int, Any]) -> None:
+        """Write each user of the batch once (with the partition it belongs to), then let go of
+        users gone idle."""
+        for user_id, (state, event) in states.items():
+            with as_current_event(event):
+                self.users[user_id] = json.dumps({**state.to_dict(), "partition": event.message.partition},
+                                                 separators=(",", ":"))
+        if self.user_ttl_s > 0 and batch_events:
+            self._expire_users(batch_events)
+
+    def _expire_users(self, batch_events: dict[int, Any]) -> None:
+        """Delete the users of this batch's partitions that are idle for ``user_ttl_s``, among
+        the next keys of the sweep; each deletion goes with the batch (changelog, transaction)."""
+        expired = 0
+        for user_id in self.sweep.next(self.users.keys):
+            raw = self.users.get(user_id)
+            try:
+                value = json.loads(raw) if raw else None
+            except ValueError:
+                continue
+            if not isinstance(value, dict):
+                continue
+            partition, last_ts = value.get("partition"), value.get("last_ts")
+            event = batch_events.get(partition) if isinstance(partition, int) else None
+            if event is None or not isinstance(last_ts, int | float) or not is_idle(
+                    last_ts, self.newest.get(partition), self.user_ttl_s):
+                continue
+            with as_current_event(event):
+                del self.users[user_id]
+            expired += 1
+        if expired:
+            self.metrics.state_expired.labels(table="click-users").inc(expired)
 
     def _load_user(self, user_id: str) -> UserState:
         raw = self.users.get(user_id)
