@@ -118,6 +118,13 @@ def _add_signal(x: dict[str, float], signal: Mapping[str, Any] | None) -> None:
             x["sentiment"] = float(signal["sentiment"])
         for entity in signal.get("entities", ())[:3]:
             x[f"entity={entity}"] = 1.0
+
+
+def _with_item(x: dict[str, float], item: str, segment: float) -> dict[str, float]:
+    """Click-through features: a context plus the item and the item per segment."""
+    return {**x, f"item={item}": 1.0, f"segment={int(segment)}|item={item}": 1.0}
+
+
 # What a user's behaviour profile holds (ClickRecommender._update_segment), in a fixed order.
 _PROFILE_FEATURES = ("activity", "popular_taste", "sentiment_taste", "share_add_to_cart", "share_click",
                      "share_purchase")
@@ -262,14 +269,17 @@ class ClickRecommender(base.Base):
     def _rank(self, x: dict[str, float]) -> float:
         return min(1 - _EPS, max(_EPS, self._ranker.predict_proba_one(x)[True]))
 
-    def _numbers(self, user: UserState, item: str, ts: float, *, covis: float | None = None) -> list[float]:
+    def _numbers(self, user: UserState, item: str, ts: float, *, covis: float | None = None,
+                 share: Callable[[str], float] | None = None) -> list[float]:
         """The (user, item) context as numbers: what a pending impression keeps to learn from
-        later (compact: user state is written to a table on every batch)."""
+        later (compact: user state is written to a table on every batch). ``share``: the
+        popularity shares of now, when many items are numbered at one time."""
         if covis is None:
             covis = self._covis.score(user.recent, item, ts)
         last = self._covis.score(user.recent[-1:], item, ts) if user.recent else 0.0
+        share = share or self._popularity.shares(ts)
         return [user.segment if user.segment is not None else -1, round(math.log1p(covis), 4),
-                round(self._popularity.share(item, ts), 4), round(math.log1p(last), 4),
+                round(share(item), 4), round(math.log1p(last), 4),
                 int(_same_session(user, ts)), int(item in user.recent)]
 
     @staticmethod
@@ -284,33 +294,20 @@ class ClickRecommender(base.Base):
     def _features(self, item: str, numbers: list[float], signals: Mapping[str, Mapping[str, Any]]
                   ) -> dict[str, float]:
         """Click-through features: the context plus the item and the item per segment."""
-        return {**self._context(item, numbers, signals), f"item={item}": 1.0,
-                f"segment={int(numbers[0])}|item={item}": 1.0}
+        return _with_item(self._context(item, numbers, signals), item, numbers[0])
 
     def _ranking(self, user: UserState, ts: float, signals: Mapping[str, Mapping[str, Any]]
                  ) -> Callable[..., dict[str, float]]:
         """Ranking features of ``user``'s candidates now, ``features(item, covis=None)``: the
-        context (as :meth:`_numbers` and :meth:`_context` give it) plus the click-through
-        model's logit. What is the same for every candidate is worked out once: ranking is most
-        of the worker's time on the click path."""
-        recent = user.recent
-        in_recent = set(recent)
-        follows_last = self._covis.neighbours(recent[-1], ts) if recent else {}
+        context plus the click-through model's logit, the context built once per candidate
+        (for both) and the popularity leader looked up once: ranking is most of the worker's
+        time on the click path."""
         share = self._popularity.shares(ts)
-        score = self._covis.score
-        last_name = _LAST[_same_session(user, ts)]
-        segment = f"segment={user.segment if user.segment is not None else -1}|item="
-        ctr = self._ctr.predict_proba_one
 
         def features(item: str, covis: float | None = None) -> dict[str, float]:
-            if covis is None:
-                covis = score(recent, item, ts)
-            covis = round(math.log1p(covis), 4)
-            x = {"covisitation": covis, "popularity": round(share(item), 4),
-                 last_name: round(math.log1p(follows_last.get(item, 0.0)), 4),
-                 _BUCKET[min(6, int(2 * covis))]: 1.0, "recently_engaged": float(item in in_recent)}
-            _add_signal(x, signals.get(item))
-            p = min(1 - _EPS, max(_EPS, ctr({**x, f"item={item}": 1.0, segment + item: 1.0})[True]))
+            numbers = self._numbers(user, item, ts, covis=covis, share=share)
+            x = self._context(item, numbers, signals)
+            p = self._predict(_with_item(x, item, numbers[0]))
             x["click_through_logit"] = math.log(p / (1 - p))
             return x
         return features
