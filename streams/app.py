@@ -59,7 +59,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
     def monitors(subject_type: str, *, with_surge: bool = False) -> KeyedMonitors:
         # Changelog-backed: a restarted or rebalanced worker resumes every detector.
         return KeyedMonitors(table(f"{subject_type}-monitors"), subject_type, config, with_surge=with_surge,
-                             metrics=metrics, seal=seal)
+                             metrics=metrics, seal=seal, ttl_s=settings.subject_ttl_s)
 
     item_signals = table("item-signals", global_=True)
     detectors = Detectors(

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # A user with no click for this long (event time, against the newest click of its partition)
     # is deleted from the click-users table, tombstone and all; 0 keeps every user for good.
     user_ttl_s: float = Field(default=30 * 86_400.0, ge=0)
+    # A product, news source or entity with no text for this long (event time, against the
+    # newest text of its partition) leaves its detector table: its baselines start afresh if it
+    # comes back. 0 keeps every subject for good.
+    subject_ttl_s: float = Field(default=30 * 86_400.0, ge=0)
     # Sentiment adapter (streams.agents.adaptation): learn rating -> sentiment from rated
     # reviews and serve the adapted label while it beats the model with confidence 1 - alpha.
     sentiment_adapter: bool = True

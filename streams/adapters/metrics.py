@@ -73,7 +73,7 @@ class Metrics:
             "authentication or a size limit, discarded (the key starts fresh)", ["table"], registry=r)
         self.state_expired = Counter(
             "streamsense_state_expired_total", "Keys deleted from a table after going idle for their "
-            "time to live (STREAMSENSE_USER_TTL_S)", ["table"], registry=r)
+            "time to live (STREAMSENSE_USER_TTL_S, STREAMSENSE_SUBJECT_TTL_S)", ["table"], registry=r)
         self.heartbeat = Gauge("streamsense_event_loop_heartbeat_timestamp_seconds", "Last time the "
                                "worker's event loop ran its heartbeat (unix seconds)", registry=r)
 

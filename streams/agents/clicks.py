@@ -39,7 +39,7 @@ from streams.core.clicks import (
     segment_change,
 )
 from streams.core.eventtime import record_time_ms
-from streams.core.expiry import Sweep, is_idle
+from streams.core.expiry import Sweep, idle_keys
 from streams.core.monitoring import MonitorConfig
 from streams.core.ports import OutputTopic, Table
 from streams.core.rules import InputRules
@@ -237,25 +237,22 @@ class ClickProcessor:
     def _expire_users(self, batch_events: dict[int, Any]) -> None:
         """Delete the users of this batch's partitions that are idle for ``user_ttl_s``, among
         the next keys of the sweep; each deletion goes with the batch (changelog, transaction)."""
-        expired = 0
-        for user_id in self.sweep.next(self.users.keys):
-            raw = self.users.get(user_id)
-            try:
-                value = json.loads(raw) if raw else None
-            except ValueError:
-                continue
-            if not isinstance(value, dict):
-                continue
-            partition, last_ts = value.get("partition"), value.get("last_ts")
-            event = batch_events.get(partition) if isinstance(partition, int) else None
-            if event is None or not isinstance(last_ts, int | float) or not is_idle(
-                    last_ts, self.newest.get(partition), self.user_ttl_s):
-                continue
+        idle = idle_keys(self.sweep.next(self.users.keys), self._where, batch_events, self.newest,
+                         self.user_ttl_s)
+        for user_id, event in idle:
             with as_current_event(event):
                 del self.users[user_id]
-            expired += 1
-        if expired:
-            self.metrics.state_expired.labels(table="click-users").inc(expired)
+        if idle:
+            self.metrics.state_expired.labels(table="click-users").inc(len(idle))
+
+    def _where(self, user_id: str) -> tuple[Any, Any] | None:
+        """A stored user's partition and last event time (None: absent or unreadable)."""
+        raw = self.users.get(user_id)
+        try:
+            value = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return (value.get("partition"), value.get("last_ts")) if isinstance(value, dict) else None
 
     def _load_user(self, user_id: str) -> UserState:
         raw = self.users.get(user_id)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +20,7 @@ from models.sequential import text_features
 from streams.adapters.metrics import Metrics
 from streams.agents.alerts import send_alerts
 from streams.core.clicks import item_signal_update, signal_item
+from streams.core.expiry import Sweep, idle_keys
 from streams.core.mentions import EntityMention, Served, observe_enriched
 from streams.core.monitoring import MonitorConfig, Observation, StreamMonitor, SubjectMonitor
 from streams.core.ports import OutputTopic, Table
@@ -54,10 +57,15 @@ class KeyedMonitors:
     :mod:`streams.core.plainstate` and :mod:`streams.core.state`), loaded once and written once
     per key per batch. A stored value that fails authentication is discarded, counted and
     logged; the key starts fresh. The monitors of the last ``cache_keys`` keys stored are kept
-    decoded: while the table still holds what was stored, loading one decodes nothing."""
+    decoded: while the table still holds what was stored, loading one decodes nothing.
+
+    A stored value is ``{"partition": p, "last_ts": t, "state": base64(sealed)}`` (a bare
+    base64 string before 2026-12-01, read as such): the partition whose changelog holds the key
+    and the newest event time the subject has seen, which is what idle-key expiry reads
+    (``ttl_s``, :mod:`streams.core.expiry`; 0 keeps every subject)."""
 
     def __init__(self, table: Table, subject_type: str, config: MonitorConfig, *, with_surge: bool,
-                 metrics: Metrics, seal: StateSeal, cache_keys: int = 1_000) -> None:
+                 metrics: Metrics, seal: StateSeal, cache_keys: int = 1_000, ttl_s: float = 0.0) -> None:
         self.table = table
         self.subject_type = subject_type
         self.config = config
@@ -66,60 +74,123 @@ class KeyedMonitors:
         self.seal = seal
         self.table_name = f"{subject_type}-monitors"
         self.cache_keys = cache_keys
+        self.ttl_s = ttl_s
+        self.sweep = Sweep()
+        self.newest: dict[int, float] = {}  # per partition: the newest event time stored
         # key -> (the table value this worker stored, the monitor it encodes), oldest first.
         self._cache: dict[str, tuple[str, SubjectMonitor]] = {}
 
     def load(self, key: str) -> SubjectMonitor | None:
+        return self._read(key)[0]
+
+    def _read(self, key: str) -> tuple[SubjectMonitor | None, float | None]:
+        """The stored monitor of ``key`` and its last event time."""
         stored = self.table.get(key)
         if not stored:
-            return None
+            return None, None
         cached = self._cache.pop(key, None)
         if cached is not None and cached[0] == stored:
             # The monitor this worker stored last, and the table still holds exactly that: no
             # decoding. Popped, so a batch that fails before saving reads the table next time.
-            return cached[1]
+            return cached[1], _where(stored)[1]
         context = f"{self.table_name}/{key}"
         try:
-            return SubjectMonitor.loads(base64.b64decode(stored, validate=True), self.seal, context=context)
-        except (ForgedState, ValueError) as exc:  # ValueError: not even base64
+            state, last_ts = _unwrap(stored)
+            monitor = SubjectMonitor.loads(base64.b64decode(state, validate=True), self.seal, context=context)
+            return monitor, last_ts
+        except (ForgedState, ValueError) as exc:  # ValueError: not even JSON or base64
             self.metrics.state_rejected.labels(table=self.table_name).inc()
             log.warning("discarded the stored state of %s (table %s, key %r): %s; the detector starts "
                         "afresh", self.subject_type, self.table_name, key, exc)
-            return None
+            return None, None
 
-    def store(self, key: str, monitor: SubjectMonitor) -> None:
-        sealed = monitor.dumps(self.seal, context=f"{self.table_name}/{key}")
-        stored = self.table[key] = base64.b64encode(sealed).decode()
+    def store(self, key: str, monitor: SubjectMonitor, *, partition: int | None = None,
+              last_ts: float | None = None) -> None:
+        sealed = base64.b64encode(monitor.dumps(self.seal, context=f"{self.table_name}/{key}")).decode()
+        stored = self.table[key] = json.dumps({"partition": partition, "last_ts": last_ts, "state": sealed},
+                                              separators=(",", ":"))
         self._cache[key] = (stored, monitor)
         if len(self._cache) > self.cache_keys:
             del self._cache[next(iter(self._cache))]  # the least recently stored
+        if partition is not None and last_ts is not None and last_ts > self.newest.get(partition, 0.0):
+            self.newest[partition] = last_ts
+
+    def expire(self, batch: dict[int, Any]) -> None:
+        """Delete the subjects of ``batch``'s partitions (partition -> an event of it) idle for
+        ``ttl_s``, among the sweep's next keys; each deletion goes with the batch."""
+        if self.ttl_s <= 0 or not batch:
+            return
+        idle = idle_keys(self.sweep.next(self.table.keys), lambda key: _where(self.table.get(key)), batch,
+                         self.newest, self.ttl_s)
+        for key, event in idle:
+            with as_current_event(event):
+                del self.table[key]
+            self._cache.pop(key, None)
+        if idle:
+            self.metrics.state_expired.labels(table=self.table_name).inc(len(idle))
 
     def batch(self) -> MonitorBatch:
         return MonitorBatch(self)
 
 
+_HEAD = re.compile(r'\{"partition":(-?\d+|null),"last_ts":(-?[0-9.eE+-]+|null),')
+
+
+def _where(stored: str | None) -> tuple[int | None, float | None]:
+    """A stored value's partition and last event time, read from its head (both None: a value
+    from before they were stored, or not ours)."""
+    m = _HEAD.match(stored or "")
+    if m is None:
+        return None, None
+    partition, last_ts = m.groups()
+    return (None if partition == "null" else int(partition)), (None if last_ts == "null" else float(last_ts))
+
+
+def _unwrap(stored: str) -> tuple[str, float | None]:
+    """The base64 sealed state of a stored value, and its last event time."""
+    if not stored.startswith("{"):
+        return stored, None  # stored before 2026-12-01: the base64 alone
+    value = json.loads(stored)
+    state = value.get("state") if isinstance(value, dict) else None
+    if not isinstance(state, str):
+        raise ValueError("a stored value without its state")
+    last_ts = value.get("last_ts")
+    return state, (float(last_ts) if isinstance(last_ts, int | float) else None)
+
+
 class MonitorBatch:
-    """The monitors one batch touches: each loaded once, and written back once by :meth:`save`."""
+    """The monitors one batch touches: each loaded once, and written back once by :meth:`save`,
+    with the newest event time each has seen; then idle subjects of the batch's partitions go."""
 
     def __init__(self, owner: KeyedMonitors) -> None:
         self.owner = owner
         self.loaded: dict[str, SubjectMonitor] = {}
         self.last_event: dict[str, object] = {}
+        self.last_ts: dict[str, float | None] = {}
 
-    def get(self, key: str, subject_id: str, event) -> SubjectMonitor:
+    def get(self, key: str, subject_id: str, event, ts: datetime | None = None) -> SubjectMonitor:
         monitor = self.loaded.get(key)
         if monitor is None:
             o = self.owner
-            monitor = o.load(key) or SubjectMonitor(o.subject_type, subject_id, o.config,
-                                                    with_surge=o.with_surge)
+            monitor, self.last_ts[key] = o._read(key)
+            if monitor is None:
+                monitor = SubjectMonitor(o.subject_type, subject_id, o.config, with_surge=o.with_surge)
             self.loaded[key] = monitor
         self.last_event[key] = event
+        if ts is not None:
+            seen = self.last_ts.get(key)
+            self.last_ts[key] = ts.timestamp() if seen is None else max(seen, ts.timestamp())
         return monitor
 
     def save(self) -> None:
+        partitions: dict[int, Any] = {}
         for key, monitor in self.loaded.items():
-            with as_current_event(self.last_event[key]):
-                self.owner.store(key, monitor)
+            event = self.last_event[key]
+            partition = event.message.partition
+            partitions[partition] = event
+            with as_current_event(event):
+                self.owner.store(key, monitor, partition=partition, last_ts=self.last_ts.get(key))
+        self.owner.expire(partitions)
         self.owner.metrics.monitored_subjects.labels(type=self.owner.subject_type).set(len(self.owner.table))
 
 
@@ -166,7 +237,7 @@ class Detectors:
         for i, (record, event, ts) in enumerate(zip(records, events, times, strict=True)):
             if not isinstance(record, EnrichedReview):
                 continue
-            monitor = batch.get(record.product_id, record.product_id, event)
+            monitor = batch.get(record.product_id, record.product_id, event, ts)
             flags[i], raised = monitor.screen(record.review_id, record.text, user=record.user_id, ts=ts)
             if raised:
                 alerts.append((event, raised))
@@ -192,7 +263,7 @@ class Detectors:
             if text.unknown_token_share is not None:
                 features["unknown_token_share"] = text.unknown_token_share
             alerts = self.streams[base].observe(features, observation.label, ts, epoch=text.labeller_epoch)
-            monitor = batch.get(subject_id, subject_id, event)
+            monitor = batch.get(subject_id, subject_id, event, ts)
             alerts += monitor.observe(observation, background=self.background)
             served = Served.of(text.record.sentiment.label, text.record.sentiment.probs)
             stats = self._window(monitor, observation, served)
@@ -264,7 +335,7 @@ class Detectors:
                 self.metrics.errors.labels(kind="bad_entity_mention").inc()
                 log.warning("skipping an unreadable entity mention at offset %s", event.message.offset)
                 continue
-            monitor = batch.get(mention.key, mention.name, event)
+            monitor = batch.get(mention.key, mention.name, event, mention.observation.ts)
             o, alerts = mention.observation, []
             if mention.user is not None and not o.coordinated:
                 # A campaign spread over many products, each too small to see, names one entity.

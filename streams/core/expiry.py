@@ -15,10 +15,11 @@ transaction under exactly-once). Keys of other partitions wait for a later pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Sweep", "is_idle"]
+__all__ = ["Sweep", "idle_keys", "is_idle"]
 
 
 def is_idle(last_ts: float | None, newest_ts: float | None, ttl_s: float) -> bool:
@@ -58,3 +59,29 @@ class Sweep:
                 return out
         self._keys = None  # this pass is done: the next call starts another
         return out
+
+
+def idle_keys(keys: Iterable, where: Callable[[Any], tuple[Any, Any] | None], batch: Mapping[int, Any],
+              newest: Mapping[int, float], ttl_s: float) -> list[tuple[Any, Any]]:
+    """Which of ``keys`` to delete now, each with the batch event to delete it under.
+
+    ``where(key)``: the key's partition and last event time as stored (``None``, or values of
+    the wrong type: not a key this can judge, kept). ``batch``: partition -> an event of the
+    batch being processed; a key of a partition the batch does not hold waits for another
+    batch. ``newest``: each partition's newest event time.
+
+    >>> stored = {"a": (0, 10.0), "b": (1, 10.0), "c": (0, 95.0), "d": None}
+    >>> idle_keys(stored, stored.get, {0: "event-of-p0"}, {0: 100.0, 1: 100.0}, ttl_s=60)
+    [('a', 'event-of-p0')]
+    """
+    out = []
+    for key in keys:
+        found = where(key)
+        if not found:
+            continue
+        partition, last_ts = found
+        event = batch.get(partition) if isinstance(partition, int) else None
+        if event is not None and isinstance(last_ts, int | float) and is_idle(
+                last_ts, newest.get(partition), ttl_s):
+            out.append((key, event))
+    return out

@@ -47,7 +47,19 @@ class FakeTopic:
 
 
 class FakeTable(dict):
-    """A table: a dict (Faust's tables are mutable mappings of strings here)."""
+    """A table: a dict (Faust's tables are mutable mappings of strings here). ``deleted``:
+    each deleted key with the partition of the event it was deleted under (the changelog
+    partition its tombstone goes to)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.deleted: list[tuple[str, int | None]] = []
+
+    def __delitem__(self, key) -> None:
+        from faust.streams import current_event
+        event = current_event()
+        self.deleted.append((key, event.message.partition if event is not None else None))
+        super().__delitem__(key)
 
 
 class FakeEvent:

@@ -14,19 +14,6 @@ from streams.testing import FakeEvent, FakeTable, FakeTopic
 HOUR = 3600.0
 
 
-class _Users(FakeTable):
-    """Remembers which partition's event each deletion went out under (its changelog partition)."""
-
-    def __init__(self):
-        super().__init__()
-        self.deleted: list[tuple[str, int]] = []
-
-    def __delitem__(self, key):
-        from faust.streams import current_event
-        self.deleted.append((key, current_event().message.partition))
-        super().__delitem__(key)
-
-
 def _processor(users, ttl_s):
     return ClickProcessor(users=users, models=FakeTable(), signals=FakeTable(), recommendations=FakeTopic(),
                           alerts=FakeTopic(), deadletter=FakeTopic(), metrics=Metrics(), config=MonitorConfig(),
@@ -45,7 +32,7 @@ def _click(user, partition, ts):
 
 def test_idle_users_are_deleted_in_their_own_partition_and_come_back_fresh():
     now = time.time()
-    users = _Users()
+    users = FakeTable()
     processor = _processor(users, ttl_s=HOUR)
     asyncio.run(processor.process([_click("old", 0, now - 3 * HOUR), _click("quiet", 1, now - 3 * HOUR)]))
     assert set(users) == {"old", "quiet"} and json.loads(users["old"])["partition"] == 0
@@ -60,7 +47,7 @@ def test_idle_users_are_deleted_in_their_own_partition_and_come_back_fresh():
 
 def test_a_ttl_of_zero_keeps_every_user():
     now = time.time()
-    users = _Users()
+    users = FakeTable()
     processor = _processor(users, ttl_s=0)
     asyncio.run(processor.process([_click("old", 0, now - 1000 * HOUR)]))
     asyncio.run(processor.process([_click("new", 0, now)]))
