@@ -136,7 +136,12 @@ class TritonInferencer:
                     kind = _kind(exc)
                     if version is not None and await self._route_moved(client, version):
                         continue  # `model load` unloaded the version asked for: ask the new one
-                    self.breaker.failure()
+                    # The ready model refusing these texts is not an outage: counted by the
+                    # breaker, a poison record's retries (and the narrowing down to it) would
+                    # hold every other request back for the breaker's cooldowns.
+                    refused = kind == "error" and await self._model_ready(client)
+                    if not refused:
+                        self.breaker.failure()
                     if self.metrics:
                         self.metrics.errors.labels(kind=f"triton_{kind}").inc()
                     if attempt == 0 or attempt % 10 == 0:
@@ -144,8 +149,8 @@ class TritonInferencer:
                                     self.model, kind, str(exc)[:200], attempt + 1)
                     if kind == "unavailable":
                         self._retire(client)
-                    rejections = rejections + 1 if kind == "error" else 0
-                    if rejections >= self.max_rejections and await self._model_ready(client):
+                    rejections = rejections + 1 if refused else 0
+                    if rejections >= self.max_rejections:
                         raise InferenceRejected(f"Triton {self.model} failed this batch of {len(texts)} "
                                                 f"{rejections} times while ready: {str(exc)[:300]}") from exc
                 else:

@@ -128,8 +128,25 @@ def test_a_batch_the_ready_model_keeps_failing_is_rejected_after_a_bounded_numbe
 def test_errors_while_the_model_is_not_ready_are_an_outage_and_retried():
     log = []
     channel = _Channel(["error", "error", "error", "error", "ok"], log, ready=False)
-    results = asyncio.run(_inferencer([channel])._call(["a"]))
+    inferencer = _inferencer([channel])
+    inferencer.breaker.failure_threshold, states = 2, []
+    failure = inferencer.breaker.failure
+    inferencer.breaker.failure = lambda: (failure(), states.append(inferencer.breaker.state))
+    results = asyncio.run(inferencer._call(["a"]))
     assert len(results) == 1 and len(log) == 5
+    assert states[:2] == ["closed", "open"]  # an outage opens the breaker for everyone
+
+
+def test_refusals_by_the_ready_model_never_open_the_breaker_for_other_requests():
+    # A poison text is refused max_rejections times per try, and narrowing a batch down to it
+    # tries again and again: counted as outages, those refusals opened the breaker, and every
+    # other request of the worker waited out its cooldowns.
+    log = []
+    inferencer = _inferencer([_Channel(["error"] * 12, log)])
+    for _ in range(4):
+        with pytest.raises(InferenceRejected):
+            asyncio.run(inferencer._call(["poison"]))
+    assert len(log) == 12 and inferencer.breaker.state == "closed"
 
 
 class _EmbeddingClient:
