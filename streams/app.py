@@ -9,7 +9,10 @@ life (patches, commits and transactions, stalls, the heartbeat) is :mod:`streams
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import logging
+import shutil
 from pathlib import Path
 
 import faust
@@ -29,7 +32,8 @@ from streams.core.eventtime import EventTimeWindow
 from streams.core.monitoring import MonitorConfig, StreamMonitor
 from streams.core.rules import InputRules
 from streams.core.state import StateSeal
-from streams.runtime import install
+from streams.errors import StreamSenseError
+from streams.runtime import install, rocksdb_store
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -105,10 +109,29 @@ def _tables(app: faust.App, settings: Settings):
         # Keys and values are strings (JSON, or base64 of sealed bytes): Faust's table recovery
         # decodes with the serializer of the key/value *type*, not a schema.
         make = app.GlobalTable if global_ else app.Table
+        full = f"{settings.topic_prefix}{name}"
+        # Global tables (item signals, the sentiment adapter: small, read from every partition)
+        # stay in memory whatever the store of the partitioned ones. The URL names the table
+        # (its RocksDB files): Faust takes a table's own store URL only when it is truthy, and
+        # yarl's URL("rocksdb://") is not.
+        scheme = "memory" if global_ or settings.table_store == "memory" else rocksdb_store.SCHEME
+        if scheme != "memory":
+            _fresh_local_store(Path(app.conf.tabledir), full)
         extra = {"synchronize_all_active_partitions": True} if global_ else {}
-        return make(f"{settings.topic_prefix}{name}", key_type=str, value_type=str,
-                    partitions=settings.topic_partitions, **extra)
+        return make(full, key_type=str, value_type=str, partitions=settings.topic_partitions,
+                    store=f"{scheme}:{full}", **extra)
     return table
+
+
+def _fresh_local_store(tabledir: Path, table: str) -> None:
+    """Delete the RocksDB files of ``table`` (one per partition) before they open, so recovery
+    rebuilds them from the changelog as it does in memory. What RocksDB kept from the last run
+    may be ahead of Kafka: writes of a transaction the broker aborted (exactly-once), or of
+    records whose changelog write a crash cut off; resuming from it would count those records
+    twice when they are processed again. (Faust's resume-from-disk would restart faster.)"""
+    for path in tabledir.glob(f"{glob.escape(table)}-*.db"):
+        log.info("table store: deleting %s, to be rebuilt from the changelog", path)
+        shutil.rmtree(path)
 
 
 def _adaptation(settings: Settings, table, runtime, names: TopicNames, metrics: Metrics,
@@ -179,6 +202,16 @@ def _agent(app: faust.App, runtime, name: str, topic: faust.TopicT, process, *, 
 
 
 def _faust_app(settings: Settings, *, worker_index: int, datadir: str) -> faust.App:
+    app = _faust_app_of(settings, worker_index=worker_index, datadir=datadir)
+    if settings.table_store == "rocksdb":
+        if importlib.util.find_spec("rocksdict") is None:
+            raise StreamSenseError("STREAMSENSE_TABLE_STORE=rocksdb needs the rocksdict package (a "
+                                   "dependency of streamsense: pip install rocksdict)")
+        rocksdb_store.register()
+    return app
+
+
+def _faust_app_of(settings: Settings, *, worker_index: int, datadir: str) -> faust.App:
     return faust.App(
         settings.consumer_group,
         broker=[f"kafka://{s}" for s in settings.kafka_bootstrap_servers],

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     # stop hangs (its Kafka client blocked in a group join while a dead member times out).
     stop_timeout_s: float = Field(default=20.0, gt=0)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # Where the partitioned tables (click users, detector monitors, click models) live while the
+    # worker runs: in memory, or in RocksDB on disk under <home>/workers (needs `rocksdict`,
+    # the `rocksdb` extra). Either way the changelog topics are the source of truth and a worker
+    # rebuilds its local state from them at every start.
+    table_store: Literal["memory", "rocksdb"] = "memory"
     # Exactly-once: Kafka aborts a transaction left open this long and fences its producer; a
     # Triton outage longer than this makes the worker restart and redo the records since its last
     # commit. At most the broker's transaction.max.timeout.ms (15 minutes by default).

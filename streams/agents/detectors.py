@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,6 +80,7 @@ class KeyedMonitors:
         self.newest: dict[int, float] = {}  # per partition: the newest event time stored
         # key -> (the table value this worker stored, the monitor it encodes), oldest first.
         self._cache: dict[str, tuple[str, SubjectMonitor]] = {}
+        self._reported = -float("inf")
 
     def load(self, key: str) -> SubjectMonitor | None:
         return self._read(key)[0]
@@ -128,6 +130,14 @@ class KeyedMonitors:
             self._cache.pop(key, None)
         if idle:
             self.metrics.state_expired.labels(table=self.table_name).inc(len(idle))
+
+    def report(self, *, every_s: float = 10.0) -> None:
+        """The subjects gauge, at most every ``every_s``: counting a RocksDB table's keys reads
+        them all."""
+        now = time.monotonic()
+        if now - self._reported >= every_s:
+            self._reported = now
+            self.metrics.monitored_subjects.labels(type=self.subject_type).set(len(self.table))
 
     def batch(self) -> MonitorBatch:
         return MonitorBatch(self)
@@ -191,7 +201,7 @@ class MonitorBatch:
             with as_current_event(event):
                 self.owner.store(key, monitor, partition=partition, last_ts=self.last_ts.get(key))
         self.owner.expire(partitions)
-        self.owner.metrics.monitored_subjects.labels(type=self.owner.subject_type).set(len(self.owner.table))
+        self.owner.report()
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Detectors on the real stack: a product turning sour gets one alert, stable ones none, and
-detector state survives a worker restart (it lives in changelog-backed tables)."""
+detector state survives a worker restart (it lives in changelog-backed tables), whether the
+worker keeps its tables in memory or in RocksDB."""
 
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ CHANGE_AT = 120
 RESTART_AT = 130  # after the change: a detector that forgot its baseline could not see it
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_a_product_turning_sour_gets_one_alert_across_a_worker_restart(
-        kafka: Settings, triton: Settings, stack_environment: dict[str, str], tmp_path: Path):
-    prefix = "ta1."
-    env = {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix}
+        kafka: Settings, triton: Settings, stack_environment: dict[str, str], tmp_path: Path, store: str):
+    prefix = f"ta1{store[0]}."
+    home = tmp_path / "home"  # the worker's own: its RocksDB files are looked for here
+    env = {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix, "STREAMSENSE_TABLE_STORE": store,
+           "STREAMSENSE_HOME": str(home)}
     settings = kafka.model_copy(update={"topic_prefix": prefix})
     names = TopicNames(prefix=prefix)
     products = ["p-sour", *(f"p-stable-{k}" for k in range(3))]
@@ -42,6 +46,8 @@ def test_a_product_turning_sour_gets_one_alert_across_a_worker_restart(
         ids_in(settings, names.reviews_enriched, "review_id", expect=len(first_part), timeout_s=240, worker=worker)
         worker.stop()
         assert worker.proc.returncode in (0, -15, 143), worker.tail()
+        on_disk = {p.name for p in home.glob("workers/worker-0/**/*product-monitors*") if p.is_dir()}
+        assert bool(on_disk) == (store == "rocksdb"), on_disk
         worker = WorkerProcess(env, log_dir=tmp_path)
         produce(rest)
         # Restarting while the input grows is where faust-streaming dropped records in flight
