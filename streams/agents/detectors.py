@@ -336,6 +336,7 @@ class Detectors:
             self.metrics.subject_negative_share.labels(*key).set(record.labels["negative"] / record.count)
 
     async def on_mentions(self, events: Sequence) -> None:
+        self.metrics.events_in.labels(topic="entity-mentions").inc(len(events))
         batch = self.entities.batch()
         for event in events:
             try:

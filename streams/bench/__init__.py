@@ -21,7 +21,8 @@ Sections (each replaces its part of BENCHMARKS.md with ``--write``):
 * ``profile``: where one worker spends its time on the text path (py-spy, when it may attach);
 * ``soak`` (only when asked for: ``make soak``): one worker's resident memory while it takes
   per-key state for 100k click users and then 100k entities, each seen twice, then 2,000
-  entities mentioned 40 times each with embeddings (themes and keywords).
+  entities mentioned 40 times each with embeddings (themes and keywords), then new users and
+  new entities that keep coming while idle ones expire (a day's time to live).
 
 Before each section the whole machine's CPU use is sampled for two seconds while our own stack
 is idle: above ``BUSY_WARNING`` (a quarter of all cores busy with other work) the section's

@@ -99,11 +99,11 @@ def _draw_soak(fig, data: dict) -> None:
     offset = 0
     for phase in dict.fromkeys(r[0] for r in data["rows"] if r[0] != "start"):
         rows = [r for r in data["rows"] if r[0] == phase]
-        ax.plot([offset + r[1] for r in rows], [r[3] for r in rows], "o-", label=phase)
+        ax.plot([offset + r[1] for r in rows], [r[-1] for r in rows], "o-", label=phase)
         offset += rows[-1][1]
     start = [r for r in data["rows"] if r[0] == "start"]
     if start:
-        ax.axhline(start[0][3], color="tab:gray", linestyle=":", label="at start")
+        ax.axhline(start[0][-1], color="tab:gray", linestyle=":", label="at start")
     ax.set_xlabel("events processed")
     ax.set_ylabel("worker RSS (MiB)")
     ax.set_ylim(bottom=0)
