@@ -118,6 +118,8 @@ def _tables(app: faust.App, settings: Settings):
         if scheme != "memory":
             _fresh_local_store(Path(app.conf.tabledir), full)
         extra = {"synchronize_all_active_partitions": True} if global_ else {}
+        if scheme != "memory":
+            extra["options"] = dict(rocksdb_store.OPTIONS)
         return make(full, key_type=str, value_type=str, partitions=settings.topic_partitions,
                     store=f"{scheme}:{full}", **extra)
     return table
