@@ -13,6 +13,7 @@ Sections (each replaces its part of BENCHMARKS.md with ``--write``):
   50% and 80% of the one-worker saturation rate, with a rate-controlled producer;
 * ``clicks``: the click path (1 and 2 workers) next to a bare aiokafka loop, a minimal
   faust-streaming agent and a Quix Streams app doing plain per-user state, on one broker;
+* ``store``: the click path with its tables in memory and in RocksDB, alternated;
 * ``adapter``: the sentiment adapter's learning curve on rated drugs.com reviews and on
   held-out customer tweets (served label against the base model, VADER and the majority class,
   prequential);
@@ -51,11 +52,12 @@ from streams.bench.harness import BUSY_WARNING, REPO, Stack, busy_fraction
 from streams.bench.plots import render
 from streams.bench.profile import profile
 from streams.bench.soak import soak
+from streams.bench.stores import stores
 from streams.bench.text import inference, latency, text
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("inference", "text", "latency", "clicks", "adapter", "analysis", "profile", "soak")
+SECTIONS = ("inference", "text", "latency", "clicks", "store", "adapter", "analysis", "profile", "soak")
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -75,6 +77,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 # The sections that need nothing from the others: name -> (stack, arguments) -> body.
 _ON_THEIR_OWN: dict[str, Callable[[Stack, argparse.Namespace], str]] = {
     "clicks": lambda stack, args: clicks(stack, args.events),
+    "store": lambda stack, args: stores(stack, args.events),
     "adapter": lambda stack, args: adapter(stack),
     "analysis": lambda stack, args: analysis(stack),
     "profile": lambda stack, args: profile(stack, args.reviews),

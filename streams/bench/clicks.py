@@ -11,11 +11,11 @@ import time
 from models.online import simulate_clicks
 from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import produce_lines
-from streams.bench.harness import Stack, Workers, wait_for_stable_group
+from streams.bench.harness import Stack, Workers, rss_mib, wait_for_stable_group
 from streams.bench.peers import PEERS, bare_loop, output_rate, run_peer
 from streams.synthetic import click_record, recent_clicks
 
-__all__ = ["click_values", "clicks", "in_process_us"]
+__all__ = ["click_values", "clicks", "in_process_us", "streamsense_clicks"]
 
 _NAMES = {"bare": "bare aiokafka loop, dict state", "faust": "faust-streaming minimal per-record agent, "
           "changelogged table", "quix": "Quix Streams app, RocksDB state (librdkafka client)"}
@@ -62,10 +62,13 @@ def _peers(stack: Stack, values: list[bytes], engagements: int) -> dict[str, flo
     return {name: asyncio.run(output_rate(base, sink, engagements)) for name, sink in sinks.items()}
 
 
-def _streamsense(stack: Stack, values: list[bytes], workers: int) -> tuple[float, int, float]:
+def streamsense_clicks(stack: Stack, values: list[bytes], workers: int, *, store: str = "memory",
+                       tag: str = "") -> tuple[float, int, float, float]:
     """Recommendations/s of ``workers`` workers (a topic prefix, so a group and fresh tables,
-    per run), how many they sent, and the clicks/s they took (from their own metrics)."""
-    settings, env, names = stack.prefixed(f"bench-c{workers}.")
+    per run), how many they sent, the clicks/s they took (from their own metrics), and the first
+    worker's resident memory at the end (MiB). ``store``: STREAMSENSE_TABLE_STORE."""
+    settings, env, names = stack.prefixed(f"bench-c{workers}{tag}.")
+    env = {**env, "STREAMSENSE_TABLE_STORE": store}
     asyncio.run(ensure_topics(settings, names.all()))
     with Workers(env, workers, stack.home) as running:
         asyncio.run(wait_for_stable_group(settings, workers))  # no rebalance while measuring
@@ -78,7 +81,8 @@ def _streamsense(stack: Stack, values: list[bytes], workers: int) -> tuple[float
             time.sleep(0.5)
         time.sleep(2)  # the last batch's sends
         sent = int(running.total('streamsense_events_out_total{topic="recommendations"}'))
-    return asyncio.run(output_rate(settings, names.recommendations, sent)), sent, taken
+        rss = rss_mib(running.procs[0].pid)
+    return asyncio.run(output_rate(settings, names.recommendations, sent)), sent, taken, rss
 
 
 def clicks(stack: Stack, n: int) -> str:
@@ -88,7 +92,8 @@ def clicks(stack: Stack, n: int) -> str:
     rates = _peers(stack, values, engagements)
     sent, taken = {}, {}
     for workers in (1, 2):
-        rates[f"streamsense-{workers}"], sent[workers], taken[workers] = _streamsense(stack, values, workers)
+        rate, sent[workers], taken[workers], _ = streamsense_clicks(stack, values, workers)
+        rates[f"streamsense-{workers}"] = rate
     stack.figures["clicks"] = {"rates": rates}
     one, faust, quix = rates["streamsense-1"], rates["faust"], rates["quix"]
     intro = (f"{len(values):,} simulated click events, {engagements:,} of them engagements (one output "
