@@ -17,7 +17,10 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    a commit that follows (a second stop path, a rebalance, the commit timer) found no open
    transaction and raised, which left the worker hanging on SIGTERM. A commit now opens the
    transaction it needs, one with nothing to commit is skipped, and a fenced producer (its
-   partition moved to another worker) is dropped as Faust does elsewhere, not raised.
+   partition moved to another worker) is dropped as Faust does elsewhere, not raised. One
+   fenced while its partition is still assigned was fenced by the broker (a transaction open
+   past Kafka's timeout): dropping it crashed the batch's next send and would let a fresh
+   producer commit the offsets of records whose outputs were aborted, so the worker restarts.
 3. **Outputs committed without their inputs' offsets** (duplicates after a restart). Faust
    commits a partition's offset only up to the first hole in what was acknowledged, and after
    some rebalances records are dropped unprocessed (a hole that stays): from then on the

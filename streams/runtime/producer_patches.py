@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from aiokafka.errors import ProducerFenced
 
 from streams.runtime.transactions import TransactionLedger, ledger_for
+from streams.runtime.transactions import transactional_id as tid_of
 
 __all__ = ["abort_uncommitted", "commit_transactions", "fenced_for_good", "make_settings_extra",
            "maybe_begin_transaction", "set_transaction_timeout"]
@@ -65,12 +66,26 @@ async def commit_transactions(self, tid_to_offset_map, group_id: str,
                 if start_new_transaction:
                     await transaction_producer.begin_transaction()
             except ProducerFenced:
+                if _still_ours(self.app, transactional_id):
+                    # Not a new owner: the broker aborted the transaction (open past Kafka's
+                    # timeout). Its outputs are gone while their inputs are acknowledged: a
+                    # fresh producer would commit those offsets next and lose the records.
+                    fenced_for_good(ledger, transactional_id)
+                    continue
                 # The partition's new owner started a producer with this id: its transaction is
                 # aborted and the new owner processes those records again. Faust's own handling.
                 log.info("transaction %s was fenced by the partition's new owner", transactional_id)
                 ledger.closed(transactional_id)
                 self._transaction_producers.pop(transactional_id, None)
                 await transaction_producer.stop()
+
+
+def _still_ours(app, tid: str) -> bool:
+    """Whether an input partition of transaction ``tid`` is still assigned to this worker."""
+    try:
+        return any(tid_of(app, tp) == tid for tp in app.consumer.assignment())
+    except Exception:  # no consumer (stopping): nothing of it is ours any more
+        return False
 
 
 async def _abort_unsafe(ledger: TransactionLedger, transaction_producer, transactional_id: str,

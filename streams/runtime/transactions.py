@@ -135,6 +135,11 @@ class SourceTransactionTopic:
             # a record Kafka refused. Only the first may be left to the next owner: the second,
             # taken for a revocation, would ack the record with neither output nor dead letter.
             if tp in self.app.consumer.assignment():
+                if tid not in getattr(self.app.producer, "_transaction_producers", {tid: None}):
+                    # Still ours but its producer was dropped: fenced by the broker (a commit
+                    # found the transaction aborted past Kafka's timeout; the chaos outage run).
+                    raise TransactionFenced(tid, f"transaction {tid} of {tp.topic}[{tp.partition}] "
+                                                 f"lost its producer (fenced): {exc}") from exc
                 raise OutputRejected(f"Kafka refused a record for {self.name} while "
                                      f"{tp.topic}[{tp.partition}] is still assigned: {exc}") from exc
             raise SourceRevoked(f"{tp.topic}[{tp.partition}] was revoked: {exc}") from exc

@@ -6,6 +6,8 @@ import types
 
 import pytest
 from aiokafka.errors import IllegalOperation
+from faust.exceptions import ProducerSendError
+from faust.types import TP
 
 from streams.runtime import BatchRunner, SourceTransactionTopic, as_current_event
 from streams.runtime.journal import CrashJournal
@@ -162,14 +164,28 @@ class _FencedApp:
         raise IllegalOperation("Can't send messages while not in transaction")
 
 
-def test_a_batch_whose_transaction_the_broker_aborted_restarts_the_worker_without_blaming_it(tmp_path):
-    app = _FencedApp()
+class _DroppedApp(_FencedApp):
+    """The other way it shows (chaos CI run, 2026-12-01): a commit found the transaction fenced
+    and dropped its producer while the partition is still assigned; Faust refuses the send."""
+
+    def __init__(self):
+        super().__init__()
+        self._transaction_producers = {}
+        self.consumer = types.SimpleNamespace(assignment=lambda: {TP("reviews", 0)})
+
+    async def send(self, *args, transactional_id):
+        raise ProducerSendError(f"No transaction producer found for : {transactional_id}")
+
+
+@pytest.mark.parametrize("fenced_app", [_FencedApp, _DroppedApp])
+def test_a_batch_whose_transaction_the_broker_aborted_restarts_the_worker_without_blaming_it(tmp_path, fenced_app):
+    app = fenced_app()
     topic = types.SimpleNamespace(get_topic_name=lambda: "reviews.enriched")
     output = SourceTransactionTopic(app, topic, exactly_once=True, ledger=TransactionLedger())
     restarted = []
     batches, exits = _batches(journal=CrashJournal(tmp_path / "journal.json"), restart_fenced=restarted.append)
     event = _event(7, "fine")
-    event.message.tp = types.SimpleNamespace(topic="reviews", partition=0)
+    event.message.tp = TP("reviews", 0)
 
     async def process(events):
         with as_current_event(events[0]):

@@ -100,6 +100,25 @@ def test_a_fenced_producer_is_dropped_and_the_others_still_commit():
     assert fine.calls == [("offsets", {"tp": 2}), "commit", "begin"]
 
 
+def test_a_producer_fenced_while_its_partition_is_still_ours_restarts_the_worker():
+    # No new owner fenced it: the broker aborted the transaction (open past Kafka's timeout
+    # while Triton was down). Dropping the producer let the batch's next send crash the worker
+    # (chaos CI run, 2026-12-01), and a fresh producer would have committed the offsets of
+    # records whose outputs were aborted.
+    class _Assigned(_App):
+        conf = SimpleNamespace(id="app")
+        assignor = SimpleNamespace(group_for_topic=lambda topic: 0)
+        consumer = SimpleNamespace(assignment=lambda: {FaustTP("news", 2)})
+
+    restarts = []
+    fenced = _TxnProducer(fenced=True)
+    producer = _Producer(**{"app-0-2": fenced})
+    producer.app = _Assigned()
+    ledger_for(producer.app).on_unsafe = lambda: restarts.append(True)
+    asyncio.run(commit_transactions(producer, {"app-0-2": {"tp": 1}}, "group"))
+    assert restarts == [True] and "app-0-2" in producer._transaction_producers and not fenced.stopped
+
+
 def test_maybe_begin_transaction_leaves_an_open_one_alone():
     producer = _Producer(a=_TxnProducer(open_=True), b=_TxnProducer(open_=False))
     for tid in ("a", "b", "c"):
