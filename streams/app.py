@@ -58,12 +58,12 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
                       inputs={names.reviews, names.news, names.clicks, names.entity_mentions,
                               names.sentiment_feedback})
     seal, rules, config = state_seal(settings), input_rules(settings), monitor_config(settings)
-    table = _tables(app, settings)
+    table = _tables(app, settings)  # changelog-backed: a restarted or rebalanced worker resumes them
+    sweep_s = settings.expiry_sweep_s
 
     def monitors(subject_type: str, *, with_surge: bool = False) -> KeyedMonitors:
-        # Changelog-backed: a restarted or rebalanced worker resumes every detector.
         return KeyedMonitors(table(f"{subject_type}-monitors"), subject_type, config, with_surge=with_surge,
-                             metrics=metrics, seal=seal, ttl_s=settings.subject_ttl_s)
+                             metrics=metrics, seal=seal, ttl_s=settings.subject_ttl_s, sweep_s=sweep_s)
 
     item_signals = table("item-signals", global_=True)
     detectors = Detectors(
@@ -79,7 +79,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         recommendations=runtime.output(names.recommendations), alerts=runtime.output(names.alerts),
         deadletter=runtime.deadletter, metrics=metrics, config=config, seal=seal, rules=rules,
         checkpoint_s=settings.click_checkpoint_s, checkpoint_events=settings.click_checkpoint_events,
-        segments=runtime.output(names.user_segments), user_ttl_s=settings.user_ttl_s)
+        segments=runtime.output(names.user_segments), user_ttl_s=settings.user_ttl_s, sweep_s=sweep_s)
 
     adaptation = _adaptation(settings, table, runtime, names, metrics, seal)
     shadow = ShadowComparison(inferencer, metrics, scale=rating_scale(settings),

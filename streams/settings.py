@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # newest text of its partition) leaves its detector table: its baselines start afresh if it
     # comes back. 0 keeps every subject for good.
     subject_ttl_s: float = Field(default=30 * 86_400.0, ge=0)
+    # The search for idle keys spreads a pass over a table's keys across at least this long
+    # (wall clock; streams.core.expiry.Sweep), so idle keys leave up to this late; 0: every batch.
+    expiry_sweep_s: float = Field(default=60.0, ge=0)
     # Sentiment adapter (streams.agents.adaptation): learn rating -> sentiment from rated
     # reviews and serve the adapted label while it beats the model with confidence 1 - alpha.
     sentiment_adapter: bool = True

@@ -104,10 +104,10 @@ class ClickProcessor:
                  alerts: OutputTopic, deadletter: OutputTopic, metrics: Metrics,
                  config: MonitorConfig, checkpoint_s: float, checkpoint_events: int, seal: StateSeal,
                  rules: InputRules = InputRules(), segments: OutputTopic | None = None,
-                 user_ttl_s: float = 0.0) -> None:
+                 user_ttl_s: float = 0.0, sweep_s: float = 0.0) -> None:
         self.users = users
         self.user_ttl_s = user_ttl_s  # 0: users are kept for good
-        self.sweep = Sweep()
+        self.sweep = Sweep(period_s=sweep_s)
         self.newest: dict[int, float] = {}  # per partition: the newest click's event time
         self.segments = segments  # user-segments: a record when a user's segment changes
         self.models = models

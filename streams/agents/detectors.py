@@ -66,7 +66,8 @@ class KeyedMonitors:
     (``ttl_s``, :mod:`streams.core.expiry`; 0 keeps every subject)."""
 
     def __init__(self, table: Table, subject_type: str, config: MonitorConfig, *, with_surge: bool,
-                 metrics: Metrics, seal: StateSeal, cache_keys: int = 1_000, ttl_s: float = 0.0) -> None:
+                 metrics: Metrics, seal: StateSeal, cache_keys: int = 1_000, ttl_s: float = 0.0,
+                 sweep_s: float = 0.0) -> None:
         self.table = table
         self.subject_type = subject_type
         self.config = config
@@ -76,7 +77,7 @@ class KeyedMonitors:
         self.table_name = f"{subject_type}-monitors"
         self.cache_keys = cache_keys
         self.ttl_s = ttl_s
-        self.sweep = Sweep()
+        self.sweep = Sweep(period_s=sweep_s)
         self.newest: dict[int, float] = {}  # per partition: the newest event time stored
         # key -> (the table value this worker stored, the monitor it encodes), oldest first.
         self._cache: dict[str, tuple[str, SubjectMonitor]] = {}

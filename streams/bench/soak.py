@@ -127,7 +127,8 @@ def soak(stack: Stack, keys: int, passes: int = 2, *, themed_keys: int = 2_000,
     to its cap; with keys expiring it stays flat however many come."""
     settings, env, names = stack.prefixed("bench-s.")
     env = {**env, "STREAMSENSE_USER_TTL_S": str(SOAK_TTL_S), "STREAMSENSE_SUBJECT_TTL_S": str(SOAK_TTL_S),
-           "STREAMSENSE_EVENT_TIME_BEHIND_S": str(60 * 86_400)}
+           "STREAMSENSE_EVENT_TIME_BEHIND_S": str(60 * 86_400),
+           "STREAMSENSE_EXPIRY_SWEEP_S": "5"}  # weeks of event time pass in seconds here
     asyncio.run(ensure_topics(settings, names.all()))
     rows = []
     with Workers(env, 1, stack.home) as running:

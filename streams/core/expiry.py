@@ -15,6 +15,8 @@ transaction under exactly-once). Keys of other partitions wait for a later pass.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,27 +39,54 @@ def is_idle(last_ts: float | None, newest_ts: float | None, ttl_s: float) -> boo
 
 @dataclass
 class Sweep:
-    """Visits every key of a table, ``per_batch`` at a time; a new pass starts from a fresh
-    snapshot of the keys once the last one is done.
+    """Visits every key of a table, at most ``per_batch`` at a time; a new pass starts from a
+    fresh snapshot of the keys once the last one is done.
+
+    ``period_s`` paces it: a pass over the snapshot's keys is spread over at least that many
+    seconds (``clock``), so a busy stream does not pay a lookup per key per batch (200 keys per
+    64-click batch were 18% of the click path's CPU in a py-spy profile on 2026-12-01; idle keys
+    now leave at most ``period_s`` past their time to live). 0: ``per_batch`` keys every call.
 
     >>> table = {"a": 1, "b": 2, "c": 3}
     >>> sweep = Sweep(per_batch=2)
     >>> sweep.next(table.keys), sweep.next(table.keys), sweep.next(table.keys)
     (['a', 'b'], ['c'], ['a', 'b'])
+    >>> now = [0.0]
+    >>> paced = Sweep(per_batch=2, period_s=30, clock=lambda: now[0])
+    >>> def at(t):
+    ...     now[0] = t
+    ...     return paced.next(table.keys)
+    >>> at(0), at(10), at(20), at(30), at(40), at(50), at(55)
+    ([], ['a'], ['b'], ['c'], [], ['a'], ['b'])
     """
 
     per_batch: int = 200
+    period_s: float = 0.0
+    clock: Callable[[], float] = time.monotonic
     _keys: Iterator | None = field(default=None, repr=False)
+    _size: int = field(default=0, repr=False)
+    _visited: int = field(default=0, repr=False)
+    _started: float | None = field(default=None, repr=False)
 
     def next(self, keys: Callable[[], Iterable]) -> list:
+        now = self.clock()
         if self._keys is None:
-            self._keys = iter(list(keys()))
+            if self._started is not None and now - self._started < self.period_s:
+                return []  # the last pass was quicker than the period: wait for it
+            snapshot = list(keys())
+            self._keys, self._size, self._visited, self._started = iter(snapshot), len(snapshot), 0, now
+        budget = self.per_batch
+        if self.period_s > 0:
+            due = math.ceil(self._size * min(1.0, (now - self._started) / self.period_s))
+            budget = min(budget, due - self._visited)
         out = []
-        for key in self._keys:
+        for key in self._keys if budget > 0 else ():
             out.append(key)
-            if len(out) >= self.per_batch:
-                return out
-        self._keys = None  # this pass is done: the next call starts another
+            if len(out) >= budget:
+                break
+        self._visited += len(out)
+        if len(out) < budget or self._visited >= self._size:
+            self._keys = None  # this pass is done: the next call starts another
         return out
 
 
