@@ -13,6 +13,8 @@ __all__ = ["send_alerts"]
 
 async def send_alerts(topic: OutputTopic, alerts: Sequence[Alert], metrics: Metrics) -> None:
     """Send ``alerts`` keyed ``<subject type>:<subject id>`` (one subject's alerts stay in order)."""
+    if not alerts:  # the common case, once per record: no metric lookups
+        return
     for alert in alerts:
         key = f"{alert.subject.type}:{alert.subject.id}".encode()
         await topic.send(key=key, value=encode(alert))

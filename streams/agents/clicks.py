@@ -123,6 +123,9 @@ class ClickProcessor:
         self.rules = rules
         self.held: dict[int, _Held] = {}
         self.last_event: dict[int, Any] = {}  # per partition: the context for checkpoint writes
+        # Per-click series, looked up once (a labels() call per click was 4% of the click path).
+        self._latency = metrics.end_to_end_seconds.labels(topic="clicks")
+        self._segment_events: dict[int, Any] = {}
 
     def _model(self, partition: int) -> _Held:
         held = self.held.get(partition)
@@ -206,7 +209,7 @@ class ClickProcessor:
                                          model=held.model.version, now=datetime.now(UTC))
                     await self.recommendations.send(key=click.user_id.encode(), value=encode(out))
                     sent += 1
-                    m.end_to_end_seconds.labels(topic="clicks").observe(max(0.0, time.time() - click.ts))
+                    self._latency.observe(max(0.0, time.time() - click.ts))
                 await send_alerts(self.alerts, alerts, self.metrics)
                 if moved is not None and self.segments is not None:
                     await self.segments.send(key=click.user_id.encode(), value=encode(moved))
@@ -265,7 +268,11 @@ class ClickProcessor:
             if step.hit:
                 m.recommendation_hits.inc()
         if step.items is not None and step.segment is not None:
-            m.user_segment_events.labels(segment=str(step.segment)).inc()
+            series = self._segment_events.get(step.segment)
+            if series is None:
+                series = m.user_segment_events.labels(segment=str(step.segment))
+                self._segment_events[step.segment] = series
+            series.inc()
 
     def _report(self, partition: int) -> None:
         report = self.held[partition].model.recommender.report()
