@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
     kafka_ssl_key_password: SecretStr | None = None
+    # A worker that dies without leaving the group (SIGKILL, a lost machine) holds its partitions
+    # this long before the group gives them to the others (Kafka's session.timeout.ms; the
+    # broker allows 6 s to 30 min by default). Heartbeats go every third of it, at most 3 s.
+    kafka_session_timeout_s: float = Field(default=60.0, ge=6, le=1800)
 
     # gRPC endpoint used by workers; HTTP and metrics ports of the same server.
     triton_url: str = "127.0.0.1:8001"
