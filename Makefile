@@ -78,7 +78,7 @@ bench-gpu: bench-gpu-bundle
 # The chaos kill scenario RUNS times in a row on one stack (both guarantees), e.g. RUNS=20.
 RUNS ?= 20
 chaos-repeat: setup
-	STREAMSENSE_CHAOS_RUNS=$(RUNS) $(VENV)/bin/pytest tests/chaos -k two_workers
+	STREAMSENSE_CHAOS_RUNS=$(RUNS) STREAMSENSE_CHAOS_FULL=1 $(VENV)/bin/pytest tests/chaos -k two_workers
 
 # One worker's memory over per-key state for 100k click users and 100k entities (~10 minutes).
 soak: setup
