@@ -47,7 +47,7 @@ from river import base, cluster, linear_model, metrics, optim, stats, utils
 
 from models.online.candidates import CoVisitation, Popularity
 
-__all__ = ["ACTIONS", "ClickEvent", "ClickRecommender", "Step", "UserState"]
+__all__ = ["ACTIONS", "ClickEvent", "ClickRecommender", "Step", "UserState", "kmeans_learn_predict"]
 
 ACTIONS = ("impression", "click", "add_to_cart", "purchase")
 _ENGAGEMENT_WEIGHT = {"click": 1.0, "add_to_cart": 2.0, "purchase": 3.0}
@@ -323,7 +323,7 @@ class ClickRecommender(base.Base):
         for name, value in observed.items():
             profile[name] = value if name not in profile else (1 - rate) * profile[name] + rate * value
         profile["activity"] = min(1.0, profile.get("activity", 0.0) + 0.02)
-        user.segment = _learn_predict(self._segments, profile)
+        user.segment = kmeans_learn_predict(self._segments, profile)
 
     def segment_profile(self, segment: int) -> dict[str, float]:
         """The centre of a segment: the behaviour its users share (see ``_update_segment``)."""
@@ -348,7 +348,7 @@ class ClickRecommender(base.Base):
                 "items": float(len(self._covis))}
 
 
-def _learn_predict(kmeans: cluster.KMeans, x: dict[str, float]) -> int:
+def kmeans_learn_predict(kmeans: cluster.KMeans, x: dict[str, float]) -> int:
     """River's ``KMeans.learn_predict_one`` (the closest centre, moved toward ``x``; the two
     calls learn_one then predict_one were 44% of a click's model time), without building a set
     of feature names per centre: once every centre holds every feature of ``x`` (River draws a

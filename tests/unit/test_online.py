@@ -13,7 +13,7 @@ from river import cluster
 
 from models.online import ClickEvent, ClickRecommender, CoVisitation, Popularity, UserState, simulate_clicks
 from models.online.evaluate import evaluate
-from models.online.recommender import _learn_predict
+from models.online.recommender import kmeans_learn_predict
 from streams.core.clicks import (
     PartitionModel,
     checkpoint_chunks,
@@ -206,7 +206,7 @@ def test_item_signals_carry_article_entities_and_a_running_sentiment():
 
 
 def test_the_segment_fast_path_is_rivers_kmeans_step_exactly():
-    # _learn_predict skips River's per-centre set of feature names once every centre holds
+    # kmeans_learn_predict skips River's per-centre set of feature names once every centre holds
     # every feature; the clusters and the centres must come out exactly as River's.
     rng = random.Random(0)
     river_own = cluster.KMeans(n_clusters=6, halflife=0.05, sigma=0.5, seed=3)
@@ -216,5 +216,5 @@ def test_the_segment_fast_path_is_rivers_kmeans_step_exactly():
         x["activity"] = min(1.0, n / 500)
         if rng.random() < 0.5 and n > 100:  # a feature that appears late, and only sometimes
             x["sentiment_taste"] = rng.uniform(-1, 1)
-        assert _learn_predict(fast, dict(x)) == river_own.learn_predict_one(dict(x))
+        assert kmeans_learn_predict(fast, dict(x)) == river_own.learn_predict_one(dict(x))
     assert {i: dict(c) for i, c in fast.centers.items()} == {i: dict(c) for i, c in river_own.centers.items()}
