@@ -113,7 +113,7 @@ class TritonInferencer:
 
     async def _check_outputs(self, client) -> None:
         """Once: does the served model have the EMBEDDING output asked for?"""
-        metadata = await client.get_model_metadata(self.model, as_json=True)
+        metadata = await client.get_model_metadata(self.model, as_json=True, client_timeout=self.timeout_s)
         if "EMBEDDING" not in {o["name"] for o in metadata.get("outputs", [])}:
             log.warning("Triton's %s has no EMBEDDING output (a model exported before embeddings "
                         "were served): the sentiment adapter gets no embeddings", self.model)
@@ -220,8 +220,12 @@ class TritonInferencer:
     async def _refresh_route(self, client) -> None:
         self._route_at = time.monotonic()  # also on failure: one try per interval
         try:
-            config = (await client.get_model_config(self.model, as_json=True)).get("config", {})
-            metadata = await client.get_model_metadata(self.model, as_json=True)
+            # Deadlines as for inference: a server that stopped answering must not hold the
+            # request (and its slot) for good; a slow one times out here as it would there.
+            deadline = self.timeout_s
+            config = (await client.get_model_config(self.model, as_json=True, client_timeout=deadline)
+                      ).get("config", {})
+            metadata = await client.get_model_metadata(self.model, as_json=True, client_timeout=deadline)
             ready = [int(v) for v in metadata.get("versions", []) if str(v).isdigit()]
         except asyncio.CancelledError:
             if cancelling():
@@ -258,7 +262,7 @@ class TritonInferencer:
 
     async def _model_ready(self, client) -> bool:
         try:
-            return bool(await client.is_model_ready(self.model))
+            return bool(await client.is_model_ready(self.model, client_timeout=self.timeout_s))
         except Exception:  # cannot tell: an outage, keep waiting
             return False
 

@@ -137,14 +137,14 @@ class _Triton:
     def __init__(self, ready: list[int], served: int | None) -> None:
         self.ready, self.served, self.asked = ready, served, []
 
-    async def get_model_config(self, model, as_json=False):
+    async def get_model_config(self, model, as_json=False, *, client_timeout):
         params = {} if self.served is None else {"streamsense_served": {"string_value": str(self.served)}}
         return {"config": {"name": model, "parameters": params}}
 
-    async def get_model_metadata(self, model, as_json=False):
+    async def get_model_metadata(self, model, as_json=False, *, client_timeout):
         return {"versions": [str(v) for v in self.ready], "outputs": [{"name": "ANALYSIS"}]}
 
-    async def is_model_ready(self, model):
+    async def is_model_ready(self, model, *, client_timeout):  # a deadline, always
         return bool(self.ready)
 
     async def infer(self, model, inputs, client_timeout, model_version=""):

@@ -63,7 +63,7 @@ class _Channel:
     async def close(self):
         self.closed = True
 
-    async def is_model_ready(self, model):
+    async def is_model_ready(self, model, *, client_timeout):  # a deadline, always
         return self.ready
 
 
@@ -155,7 +155,7 @@ class _EmbeddingClient:
     def __init__(self, outputs):
         self.outputs, self.asked = outputs, []
 
-    async def get_model_metadata(self, model, as_json=False):
+    async def get_model_metadata(self, model, as_json=False, *, client_timeout):
         return {"outputs": [{"name": name} for name in self.outputs]}
 
     async def infer(self, model, inputs, client_timeout, outputs=None):
@@ -191,10 +191,10 @@ def test_requests_never_exceed_the_models_max_batch_size_whatever_the_worker_bat
     sizes = []
 
     class Client:
-        async def get_model_config(self, model, as_json):
+        async def get_model_config(self, model, as_json, *, client_timeout):
             return {"config": {"max_batch_size": 8}}
 
-        async def get_model_metadata(self, model, as_json):
+        async def get_model_metadata(self, model, as_json, *, client_timeout):
             return {"versions": ["1"]}
 
         async def infer(self, model, inputs, client_timeout, **extra):
