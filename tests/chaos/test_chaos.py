@@ -13,6 +13,7 @@ import asyncio
 import os
 import random
 import signal
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -53,6 +54,20 @@ def _setup(stack_environment: dict[str, str], name: str, guarantee: str, **extra
     names = TopicNames(prefix=prefix)
     asyncio.run(ensure_topics(settings, names.all()))
     return env, settings, names
+
+
+def _wait_for(metrics_url: str, series: str, *, timeout_s: float) -> None:
+    """Until the worker's ``series`` is above 0 (its metrics server may not be up yet)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        except OSError:
+            text = ""
+        if any(line.startswith(series) and float(line.split()[-1]) > 0 for line in text.splitlines()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{series} stayed at 0 for {timeout_s} s")
 
 
 def _private_triton(tmp_path: Path) -> dict[str, str]:
@@ -223,16 +238,22 @@ def test_slow_triton_backpressure_and_timeouts(kafka: Settings, triton: Settings
         stream = Stream.build("slow", reviews=300, news=75, bad=50, seed=14)
         started = time.monotonic()
         fleet = Fleet(env, tmp_path, workers=1)
+        metrics_url = f"http://127.0.0.1:{env['STREAMSENSE_METRICS_PORT']}/metrics"
         try:
-            producer = stream.produce_in_background(settings, names, rate=60)
-            time.sleep(5)
+            stream.produce(settings, names, rate=60, part=slice(0, None, 2))
+            # The slow spell starts once the worker is taking texts (not on a clock: a worker
+            # that took 13 s to start here once met no request in it), and the second half of
+            # the stream arrives during it, so requests do meet it.
+            _wait_for(metrics_url, 'streamsense_events_in_total{topic="reviews"}', timeout_s=120)
             proxy.delay_s = 3.0  # longer than the request timeout: every request fails for a while
+            producer = threading.Thread(target=stream.produce, args=(settings, names),
+                                        kwargs={"rate": 60, "part": slice(1, None, 2)}, daemon=True)
+            producer.start()
             time.sleep(8)
             proxy.delay_s = 0.3
             producer.join()
             seen = read_outputs(settings, names, until=lambda s: s.complete(stream), timeout_s=240, idle_s=5)
-            metrics = urllib.request.urlopen(
-                f"http://127.0.0.1:{env['STREAMSENSE_METRICS_PORT']}/metrics", timeout=10).read().decode()
+            metrics = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
         finally:
             fleet.stop()
     outcome = reconcile("Triton +0.3 s per chunk, 8 s at +3 s (timeout 2 s)", "at_least_once", stream, seen,
