@@ -157,8 +157,10 @@ def test_worker_sigkill_loses_nothing(kafka: Settings, triton: Settings, stack_e
     import threading
 
     prefix = f"tp4-{guarantee}."
+    # The killed worker holds its partitions for the session timeout: 15 s, not 60 s, so the
+    # replacement takes them sooner (as in the chaos kill scenarios).
     env = {**stack_environment, "STREAMSENSE_TOPIC_PREFIX": prefix,
-           "STREAMSENSE_PROCESSING_GUARANTEE": guarantee}
+           "STREAMSENSE_PROCESSING_GUARANTEE": guarantee, "STREAMSENSE_KAFKA_SESSION_TIMEOUT_S": "15"}
     settings = kafka.model_copy(update={"topic_prefix": prefix})
     names = TopicNames(prefix=prefix)
     reviews = list(synthetic_events("reviews", 1200, seed=4))
