@@ -135,7 +135,8 @@ class SourceTransactionTopic:
             # a record Kafka refused. Only the first may be left to the next owner: the second,
             # taken for a revocation, would ack the record with neither output nor dead letter.
             if tp in self.app.consumer.assignment():
-                if tid not in getattr(self.app.producer, "_transaction_producers", {tid: None}):
+                producers = getattr(self.app.producer, "_transaction_producers", None)
+                if producers is not None and tid not in producers:
                     # Still ours but its producer was dropped: fenced by the broker (a commit
                     # found the transaction aborted past Kafka's timeout; the chaos outage run).
                     raise TransactionFenced(tid, f"transaction {tid} of {tp.topic}[{tp.partition}] "
