@@ -46,6 +46,7 @@ from typing import Any
 from river import base, cluster, linear_model, metrics, optim, stats, utils
 
 from models.online.candidates import CoVisitation, Popularity
+from models.online.ranking import BUCKETS, LAST, Candidates
 
 __all__ = ["ACTIONS", "ClickEvent", "ClickRecommender", "Step", "UserState", "kmeans_learn_predict"]
 
@@ -105,10 +106,6 @@ class Step:
 
 
 _SESSION_GAP_S = 1800.0
-# Feature names, made once: covisitation with the last item by session, and the bucket of the
-# covisitation score.
-_LAST = {True: "covisitation_last|same_session", False: "covisitation_last|new_session"}
-_BUCKET = tuple(f"covisitation_bucket={b}" for b in range(7))
 
 
 def _add_signal(x: dict[str, float], signal: Mapping[str, Any] | None) -> None:
@@ -223,10 +220,17 @@ class ClickRecommender(base.Base):
         for item in user.recent:
             pool.setdefault(item, covis.get(item, 0.0))
         pool.pop(exclude, None)
-        features = self._ranking(user, ts, item_signals)
-        scored = [(item, self._rank(features(item, c))) for item, c in pool.items()]
+        candidates = self._candidates(user, ts, item_signals)
+        scored = [(item, candidates.score(item, c)) for item, c in pool.items()]
         scored.sort(key=lambda kv: (-kv[1], kv[0]))
         return [(item, round(p, 6)) for item, p in scored[: 2 * self.k]]
+
+    def _candidates(self, user: UserState, ts: float, signals: Mapping[str, Mapping[str, Any]]) -> Candidates:
+        """What ranking ``user``'s candidates now needs, computed once (:mod:`.ranking`)."""
+        return Candidates(ctr=self._ctr, ranker=self._ranker, segment=user.segment, recent=user.recent,
+                          same_session=_same_session(user, ts), share=self._popularity.shares(ts),
+                          last_edges=self._covis.neighbours(user.recent[-1], ts) if user.recent else {},
+                          signals=signals)
 
     # -- learning ------------------------------------------------------------------------
 
@@ -259,15 +263,16 @@ class ClickRecommender(base.Base):
     def _learn_ranking(self, user: UserState, event: ClickEvent, signals) -> None:
         """The clicked item is a positive, the rest of the user's last pool negatives (features
         as of now, before this click is learned anywhere)."""
-        features = self._ranking(user, event.ts, signals)
+        candidates = self._candidates(user, event.ts, signals)
+        recent = user.recent
         for item in {*user.last_recs, event.item_id}:
-            self._ranker.learn_one(features(item), item == event.item_id)
+            logit, numbers, _, _ = candidates.click_through(item, self._covis.score(recent, item, event.ts))
+            x = self._context(item, numbers, signals)
+            x["click_through_logit"] = logit
+            self._ranker.learn_one(x, item == event.item_id)
 
     def _predict(self, x: dict[str, float]) -> float:
         return min(1 - _EPS, max(_EPS, self._ctr.predict_proba_one(x)[True]))
-
-    def _rank(self, x: dict[str, float]) -> float:
-        return min(1 - _EPS, max(_EPS, self._ranker.predict_proba_one(x)[True]))
 
     def _numbers(self, user: UserState, item: str, ts: float, *, covis: float | None = None,
                  share: Callable[[str], float] | None = None) -> list[float]:
@@ -286,8 +291,8 @@ class ClickRecommender(base.Base):
     def _context(item: str, numbers: list[float], signals: Mapping[str, Mapping[str, Any]]
                  ) -> dict[str, float]:
         _, covis, popularity, last, same_session, recent = numbers
-        x = {"covisitation": covis, "popularity": popularity, _LAST[bool(same_session)]: last,
-             _BUCKET[min(6, int(2 * covis))]: 1.0, "recently_engaged": float(recent)}
+        x = {"covisitation": covis, "popularity": popularity, LAST[bool(same_session)]: last,
+             BUCKETS[min(6, int(2 * covis))]: 1.0, "recently_engaged": float(recent)}
         _add_signal(x, signals.get(item))
         return x
 
@@ -295,22 +300,6 @@ class ClickRecommender(base.Base):
                   ) -> dict[str, float]:
         """Click-through features: the context plus the item and the item per segment."""
         return _with_item(self._context(item, numbers, signals), item, numbers[0])
-
-    def _ranking(self, user: UserState, ts: float, signals: Mapping[str, Mapping[str, Any]]
-                 ) -> Callable[..., dict[str, float]]:
-        """Ranking features of ``user``'s candidates now, ``features(item, covis=None)``: the
-        context plus the click-through model's logit, the context built once per candidate
-        (for both) and the popularity leader looked up once: ranking is most of the worker's
-        time on the click path."""
-        share = self._popularity.shares(ts)
-
-        def features(item: str, covis: float | None = None) -> dict[str, float]:
-            numbers = self._numbers(user, item, ts, covis=covis, share=share)
-            x = self._context(item, numbers, signals)
-            p = self._predict(_with_item(x, item, numbers[0]))
-            x["click_through_logit"] = math.log(p / (1 - p))
-            return x
-        return features
 
     def _update_segment(self, user: UserState, event: ClickEvent, signals) -> None:
         """Behaviour vector: decayed means of the action mix, popularity and sentiment taste."""

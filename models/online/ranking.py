@@ -1,0 +1,111 @@
+"""Scoring a user's candidates without a feature dict per candidate.
+
+Ranking is most of the click path's model time: every engagement scores its whole candidate
+pool (about 40 items) with the click-through model and then the ranker, and the last list is
+learned again on the next click. Built the plain way, each candidate costs two feature dicts,
+two River ``predict_proba_one`` calls and a co-visitation lookup per recent item.
+
+:class:`Candidates` computes what all candidates of one user share at one time once (the
+segment, the co-visitation edges of the last item, the popularity leader, the weights of the
+features every candidate has), then each candidate's two logits as plain sums in the order of
+the feature dict River would have been given: the same numbers River computes, to the last bit
+(``tests/unit/test_ranking.py`` replays a simulated stream both ways). River stays the learner
+and the only place weights live: a :class:`Candidates` reads the models' current weights and
+is made afresh for every ranking (weights move with every example).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = ["BUCKETS", "LAST", "Candidates", "probability"]
+
+# Feature names (also the dict keys of recommender._context, which builds the same features).
+LAST = {True: "covisitation_last|same_session", False: "covisitation_last|new_session"}
+BUCKETS = tuple(f"covisitation_bucket={b}" for b in range(7))
+_EPS = 1e-7
+
+
+def probability(logit: float) -> float:
+    """River's sigmoid (0 and 1 past +-30), kept inside ``(eps, 1 - eps)``."""
+    p = 0.0 if logit < -30 else 1.0 if logit > 30 else 1 / (1 + math.exp(-logit))
+    return min(1 - _EPS, max(_EPS, p))
+
+
+class Candidates:
+    """The features and scores of one user's candidates at one time.
+
+    ``ctr`` and ``ranker``: River linear models (their ``_weights`` and ``intercept`` are read,
+    never written); ``last_edges``: the decayed co-visitation of the user's last item with
+    each item (empty without one); ``share``: the popularity share of an item now."""
+
+    __slots__ = ("_base_ctr", "_base_rank", "_ctr", "_ctr_w", "_rank", "_rank_w", "last_edges", "last_key",
+                 "recent", "segment", "segment_prefix", "share", "signals")
+
+    def __init__(self, *, ctr: Any, ranker: Any, segment: int | None, recent: Iterable[str],
+                 same_session: bool, last_edges: Mapping[str, float], share: Callable[[str], float],
+                 signals: Mapping[str, Mapping[str, Any]]) -> None:
+        self.segment = segment if segment is not None else -1
+        self.segment_prefix = f"segment={int(self.segment)}|item="
+        self.recent = set(recent)
+        self.last_edges = last_edges
+        self.last_key = LAST[bool(same_session)]
+        self.share = share
+        self.signals = signals
+        self._ctr, self._rank = ctr, ranker
+        self._ctr_w, self._rank_w = ctr._weights, ranker._weights
+        names = ("covisitation", "popularity", self.last_key, "recently_engaged", "sentiment", *BUCKETS)
+        self._base_ctr = {n: self._ctr_w.get(n, 0.0) for n in names}
+        self._base_rank = {n: self._rank_w.get(n, 0.0) for n in (*names, "click_through_logit")}
+
+    def numbers(self, item: str, covis: float) -> list[float]:
+        """What ``ClickRecommender._numbers`` gives for ``item`` with co-visitation ``covis``."""
+        last = self.last_edges.get(item, 0.0)
+        return [self.segment, round(math.log1p(covis), 4), round(self.share(item), 4),
+                round(math.log1p(last), 4), int(self.last_key == LAST[True]), int(item in self.recent)]
+
+    def _entities(self, item: str) -> tuple[float | None, tuple[str, ...]]:
+        signal = self.signals.get(item)
+        if not signal:
+            return None, ()
+        sentiment, entities = signal.get("sentiment"), signal.get("entities")
+        # a dict keeps the first of repeated names, as the feature dict does
+        names = tuple(dict.fromkeys(f"entity={e}" for e in entities[:3])) if entities else ()
+        return None if sentiment is None else float(sentiment), names
+
+    def _sum(self, base: Mapping[str, float], weights: Any, numbers: list[float],
+             sentiment: float | None, entities: tuple[str, ...]) -> float:
+        """The dot product over the context features, in the order of ``_context``'s dict."""
+        _, covis, popularity, last, _, recent = numbers
+        s = 0.0
+        s += covis * base["covisitation"]
+        s += popularity * base["popularity"]
+        s += last * base[self.last_key]
+        s += 1.0 * base[BUCKETS[min(6, int(2 * covis))]]
+        s += float(recent) * base["recently_engaged"]
+        if sentiment is not None:
+            s += sentiment * base["sentiment"]
+        for name in entities:
+            s += 1.0 * weights.get(name, 0.0)
+        return s
+
+    def click_through(self, item: str, covis: float
+                      ) -> tuple[float, list[float], float | None, tuple[str, ...]]:
+        """The click-through model's logit of ``item`` (co-visitation ``covis``) and its context:
+        the numbers, the item's sentiment and entity feature names."""
+        numbers = self.numbers(item, covis)
+        sentiment, entities = self._entities(item)
+        s = self._sum(self._base_ctr, self._ctr_w, numbers, sentiment, entities)
+        s += 1.0 * self._ctr_w.get(f"item={item}", 0.0)
+        s += 1.0 * self._ctr_w.get(self.segment_prefix + item, 0.0)
+        p = probability(s + self._ctr.intercept)
+        return math.log(p / (1 - p)), numbers, sentiment, entities
+
+    def score(self, item: str, covis: float) -> float:
+        """The ranker's probability that ``item`` is engaged next."""
+        logit, numbers, sentiment, entities = self.click_through(item, covis)
+        r = self._sum(self._base_rank, self._rank_w, numbers, sentiment, entities)
+        r += logit * self._base_rank["click_through_logit"]
+        return probability(r + self._rank.intercept)
