@@ -18,7 +18,7 @@ __all__ = ["ALERT_KINDS", "ERROR_KINDS", "Metrics"]
 # series (a rate of 0) before the first error rather than no data.
 ERROR_KINDS = ("batch_failed", "detector_failed", "bad_entity_mention", "stalled_partition", "lag_probe",
                "checkpoint_unreadable", "triton_timeout", "triton_unavailable", "triton_overloaded",
-               "triton_error")
+               "triton_error", "triton_route")
 _TOPICS = ("reviews", "clicks", "news")
 ALERT_KINDS = ("sentiment_shift", "volume_surge", "drift")
 

@@ -232,7 +232,11 @@ class TritonInferencer:
                 raise
             return
         except Exception as exc:  # an outage, or a server that cannot say: keep what we knew
+            # Counted: a refresh that keeps failing leaves the worker asking a version that may
+            # no longer be the served one (the inference that follows is counted on its own).
             log.debug("reading %s's versions failed: %r", self.model, exc)
+            if self.metrics:
+                self.metrics.errors.labels(kind="triton_route").inc()
             return
         most = config.get("max_batch_size")
         if isinstance(most, int | str) and str(most).isdigit() and int(most) > 0:

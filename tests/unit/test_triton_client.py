@@ -214,3 +214,34 @@ def test_requests_never_exceed_the_models_max_batch_size_whatever_the_worker_bat
     # Before the fix: every chunk over 8 was refused and retried with backoff for good.
     results = asyncio.run(asyncio.wait_for(inferencer.analyse([f"t{i}" for i in range(100)]), 10))
     assert len(results) == 100 and max(sizes) <= 8
+
+
+def test_a_failed_route_refresh_is_counted_and_the_last_route_kept():
+    metrics = Metrics()
+    down = []
+
+    class Client:
+        async def get_model_config(self, model, as_json, *, client_timeout):
+            if down:
+                from tritonclient.utils import InferenceServerException
+                raise InferenceServerException("[StatusCode.DEADLINE_EXCEEDED] Deadline Exceeded")
+            return {"config": {"max_batch_size": 8, "version_policy": {"specific": {"versions": [2]}}}}
+
+        async def get_model_metadata(self, model, as_json, *, client_timeout):
+            return {"versions": ["1", "2"]}
+
+        async def infer(self, model, inputs, client_timeout, **extra):
+            return _Result(inputs[0].shape()[0])
+
+        async def close(self):
+            pass
+
+    inferencer = TritonInferencer(url="unused", metrics=metrics, route_refresh_s=0.0)
+    inferencer._get_client = Client
+    asyncio.run(inferencer.analyse(["a"]))  # the first refresh reads the route
+    route = inferencer.route
+    assert route is not None and metrics.errors.labels(kind="triton_route")._value.get() == 0
+    down.append(True)
+    asyncio.run(inferencer.analyse(["b"]))  # the next one fails: counted, the route kept
+    assert metrics.errors.labels(kind="triton_route")._value.get() >= 1
+    assert inferencer.route == route
