@@ -265,7 +265,9 @@ class ClickRecommender(base.Base):
         as of now, before this click is learned anywhere)."""
         candidates = self._candidates(user, event.ts, signals)
         recent = user.recent
-        for item in {*user.last_recs, event.item_id}:
+        # In the list's order (a set's would follow PYTHONHASHSEED: another process replaying the
+        # same clicks learned in another order and ended with another model).
+        for item in dict.fromkeys([*user.last_recs, event.item_id]):
             logit, numbers, _, _ = candidates.click_through(item, self._covis.score(recent, item, event.ts))
             x = self._context(item, numbers, signals)
             x["click_through_logit"] = logit

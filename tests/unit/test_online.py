@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pickle
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -79,6 +82,24 @@ def test_impressions_become_examples_when_clicked_or_when_they_time_out():
     later = model.observe(user, ClickEvent("x", "u", "i9", "impression", 100.0))
     assert sorted(clicked for _, clicked in later.labelled) == [False, False]  # i0 and i2 expired
     assert model.report()["examples"] == 3
+
+
+_REPLAY = """
+from models.online import ClickRecommender, UserState, simulate_clicks
+data = simulate_clicks(users=150, items=60, sessions=250, seed=1)
+model, users = ClickRecommender(seed=1), {}
+for e in data.events:
+    model.observe(users.setdefault(e.user_id, UserState()), e, data.item_signals)
+print(model.report())
+"""
+
+
+def test_a_replay_learns_the_same_model_in_any_process():
+    """Nothing the recommender learns may follow Python's per-process string hashing (set
+    order): a replay elsewhere (a restarted worker, a test) must end with the same model."""
+    reports = {subprocess.run([sys.executable, "-c", _REPLAY], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")}
+    assert len(reports) == 1, reports
 
 
 def test_user_state_and_model_round_trip_without_changing_what_comes_next():
