@@ -14,8 +14,6 @@ DecodeError(reason='text: field required')
 from __future__ import annotations
 
 import base64
-import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -23,16 +21,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
 )
 
+from streams.decoding import MAX_JSON_DEPTH, DecodeError, decode, parse
 from streams.timestamps import Id, Timestamp
 
-__all__ = ["INPUT_MODELS", "MIN_ENTITY_SCORE", "OUTPUT_MODELS", "SCHEMA_VERSION", "Alert",
+__all__ = ["INPUT_MODELS", "MAX_JSON_DEPTH", "MIN_ENTITY_SCORE", "OUTPUT_MODELS", "SCHEMA_VERSION", "Alert",
            "AlertTheme", "Click", "DeadLetter", "DecodeError", "EnrichedNews", "EnrichedReview",
            "Entity", "EntityMentionRecord", "Explanation", "News", "Recommendation", "Review",
-           "Sentiment", "SentimentStats", "StatsTheme", "StatsWindow", "Subject", "UserSegment", "dead_letter", "decode_input", "encode", "json_schemas"]
+           "Sentiment", "SentimentStats", "StatsTheme", "StatsWindow", "Subject", "UserSegment",
+           "dead_letter", "decode_input", "encode", "json_schemas", "parse_input"]
 
 SCHEMA_VERSION = 1
 # Dead-letter records carry the raw bytes; beyond this they are cut so that the dead-letter
@@ -41,8 +40,6 @@ DEADLETTER_RAW_LIMIT = 256 * 1024
 # Inputs larger than this go to the dead-letter topic unparsed (Settings.max_input_bytes): the
 # enriched record carries the input, so this keeps every output under the producer's 1 MB.
 MAX_INPUT_BYTES = 512 * 1024
-# A JSON value nested deeper than this is rejected before it reaches a model.
-MAX_JSON_DEPTH = 32
 
 
 class _Input(BaseModel):
@@ -286,81 +283,21 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeError:
-    """Why a record could not be decoded; the text becomes ``DeadLetter.error``."""
-
-    reason: str
-
-
 def decode_input(topic: str, raw: bytes | None, *, max_bytes: int = MAX_INPUT_BYTES) -> _Input | DecodeError:
     """Decode one input record of ``topic`` (its contract name, e.g. ``"reviews"``); a value
-    over ``max_bytes`` is refused before it is parsed.
+    over ``max_bytes`` is refused before it is parsed (:mod:`streams.decoding`).
 
     >>> decode_input("news", b'{"article_id": "n1", "source": "s", "title": "' + b"x" * 99 + b'"}',
     ...              max_bytes=100).reason
     'record is 147 bytes, over the input limit of 100 bytes (STREAMSENSE_MAX_INPUT_BYTES)'
     """
-    model = INPUT_MODELS[topic]
-    if raw is None:
-        return DecodeError("empty record (null value)")
-    if len(raw) > max_bytes:
-        return DecodeError(f"record is {len(raw)} bytes, over the input limit of {max_bytes} bytes "
-                           "(STREAMSENSE_MAX_INPUT_BYTES)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return DecodeError(f"value is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})")
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        return DecodeError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    except ValueError as exc:
-        return DecodeError(f"invalid JSON: {exc}")
-    if not isinstance(value, dict):
-        return DecodeError(f"expected a JSON object, got {type(value).__name__}")
-    if _depth(value) > MAX_JSON_DEPTH:
-        return DecodeError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        return DecodeError(_explain(exc))
-    except Exception as exc:  # a validator bug must not take the worker down: the record is bad
-        return DecodeError(f"record could not be validated: {type(exc).__name__}: {exc}"[:500])
+    return decode(INPUT_MODELS[topic], raw, max_bytes=max_bytes)
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _depth(value: Any, limit: int = MAX_JSON_DEPTH + 1) -> int:
-    """Nesting depth of a decoded JSON value, counted up to ``limit``."""
-    depth, level = 0, [value]
-    while level and depth < limit:
-        depth += 1
-        level = [child for v in level if isinstance(v, dict | list)
-                 for child in (v.values() if isinstance(v, dict) else v)]
-        level = [v for v in level if isinstance(v, dict | list)]
-    return depth
-
-
-def _explain(exc: ValidationError) -> str:
-    """pydantic's errors as one line: ``'field: what is wrong'`` joined by ``'; '``."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "record"
-        kind = err["type"]
-        if kind == "missing":
-            msg = "field required"
-        elif kind == "literal_error":
-            allowed = err.get("ctx", {}).get("expected", "")
-            msg = f"must be one of {allowed.replace(' or ', ', ')} (got {err['input']!r})"
-        elif kind in ("string_type", "int_type", "float_type"):
-            msg = f"{err['msg'].lower()} (got {type(err['input']).__name__})"
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
+def parse_input(topic: str, raw: bytes | None, *, max_bytes: int = MAX_INPUT_BYTES) -> _Input | DecodeError:
+    """:func:`decode_input` the reference way (``json``, then pydantic), always: what the fast
+    path must agree with."""
+    return parse(INPUT_MODELS[topic], raw, max_bytes=max_bytes)
 
 
 def dead_letter(*, source_topic: str, partition: int | None, offset: int | None,
