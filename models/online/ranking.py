@@ -7,18 +7,22 @@ two River ``predict_proba_one`` calls and a co-visitation lookup per recent item
 
 :class:`Candidates` computes what all candidates of one user share at one time once (the
 segment, the co-visitation edges of the last item, the popularity leader, the weights of the
-features every candidate has), then each candidate's two logits as plain sums in the order of
+features every candidate has), then the two logits of a candidate as plain sums in the order of
 the feature dict River would have been given: the same numbers River computes, to the last bit
-(``tests/unit/test_ranking.py`` replays a simulated stream both ways). River stays the learner
-and the only place weights live: a :class:`Candidates` reads the models' current weights and
-is made afresh for every ranking (weights move with every example).
+(``tests/unit/test_ranking.py``). :meth:`Candidates.scores` does the same for a whole pool with
+numpy (the same operations in the same order; ``exp`` and ``log`` within an ulp): a seeded
+replay of 90,519 simulated events gives identical recommendations either way. River stays the
+learner and the only place weights live: a :class:`Candidates` reads the models' current
+weights and is made afresh for every ranking (weights move with every example).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 __all__ = ["BUCKETS", "LAST", "Candidates", "probability"]
 
@@ -109,3 +113,55 @@ class Candidates:
         r = self._sum(self._base_rank, self._rank_w, numbers, sentiment, entities)
         r += logit * self._base_rank["click_through_logit"]
         return probability(r + self._rank.intercept)
+
+    def scores(self, items: Sequence[str], covis: Sequence[float]) -> np.ndarray:
+        """:meth:`score` of every item at once (``covis``: each item's co-visitation): numpy over
+        the pool for the features every candidate has, the same operations in the same order;
+        only ``exp`` and ``log`` come from numpy instead of ``math`` (within an ulp)."""
+        n = len(items)
+        if n == 0:
+            return np.zeros(0)
+        cov = np.round(np.log1p(np.asarray(covis, dtype=float)), 4)
+        pop = np.round(np.fromiter(map(self.share, items), float, n), 4)
+        last = np.round(np.log1p(np.fromiter((self.last_edges.get(i, 0.0) for i in items), float, n)), 4)
+        recent = np.fromiter((i in self.recent for i in items), float, n)
+        bucket = np.minimum(6, (2 * cov).astype(int))
+        sentiment = np.zeros(n)
+        ctr_w, rank_w = self._ctr_w, self._rank_w
+        ctr_ent, rank_ent = np.zeros((3, n)), np.zeros((3, n))
+        item_w, segment_w = np.zeros(n), np.zeros(n)
+        for k, item in enumerate(items):
+            value, names = self._entities(item)
+            if value is not None:
+                sentiment[k] = value
+            for j, name in enumerate(names):
+                ctr_ent[j, k], rank_ent[j, k] = ctr_w.get(name, 0.0), rank_w.get(name, 0.0)
+            item_w[k] = ctr_w.get(f"item={item}", 0.0)
+            segment_w[k] = ctr_w.get(self.segment_prefix + item, 0.0)
+        s = self._sums(self._base_ctr, cov, pop, last, bucket, recent, sentiment, ctr_ent)
+        s = s + item_w
+        s = s + segment_w
+        p = _probabilities(s + self._ctr.intercept)
+        logit = np.log(p / (1 - p))
+        r = self._sums(self._base_rank, cov, pop, last, bucket, recent, sentiment, rank_ent)
+        r = r + logit * self._base_rank["click_through_logit"]
+        return _probabilities(r + self._rank.intercept)
+
+    def _sums(self, base: Mapping[str, float], cov, pop, last, bucket, recent, sentiment,
+              entities) -> np.ndarray:
+        """:meth:`_sum` over arrays (an absent sentiment or entity adds 0.0: the same sum)."""
+        s = cov * base["covisitation"]
+        s = s + pop * base["popularity"]
+        s = s + last * base[self.last_key]
+        s = s + 1.0 * np.array([base[b] for b in BUCKETS])[bucket]
+        s = s + recent * base["recently_engaged"]
+        s = s + sentiment * base["sentiment"]
+        for row in entities:
+            s = s + 1.0 * row
+        return s
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+    """:func:`probability` over an array."""
+    p = np.where(logits < -30, 0.0, np.where(logits > 30, 1.0, 1 / (1 + np.exp(-np.clip(logits, -31, 31)))))
+    return np.minimum(1 - _EPS, np.maximum(_EPS, p))

@@ -221,7 +221,7 @@ class ClickRecommender(base.Base):
             pool.setdefault(item, covis.get(item, 0.0))
         pool.pop(exclude, None)
         candidates = self._candidates(user, ts, item_signals)
-        scored = [(item, candidates.score(item, c)) for item, c in pool.items()]
+        scored = list(zip(pool, candidates.scores(list(pool), list(pool.values())).tolist(), strict=True))
         scored.sort(key=lambda kv: (-kv[1], kv[0]))
         return [(item, round(p, 6)) for item, p in scored[: 2 * self.k]]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 from river import linear_model, optim
 
 from models.online.ranking import BUCKETS, LAST, Candidates, probability
@@ -70,7 +71,13 @@ def test_candidate_scores_are_rivers_to_the_last_bit():
                 {**x, "click_through_logit": logit})[True]))
             assert candidates.score(item, covis) == expected_rank
             checked += 1
+        # The whole pool at once gives the same scores (numpy's exp and log: within an ulp).
+        pool = rng.sample(items, 25)
+        covis_of = [rng.choice([0.0, rng.expovariate(0.5)]) for _ in pool]
+        one_by_one = [candidates.score(item, c) for item, c in zip(pool, covis_of, strict=True)]
+        np.testing.assert_allclose(candidates.scores(pool, covis_of), one_by_one, rtol=1e-12, atol=0)
     assert checked == 600
+    assert candidates.scores([], []).shape == (0,)
 
 
 def test_probability_matches_rivers_sigmoid_and_the_clamp():
