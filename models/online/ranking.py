@@ -7,13 +7,15 @@ two River ``predict_proba_one`` calls and a co-visitation lookup per recent item
 
 :class:`Candidates` computes what all candidates of one user share at one time once (the
 segment, the co-visitation edges of the last item, the popularity leader, the weights of the
-features every candidate has), then the two logits of a candidate as plain sums in the order of
-the feature dict River would have been given: the same numbers River computes, to the last bit
-(``tests/unit/test_ranking.py``). :meth:`Candidates.scores` does the same for a whole pool with
-numpy (the same operations in the same order; ``exp`` and ``log`` within an ulp): a seeded
-replay of 90,519 simulated events gives identical recommendations either way. River stays the
-learner and the only place weights live: a :class:`Candidates` reads the models' current
-weights and is made afresh for every ranking (weights move with every example).
+features every candidate has). :meth:`Candidates.click_through` gives one candidate's
+click-through logit as a plain sum in the order of the feature dict River would have been
+given: the number River computes, to the last bit (``tests/unit/test_ranking.py``; the ranker
+learns from it). :meth:`Candidates.scores` ranks a whole pool with numpy, the same operations in
+the same order (``exp`` and ``log`` within an ulp; the test holds it to River's own
+predictions): a seeded replay of 90,519 simulated events gives identical recommendations to
+River's per-item predictions. River stays the learner and the only place weights live: a
+:class:`Candidates` reads the models' current weights and is made afresh for every ranking
+(weights move with every example).
 """
 
 from __future__ import annotations
@@ -24,12 +26,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BUCKETS", "LAST", "Candidates", "probability"]
+__all__ = ["BUCKETS", "LAST", "Candidates", "context_numbers", "probability"]
 
 # Feature names (also the dict keys of recommender._context, which builds the same features).
 LAST = {True: "covisitation_last|same_session", False: "covisitation_last|new_session"}
 BUCKETS = tuple(f"covisitation_bucket={b}" for b in range(7))
 _EPS = 1e-7
+
+
+def context_numbers(*, segment: int | None, covis: float, share: float, last: float, same_session: bool,
+                    recent: bool) -> list[float]:
+    """A (user, item) context as numbers, what a pending impression keeps to learn from later
+    and both models' features are built from: the segment (-1: none), log1p of the co-visitation
+    with the user's recent items, the popularity share, log1p of the co-visitation with the last
+    item (each to 4 decimals), same session, recently engaged."""
+    return [segment if segment is not None else -1, round(math.log1p(covis), 4), round(share, 4),
+            round(math.log1p(last), 4), int(same_session), int(recent)]
 
 
 def probability(logit: float) -> float:
@@ -65,10 +77,10 @@ class Candidates:
         self._base_rank = {n: self._rank_w.get(n, 0.0) for n in (*names, "click_through_logit")}
 
     def numbers(self, item: str, covis: float) -> list[float]:
-        """What ``ClickRecommender._numbers`` gives for ``item`` with co-visitation ``covis``."""
-        last = self.last_edges.get(item, 0.0)
-        return [self.segment, round(math.log1p(covis), 4), round(self.share(item), 4),
-                round(math.log1p(last), 4), int(self.last_key == LAST[True]), int(item in self.recent)]
+        """:func:`context_numbers` of ``item`` with co-visitation ``covis``."""
+        return context_numbers(segment=self.segment, covis=covis, share=self.share(item),
+                               last=self.last_edges.get(item, 0.0), same_session=self.last_key == LAST[True],
+                               recent=item in self.recent)
 
     def _entities(self, item: str) -> tuple[float | None, tuple[str, ...]]:
         signal = self.signals.get(item)
@@ -107,17 +119,10 @@ class Candidates:
         p = probability(s + self._ctr.intercept)
         return math.log(p / (1 - p)), numbers, sentiment, entities
 
-    def score(self, item: str, covis: float) -> float:
-        """The ranker's probability that ``item`` is engaged next."""
-        logit, numbers, sentiment, entities = self.click_through(item, covis)
-        r = self._sum(self._base_rank, self._rank_w, numbers, sentiment, entities)
-        r += logit * self._base_rank["click_through_logit"]
-        return probability(r + self._rank.intercept)
-
     def scores(self, items: Sequence[str], covis: Sequence[float]) -> np.ndarray:
-        """:meth:`score` of every item at once (``covis``: each item's co-visitation): numpy over
-        the pool for the features every candidate has, the same operations in the same order;
-        only ``exp`` and ``log`` come from numpy instead of ``math`` (within an ulp)."""
+        """The ranker's probability that each item is engaged next (``covis``: each item's
+        co-visitation): numpy over the pool, the operations of :meth:`click_through` and
+        :meth:`_sum` in the same order; only ``exp`` and ``log`` come from numpy (within an ulp)."""
         n = len(items)
         if n == 0:
             return np.zeros(0)

@@ -38,15 +38,14 @@ True
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from river import base, cluster, linear_model, metrics, optim, stats, utils
 
 from models.online.candidates import CoVisitation, Popularity
-from models.online.ranking import BUCKETS, LAST, Candidates
+from models.online.ranking import BUCKETS, LAST, Candidates, context_numbers
 
 __all__ = ["ACTIONS", "ClickEvent", "ClickRecommender", "Step", "UserState", "kmeans_learn_predict"]
 
@@ -276,18 +275,14 @@ class ClickRecommender(base.Base):
     def _predict(self, x: dict[str, float]) -> float:
         return min(1 - _EPS, max(_EPS, self._ctr.predict_proba_one(x)[True]))
 
-    def _numbers(self, user: UserState, item: str, ts: float, *, covis: float | None = None,
-                 share: Callable[[str], float] | None = None) -> list[float]:
-        """The (user, item) context as numbers: what a pending impression keeps to learn from
-        later (compact: user state is written to a table on every batch). ``share``: the
-        popularity shares of now, when many items are numbered at one time."""
-        if covis is None:
-            covis = self._covis.score(user.recent, item, ts)
-        last = self._covis.score(user.recent[-1:], item, ts) if user.recent else 0.0
-        share = share or self._popularity.shares(ts)
-        return [user.segment if user.segment is not None else -1, round(math.log1p(covis), 4),
-                round(share(item), 4), round(math.log1p(last), 4),
-                int(_same_session(user, ts)), int(item in user.recent)]
+    def _numbers(self, user: UserState, item: str, ts: float) -> list[float]:
+        """The (user, item) context now (:func:`.ranking.context_numbers`): what a pending
+        impression keeps to learn from later (compact: user state is written to a table on
+        every batch)."""
+        return context_numbers(segment=user.segment, covis=self._covis.score(user.recent, item, ts),
+                               share=self._popularity.share(item, ts),
+                               last=self._covis.score(user.recent[-1:], item, ts) if user.recent else 0.0,
+                               same_session=_same_session(user, ts), recent=item in user.recent)
 
     @staticmethod
     def _context(item: str, numbers: list[float], signals: Mapping[str, Mapping[str, Any]]
