@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     event_time_ahead_s: float = Field(default=3600.0, gt=0)
     # Detector monitors and click-model checkpoints are authenticated with HMAC-SHA256 under
     # this key, which never travels through Kafka: state read back from a changelog that does
-    # not verify is discarded, never unpickled. Set the key itself (hex or any string), or a
+    # not verify is discarded, never parsed. Set the key itself (hex or any string), or a
     # file holding it; without either, the worker creates `<home>/state.key` (0600). Every
     # worker of one deployment needs the same key.
     state_key: SecretStr | None = None

@@ -28,6 +28,18 @@ from river import base
 __all__ = ["CoVisitation", "Popularity"]
 
 
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an item id, got {type(value).__name__}")
+    return value
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return float(value)
+
+
 def _decayed(value: float, since: float, now: float, half_life_s: float) -> float:
     return value * 2.0 ** (-max(0.0, now - since) / half_life_s)
 
@@ -102,6 +114,18 @@ class CoVisitation(base.Base):
     def __len__(self) -> int:
         return len(self._edges)
 
+    def to_state(self) -> dict:
+        """Plain data (JSON-able): items least recently touched first, each with its edges."""
+        return {"edges": [[item, [[other, v, since] for other, (v, since) in edges.items()]]
+                          for item, edges in self._edges.items()]}
+
+    def load_state(self, state: dict) -> CoVisitation:
+        edges: OrderedDict[str, dict[str, list[float]]] = OrderedDict()
+        for item, pairs in state["edges"]:
+            edges[_text(item)] = {_text(other): [_number(v), _number(since)] for other, v, since in pairs}
+        self._edges = edges
+        return self
+
 
 class Popularity(base.Base):
     """Decayed engagement counts per item and the ``leaders`` most popular items, kept exact.
@@ -162,6 +186,16 @@ class Popularity(base.Base):
             return lambda item: 0.0
         counts = self._counts
         return lambda item: min(1.0, counts.get(item, 0.0) / best)
+
+    def to_state(self) -> dict:
+        """Plain data (JSON-able): the counts least recently touched first, the leaders, ``t0``."""
+        return {"counts": list(self._counts.items()), "leaders": list(self._leaders.items()), "t0": self._t0}
+
+    def load_state(self, state: dict) -> Popularity:
+        self._counts = OrderedDict((_text(item), _number(v)) for item, v in state["counts"])
+        self._leaders = {_text(item): _number(v) for item, v in state["leaders"]}
+        self._t0 = None if state["t0"] is None else _number(state["t0"])
+        return self
 
     def top(self, ts: float) -> list[tuple[str, float]]:
         scale = self._scale(ts) if self._t0 is not None else 1.0

@@ -22,7 +22,8 @@ Segments: River's online :class:`~river.cluster.KMeans` over a user's behaviour 
 activity, taste for popular or niche items, sentiment of the items they engage with).
 
 Per-user state is a small JSON-able :class:`UserState` (the caller keeps it, e.g. in a Faust
-table keyed by user). The model itself (everything else) pickles and is checkpointed.
+table keyed by user). The model itself (everything else) is checkpointed as plain data
+(:meth:`ClickRecommender.to_state`).
 
 >>> from models.online.simulate import simulate_clicks
 >>> data = simulate_clicks(users=200, items=100, sessions=600, seed=1)
@@ -326,12 +327,97 @@ class ClickRecommender(base.Base):
     def examples(self) -> int:
         return self._examples
 
+    # -- checkpoints: plain data, never a pickle ------------------------------------------
+
+    _PARAMS = ("k", "n_candidates", "n_segments", "label_timeout_s", "max_pending", "half_life_s",
+               "learning_rate", "l2", "window", "seed")
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything the model has learned as plain data (dicts, lists, numbers, strings): JSON
+        writes it and :meth:`from_state` rebuilds an equal model from it, River's parts included
+        (their weights, the segment centres and the random generator's state, the metric windows)."""
+        return {"params": {name: getattr(self, name) for name in self._PARAMS},
+                "ctr": _linear_state(self._ctr), "ranker": _linear_state(self._ranker),
+                "covisitation": self._covis.to_state(), "popularity": self._popularity.to_state(),
+                "segments": {"centers": [[i, list(c.items())] for i, c in self._segments.centers.items()],
+                             "rng": _rng_state(self._segments._rng)},
+                # The two example metrics see the same (clicked, p) pairs: one window serves both.
+                "examples_window": [[args[0], args[1][True]] for args, _ in self._log_loss.window],
+                "hits_window": [args[0] for args, _ in self._hit_rate.window],
+                "ranks_window": [args[0] for args, _ in self._mrr.window],
+                "events": self._events, "examples": self._examples}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> ClickRecommender:
+        """The model :meth:`to_state` described. ValueError (or KeyError, TypeError) when
+        ``state`` is not such a description; only this class and River's are ever built."""
+        params = state["params"]
+        if not isinstance(params, dict) or set(params) != set(cls._PARAMS) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in params.values()):
+            raise ValueError("click model state: bad parameters")
+        model = cls(**params)
+        _load_linear(model._ctr, state["ctr"])
+        _load_linear(model._ranker, state["ranker"])
+        model._covis.load_state(state["covisitation"])
+        model._popularity.load_state(state["popularity"])
+        centers = model._segments.centers
+        for i, values in state["segments"]["centers"]:
+            if i not in centers:
+                raise ValueError(f"click model state: no segment {i!r}")
+            centers[i].clear()
+            centers[i].update((str(name), _float(v)) for name, v in values)
+        model._segments._rng.setstate(_rng_tuple(state["segments"]["rng"]))
+        for clicked, p in state["examples_window"]:
+            if not isinstance(clicked, bool):
+                raise ValueError("click model state: an example's label is not a boolean")
+            p = _float(p)
+            model._log_loss.update(clicked, {True: p, False: 1.0 - p})
+            model._auc.update(clicked, {True: p, False: 1.0 - p})
+        for rolling, key in ((model._hit_rate, "hits_window"), (model._mrr, "ranks_window")):
+            for value in state[key]:
+                rolling.update(_float(value))
+        model._events, model._examples = int(state["events"]), int(state["examples"])
+        return model
+
     def report(self) -> dict[str, float]:
         """Prequential metrics over the last ``window`` examples / evaluated clicks."""
         return {"events": float(self._events), "examples": float(self._examples),
                 "log_loss": self._log_loss.get(), "auc": self._auc.get(),
                 "hit_rate": self._hit_rate.get(), "mrr": self._mrr.get(),
                 "items": float(len(self._covis))}
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"click model state: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _linear_state(model: linear_model.LogisticRegression) -> dict[str, Any]:
+    """A River linear model's learned part (its parameters are the recommender's)."""
+    return {"weights": dict(model._weights), "intercept": model.intercept,
+            "iterations": model.optimizer.n_iterations}
+
+
+def _load_linear(model: linear_model.LogisticRegression, state: Mapping[str, Any]) -> None:
+    weights = state["weights"]
+    if not isinstance(weights, dict):
+        raise ValueError("click model state: weights are not a mapping")
+    model._weights = utils.VectorDict({str(name): _float(w) for name, w in weights.items()})
+    model.intercept = _float(state["intercept"])
+    model.optimizer.n_iterations = int(state["iterations"])
+
+
+def _rng_state(rng: Any) -> list[Any]:
+    version, internal, gauss_next = rng.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def _rng_tuple(state: Any) -> tuple[Any, ...]:
+    version, internal, gauss_next = state
+    if not (isinstance(internal, list) and len(internal) == 625 and all(type(v) is int for v in internal)):
+        raise ValueError("click model state: bad random generator state")
+    return int(version), tuple(internal), None if gauss_next is None else _float(gauss_next)
 
 
 def kmeans_learn_predict(kmeans: cluster.KMeans, x: dict[str, float]) -> int:

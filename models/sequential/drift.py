@@ -23,6 +23,7 @@ channel). The bound is conservative; the tests measure it on null streams.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -92,6 +93,38 @@ class StreamDriftMonitor(base.Base):
     def estimates(self) -> dict[str, float]:
         """The current mean of every channel."""
         return {name: d.estimation for name, d in self._detectors.items()}
+
+    def to_state(self) -> dict:
+        """Plain data (JSON-able). Each ADWIN's window summary (its buckets) is the bytes River's
+        own ``AdaptiveWindowing`` writes and reads back (base64): data, never code."""
+        return {"delta": self.delta, "grace_period": self.grace_period, "recent": self.recent,
+                "channels": [[name, list(self._recent.get(name, ())), {
+                    "clock": d.clock, "max_buckets": d.max_buckets, "min_window_length": d.min_window_length,
+                    "window": base64.b64encode(d._helper.__getstate__()).decode("ascii")}]
+                    for name, d in self._detectors.items()]}
+
+    @classmethod
+    def from_state(cls, state: dict) -> StreamDriftMonitor:
+        """The monitor :meth:`to_state` described; ValueError when it is not such a description."""
+        monitor = cls(delta=float(state["delta"]), grace_period=int(state["grace_period"]),
+                      recent=int(state["recent"]))
+        for name, recent, adwin in state["channels"]:
+            if not isinstance(name, str) or not isinstance(recent, list):
+                raise ValueError("drift monitor state: bad channel")
+            detector = drift.ADWIN(delta=monitor.delta, clock=int(adwin["clock"]),
+                                   max_buckets=int(adwin["max_buckets"]),
+                                   min_window_length=int(adwin["min_window_length"]),
+                                   grace_period=monitor.grace_period)
+            window = base64.b64decode(adwin["window"], validate=True)
+            try:
+                detector._helper.__setstate__(window)
+            except BaseException as exc:  # River's Rust side panics (a BaseException) on bad bytes
+                if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                    raise
+                raise ValueError(f"drift monitor state: ADWIN window of {name!r} unreadable") from None
+            monitor._detectors[name] = detector
+            monitor._recent[name] = deque((float(v) for v in recent), maxlen=monitor.recent)
+        return monitor
 
 
 def _adwin_cut(total: float, recent: float, variance: float, delta: float) -> float:

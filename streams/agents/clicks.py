@@ -140,6 +140,10 @@ class ClickProcessor:
                 self.metrics.state_rejected.labels(table="click-models").inc()
                 log.warning("discarded the click model checkpoint of partition %d: %s; starting cold",
                             partition, exc)
+            except ValueError as exc:  # not a checkpoint of this version (e.g. an old pickle): never run
+                self.metrics.errors.labels(kind="checkpoint_unreadable").inc()
+                log.warning("the click model checkpoint of partition %d is unreadable (%s); starting cold",
+                            partition, exc)
             except Exception:
                 # A checkpoint we cannot read must not stop the stream: start cold and say so.
                 self.metrics.errors.labels(kind="checkpoint_unreadable").inc()

@@ -35,13 +35,13 @@ import base64
 import hashlib
 import json
 import math
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from models.online import ClickEvent, ClickRecommender, Step, UserState
+from streams.core import plainstate
 from streams.core.monitoring import MonitorConfig, StreamMonitor
 from streams.core.rules import InputRules
 from streams.core.state import StateSeal, compress, decompress
@@ -62,7 +62,8 @@ __all__ = ["MODEL_NAME", "PartitionModel", "checkpoint_chunks", "decode_click", 
            "item_signal_update", "recommendation", "restore_checkpoint", "segment_change", "signal_item"]
 
 MODEL_NAME = "click-ranker"
-_STATE_VERSION = 2  # 2: PartitionModel.behaviour (version 1 checkpoints are migrated)
+_STATE_VERSION = 3  # 3: plain JSON (1 and 2 were pickles: discarded, never read)
+_CONFIG_CLASSES = {"MonitorConfig": MonitorConfig}
 _CHUNK_BYTES = 256 * 1024  # well under Kafka's default 1 MB message limit once base64-encoded
 _ERROR_WARMUP = 2000  # labelled examples before the model-error drift monitor starts
 # ... and before the click-through rate monitor starts: at first only clicks resolve (an
@@ -130,20 +131,38 @@ class PartitionModel:
         return step, alerts
 
     def dumps(self, seal: StateSeal, *, context: str) -> bytes:
-        """The model as sealed, compressed bytes (``context``: the table and partition)."""
-        data = pickle.dumps((_STATE_VERSION, self), protocol=pickle.HIGHEST_PROTOCOL)
-        return seal.seal(compress(data), context=context)
+        """The model as sealed, compressed JSON (``context``: the table and partition): plain
+        data of every part (:meth:`ClickRecommender.to_state`, :meth:`StreamMonitor.to_state`)."""
+        state = {"version": _STATE_VERSION, "partition": self.partition,
+                 "config": plainstate.dumps(self.config, _CONFIG_CLASSES).decode("utf-8"),
+                 "recommender": self.recommender.to_state(),
+                 "errors": self.errors.to_state(), "behaviour": self.behaviour.to_state()}
+        return seal.seal(compress(json.dumps(state, separators=(",", ":")).encode("utf-8")), context=context)
 
     @classmethod
     def loads(cls, data: bytes, seal: StateSeal, *, context: str) -> PartitionModel:
         """Raises :class:`~streams.errors.ForgedState` for bytes that fail authentication or
-        inflate past ``seal.max_bytes``: they are never unpickled."""
+        inflate past ``seal.max_bytes``, and ValueError for any that are not a checkpoint of this
+        version (the pickles of versions 1 and 2 included: never unpickled; the model starts
+        cold once). Reading builds only the model's own classes and River's, from plain data."""
         payload = decompress(seal.open(data, context=context), max_bytes=seal.max_bytes)
-        version, model = pickle.loads(payload)  # authenticated above: our own bytes
-        if version not in (1, _STATE_VERSION):
-            raise ValueError(f"checkpoint version {version}, this code reads 1 to {_STATE_VERSION}")
-        if version == 1:  # learned before the behaviour monitor existed: keep the model, add it
-            model.behaviour = model._behaviour_monitor()
+        try:
+            state = json.loads(payload)
+        except (ValueError, RecursionError):
+            raise ValueError(f"not a version {_STATE_VERSION} click model checkpoint (not JSON)") from None
+        version = state.get("version") if isinstance(state, dict) else None
+        if version != _STATE_VERSION:
+            raise ValueError(f"click model checkpoint of version {version!r}; this reads {_STATE_VERSION}")
+        try:
+            config = plainstate.loads(state["config"].encode("utf-8"), _CONFIG_CLASSES)
+            if not isinstance(config, MonitorConfig):
+                raise ValueError("its config is not a MonitorConfig")
+            model = cls(partition=int(state["partition"]), config=config,
+                        recommender=ClickRecommender.from_state(state["recommender"]))
+            model.errors = StreamMonitor.from_state(state["errors"], config)
+            model.behaviour = StreamMonitor.from_state(state["behaviour"], config)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise ValueError(f"click model checkpoint unreadable: {exc!r}"[:500]) from None
         return model
 
 

@@ -288,7 +288,8 @@ class StreamMonitor:
     """Drift of named channels of one stream with ADWIN: input and prediction drift of an input
     topic (``subject_type="stream"``), or the per-example error of an online model
     (``subject_type="model"``, with ``increases_only``: a model's error falling as it learns is
-    not news). Kept per worker, in memory, unless the caller pickles it."""
+    not news). Kept per worker, in memory; the click path checkpoints its two as plain data
+    (:meth:`to_state`)."""
 
     def __init__(self, topic: str, config: MonitorConfig, *, subject_type: str = "stream",
                  increases_only: bool = False) -> None:
@@ -298,6 +299,27 @@ class StreamMonitor:
         self.drift = StreamDriftMonitor(delta=config.drift_delta)
         self.book = AlertBook(cooldown_s=config.cooldown_s)
         self.labeller_epoch = 0
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data (JSON-able): the ADWIN windows (:meth:`StreamDriftMonitor.to_state`) and
+        the alert book (:mod:`streams.core.plainstate`, as a string)."""
+        return {"topic": self.topic, "subject_type": self.subject_type, "increases_only": self.increases_only,
+                "labeller_epoch": self.labeller_epoch, "drift": self.drift.to_state(),
+                "book": plainstate.dumps(self.book, ALERT_STATE_CLASSES).decode("utf-8")}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: MonitorConfig) -> StreamMonitor:
+        """The monitor :meth:`to_state` described; ValueError when it is not such a description."""
+        if not isinstance(state.get("topic"), str) or state.get("subject_type") not in ("stream", "model"):
+            raise ValueError("stream monitor state: bad topic or subject type")
+        monitor = cls(state["topic"], config, subject_type=state["subject_type"],
+                      increases_only=bool(state["increases_only"]))
+        monitor.drift = StreamDriftMonitor.from_state(state["drift"])
+        book = plainstate.loads(str(state["book"]).encode("utf-8"), ALERT_STATE_CLASSES)
+        if not isinstance(book, AlertBook):
+            raise ValueError("stream monitor state: the alert book is not an AlertBook")
+        monitor.book, monitor.labeller_epoch = book, int(state["labeller_epoch"])
+        return monitor
 
     def observe(self, features: dict[str, float], label: str, now: datetime, *,
                 epoch: int = 0) -> list[Alert]:

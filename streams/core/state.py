@@ -1,12 +1,13 @@
 """Authenticated state: what the worker writes into a table and may read back.
 
-Detector monitors are plain JSON (:mod:`streams.core.plainstate`); click models are River
-models, which pickle and nothing else restores, and a pickle runs code when it is loaded.
-Their changelog topics are Kafka topics like any other: whoever can write to one could make
-every worker that recovers a model run their code, or feed its detectors made-up baselines.
-So every state value is sealed with HMAC-SHA256 under a key that never travels
-through Kafka (Settings.state_key / state_key_file), bound to the table and key it was written
-under, and checked (in constant time) before anything is decompressed or unpickled. A value
+Every state value is plain data, JSON: detector monitors (:mod:`streams.core.plainstate`),
+sentiment adapters and click models (``ClickRecommender.to_state``); reading one back builds
+only our own classes and River's, and nothing in it is ever run (no pickle). But the changelog
+topics are Kafka topics like any other: whoever can write to one could feed a detector made-up
+baselines or a click model made-up weights. So every state value is sealed with HMAC-SHA256
+under a key that never travels through Kafka (Settings.state_key / state_key_file), bound to
+the table and key it was written under, and checked (in constant time) before anything is
+decompressed or parsed. A value
 that fails is :class:`~streams.errors.ForgedState`: the caller discards it and starts the key
 fresh. Decompression is capped (a small forged value cannot inflate to gigabytes; the cap is
 checked only after the MAC, so it guards our own values from growing past what a worker loads).

@@ -25,6 +25,7 @@ from streams.core.clicks import (
     restore_checkpoint,
 )
 from streams.core.monitoring import MonitorConfig
+from streams.core.state import StateSeal, compress, decompress
 from streams.records import DecodeError, EnrichedNews
 
 
@@ -107,11 +108,65 @@ def test_user_state_and_model_round_trip_without_changing_what_comes_next():
     head, tail = data.events[:4000], data.events[4000:4500]
     model, users = ClickRecommender(seed=2), {}
     _replay(model, head, users, data.item_signals)
-    copy = pickle.loads(pickle.dumps(model))
+    copy = ClickRecommender.from_state(json.loads(json.dumps(model.to_state())))
     copied_users = {u: UserState.from_dict(json.loads(json.dumps(s.to_dict()))) for u, s in users.items()}
     a = _replay(model, tail, users, data.item_signals)
     b = _replay(copy, tail, copied_users, data.item_signals)
-    assert [s.items for s in a] == [s.items for s in b]
+    assert a == b
+    assert copy.report() == pytest.approx(model.report(), rel=1e-9)
+
+
+def _drifting_clicks(n: int, seed: int):
+    """Impressions, and clicks on i0-i1 only until event 6000, then on the others only."""
+    rng = random.Random(seed)
+    for k in range(n):
+        user, item, ts = f"u{rng.randrange(20)}", f"i{rng.randrange(5)}", 1_763_805_600.0 + k
+        yield ClickEvent(f"e{k}", user, item, "impression", ts)
+        if (item in ("i0", "i1")) == (k < 6000):
+            yield ClickEvent(f"c{k}", user, item, "click", ts + 0.5)
+
+
+def test_a_checkpoint_restores_the_model_and_its_drift_monitors_exactly():
+    """Sealed, compressed JSON (no pickle) and back, halfway to a drift: the restored model
+    gives the same steps, and its ADWIN monitors the same alerts at the same events."""
+    seal = StateSeal(os.urandom(32))
+    events = list(_drifting_clicks(9000, seed=0))
+    cut = next(i for i, e in enumerate(events) if e.ts >= 1_763_805_600.0 + 5000)
+    model = PartitionModel(partition=2, config=MonitorConfig(cooldown_s=0))
+    users = {f"u{n}": UserState() for n in range(20)}
+    for e in events[:cut]:
+        model.observe(users[e.user_id], e, {})
+    sealed = model.dumps(seal, context="click-models/2")
+    assert decompress(seal.open(sealed, context="click-models/2"), max_bytes=10**8).startswith(b"{")  # JSON
+    restored = PartitionModel.loads(sealed, seal, context="click-models/2")
+    assert restored.version == model.version and restored.config == model.config
+    users_copy = {u: UserState.from_dict(s.to_dict()) for u, s in users.items()}
+    went = [model.observe(users[e.user_id], e, {}) for e in events[cut:]]
+    again = [restored.observe(users_copy[e.user_id], e, {}) for e in events[cut:]]
+    assert [s for s, _ in went] == [s for s, _ in again]
+    alerts = [[(a.subject.id, a.detected_at) for a in found] for _, found in went]
+    assert alerts == [[(a.subject.id, a.detected_at) for a in found] for _, found in again]
+    assert any(alerts), "the drift after event 6000 raised no alert"
+
+
+def test_an_old_pickled_checkpoint_is_refused_even_with_the_right_key(tmp_path):
+    """Versions 1 and 2 were pickles: one sealed with the deployment's own key (as if the key
+    leaked) is still never unpickled; the worker starts that partition cold."""
+    marker = tmp_path / "pwned"
+    seal = StateSeal(os.urandom(32))
+
+    class Forged:
+        def __reduce__(self):
+            return (marker.touch, ())
+
+    sealed = seal.seal(compress(pickle.dumps((2, Forged()))), context="click-models/0")
+    with pytest.raises(ValueError, match="not a version 3 click model checkpoint"):
+        PartitionModel.loads(sealed, seal, context="click-models/0")
+    forged_json = seal.seal(compress(b'{"version": 3, "partition": 0, "config": "{}", "recommender": {}}'),
+                            context="click-models/0")
+    with pytest.raises(ValueError, match="unreadable"):
+        PartitionModel.loads(forged_json, seal, context="click-models/0")
+    assert not marker.exists()
 
 
 def test_recommendations_beat_popularity_and_co_visitation_on_held_out_worlds():
@@ -239,3 +294,16 @@ def test_the_segment_fast_path_is_rivers_kmeans_step_exactly():
             x["sentiment_taste"] = rng.uniform(-1, 1)
         assert kmeans_learn_predict(fast, dict(x)) == river_own.learn_predict_one(dict(x))
     assert {i: dict(c) for i, c in fast.centers.items()} == {i: dict(c) for i, c in river_own.centers.items()}
+
+
+def test_a_drift_monitor_state_with_a_broken_adwin_window_is_refused():
+    from models.sequential import StreamDriftMonitor
+
+    monitor = StreamDriftMonitor()
+    for k in range(300):
+        monitor.update("log_loss", float(k % 3))
+    state = json.loads(json.dumps(monitor.to_state()))
+    assert StreamDriftMonitor.from_state(state).estimates() == monitor.estimates()
+    state["channels"][0][2]["window"] = "AAAA"  # three zero bytes: not River's window
+    with pytest.raises(ValueError, match="ADWIN window of 'log_loss' unreadable"):
+        StreamDriftMonitor.from_state(state)
