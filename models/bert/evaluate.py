@@ -1,10 +1,11 @@
 """Accuracy of the served model on held-out data, next to the baselines.
 
-The model is evaluated as Triton serves it: the exported ONNX graph run by onnxruntime with
-``pipeline.py``'s pre- and post-processing. Sentiment: held-out tweets (split by tweet id), held-out
-customer tweets (split by text), drugs.com reviews (out of domain) and the hand-written product
-reviews in ``tests/fixtures/product_reviews.tsv`` (never trained on), each against VADER, with
-how often positives and negatives are called neutral. Entities: entity-level F1 (exact span and
+The model is evaluated as Triton serves version 1: the exported ONNX graph run by onnxruntime with
+``pipeline.py``'s pre- and post-processing, reviews with its neutral offset (``calibration.py``).
+Sentiment: held-out tweets (split by tweet id), held-out customer tweets (split by text), drugs.com
+reviews (out of domain) and the hand-written product reviews in
+``tests/fixtures/product_reviews.tsv`` (never trained on or calibrated on), each against VADER,
+with how often positives and negatives are called neutral. Entities: entity-level F1 (exact span and
 type) against the spaCy teacher on held-out prose (Wikipedia and news articles neither training
 stage saw), on held-out tweets and on generated sentences from held-out templates and names
 (also scored against their construction), and against the hand-labelled gold set in
@@ -21,28 +22,30 @@ from pathlib import Path
 
 import numpy as np
 
-from models.bert import data, train
+from models.bert import calibration, data, train
 from models.bert.corpus import Span, generated_sentences
 from models.bert.export import export_onnx
-from models.bert.pipeline import SENTIMENT_LABELS, decode_entities, encode
+from models.bert.pipeline import SENTIMENT_LABELS, decode_entities, encode, shift_probs
 
 __all__ = ["OnnxAnalyzer", "entity_f1", "evaluate", "parse_gold", "product_reviews", "sentiment_scores",
            "sentiment_sets"]
 
 GOLD = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "ner_gold.txt"
 REVIEWS = GOLD.with_name("product_reviews.tsv")
+REVIEW_SETS = ("product_reviews", "drug_reviews")  # served with the reviews' neutral offset
 
 
 class OnnxAnalyzer:
     """Sentiment probabilities and entity spans for texts, exactly as the Triton model computes them."""
 
-    def __init__(self, folder: Path, *, max_tokens: int = 256) -> None:
+    def __init__(self, folder: Path, *, max_tokens: int = 256, log_offsets: np.ndarray | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.session = ort.InferenceSession(str(export_onnx(folder)), providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.max_tokens = max_tokens
+        self.log_offsets = log_offsets  # the served version's prior correction (calibration.py)
 
     def __call__(self, texts: list[str], batch: int = 64) -> tuple[np.ndarray, list[list[dict]]]:
         probs = np.zeros((len(texts), len(SENTIMENT_LABELS)), dtype=np.float32)
@@ -53,6 +56,7 @@ class OnnxAnalyzer:
             enc = encode(self.tokenizer, [texts[i] for i in idx], max_length=self.max_tokens)
             sent, tags = self.session.run(["sentiment_probs", "tag_probs"], {
                 "input_ids": enc.input_ids, "attention_mask": enc.attention_mask, "casing": enc.casing})
+            sent = shift_probs(sent, self.log_offsets)
             for k, i in enumerate(idx):
                 probs[i] = sent[k]
                 entities[i] = decode_entities(texts[i], tags[k], enc.offsets[k])
@@ -174,10 +178,15 @@ def sentiment_sets(config: train.TrainConfig, *, tweets_limit: int = 4000
 def evaluate(config: train.TrainConfig = train.TrainConfig(), *, tweets_limit: int = 4000) -> dict:
     folder = train.ensure_trained(config)
     analyzer = OnnxAnalyzer(folder)
+    # As version 1 serves them: reviews with the neutral offset fitted on the calibration
+    # reviews (what the worker's reviews agent asks Triton for), tweets without.
+    neutral_offset = calibration.neutral_offset(folder, analyzer)
     sentiment, texts_of = {}, {}
     for name, items in sentiment_sets(config, tweets_limit=tweets_limit).items():
         texts, gold, groups = [t.text for t in items], [t.label for t in items], [t.group for t in items]
+        analyzer.log_offsets = calibration.log_offsets(neutral_offset) if name in REVIEW_SETS else None
         probs, ents = analyzer(texts)
+        analyzer.log_offsets = None
         texts_of[name] = (texts, ents)
         sentiment[name] = sentiment_scores(gold, probs, groups)
         sentiment[f"vader_{name}"] = sentiment_scores(gold, _vader(texts), groups)
@@ -193,6 +202,7 @@ def evaluate(config: train.TrainConfig = train.TrainConfig(), *, tweets_limit: i
                     for spans in train.teacher_spans([t for t, _ in gold])]
     results = {
         "model": folder.name,
+        "neutral_offset": neutral_offset,
         "sentiment": sentiment,
         "entities": {
             "vs_teacher_prose_heldout": entity_f1(train.teacher_spans(prose_texts), prose_ents),
@@ -215,7 +225,9 @@ def main() -> None:
     results = evaluate()
     console = Console()
     table = Table("sentiment set", "n", "accuracy", "macro-F1", "polar n", "polar accuracy (SE)",
-                  "positive -> neutral", "negative -> neutral", title=f"sentiment ({results['model']})")
+                  "positive -> neutral", "negative -> neutral",
+                  title=f"sentiment ({results['model']}; reviews with neutral offset "
+                        f"{results['neutral_offset']:+.2f})")
     for name, r in results["sentiment"].items():
         table.add_row(name, str(r["n"]), f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}",
                       str(r["polar_n"]), f"{r['polar_accuracy']:.3f} ({r['polar_se']:.3f})",

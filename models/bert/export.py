@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.bert import train
+from models.bert import calibration, train
 from models.bert.pipeline import encode
 
 __all__ = ["MODEL_NAME", "OUTPUTS", "export_onnx", "export_onnx_fp16", "install", "main", "next_version"]
@@ -129,7 +129,9 @@ def _check(onnx_path: Path, torch_model, inputs) -> None:
 
 def install(folder: Path, repository: Path, *, version: int = 1) -> Path:
     """Copy the model's generated files into ``repository/text_analysis/<version>/`` (version 1:
-    ``make setup``'s; later ones: ``streamsense train --labels``, with version 1's ``model.py``)."""
+    ``make setup``'s, with its fitted neutral offset; later ones: ``streamsense train --labels``
+    and ``streamsense learn``, with version 1's ``model.py`` and no offset, since a model
+    fine-tuned on the user's own labels learned their domain's balance)."""
     source = repository / MODEL_NAME / "1" / "model.py"
     if not source.exists():
         raise FileNotFoundError(f"{source} is missing: is {repository} a StreamSense triton_repo?")
@@ -140,6 +142,8 @@ def install(folder: Path, repository: Path, *, version: int = 1) -> Path:
     info = {"name": MODEL_NAME, "version": f"minilm-l6-multitask-{meta['key']}",
             "sentiment_labels": meta["sentiment_labels"], "tags": meta["tags"],
             "max_tokens": 256, "outputs": list(OUTPUTS), "weights": str(folder.resolve())}
+    if version == 1:  # the base model: its neutral prior corrected for reviews (calibration.py)
+        info["sentiment_log_offsets"] = {calibration.DOMAIN: {"neutral": calibration.neutral_offset(folder)}}
     current = version_dir / "model_info.json"
     if current.exists() and json.loads(current.read_text()) == info and \
             all((version_dir / f).exists() for f in ("model.onnx", "model.fp16.onnx", "model.py")):

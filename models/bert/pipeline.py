@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["SENTIMENT_LABELS", "TAGS", "Encoded", "analysis_json", "casing_class", "decode_entities",
-           "encode"]
+           "encode", "shift_probs"]
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 ENTITY_TYPES = ("PER", "ORG", "LOC", "PRODUCT")
@@ -134,10 +134,24 @@ def _widen(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+def shift_probs(probs: np.ndarray, log_offsets: np.ndarray | None) -> np.ndarray:
+    """Class probabilities with ``log_offsets`` added to their logarithms, renormalised (a
+    prior correction, ``models/bert/calibration.py``); rows of ``probs`` are texts.
+
+    >>> shift_probs(np.array([[0.2, 0.5, 0.3]]), np.array([0.0, np.log(0.5), 0.0])).round(4)
+    array([[0.2667, 0.3333, 0.4   ]])
+    """
+    if log_offsets is None or not np.any(log_offsets):
+        return probs
+    shifted = np.asarray(probs, dtype=np.float64) * np.exp(np.asarray(log_offsets, dtype=np.float64))
+    return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.asarray(probs).dtype)
+
+
 def analysis_json(text: str, sentiment_probs: np.ndarray, tag_probs: np.ndarray,
                   offsets: list[tuple[int, int]], *, truncated: bool, max_tokens: int,
                   model: str) -> str:
-    """One text's result as the JSON the text path consumes."""
+    """One text's result as the JSON the text path consumes (``sentiment_probs`` already
+    shifted by the version's offsets, :func:`shift_probs`)."""
     probs = {label: round(float(p), 4) for label, p in zip(SENTIMENT_LABELS, sentiment_probs, strict=True)}
     label = max(probs, key=probs.__getitem__)
     body = {"sentiment": {"label": label, "score": probs[label], "probs": probs},

@@ -44,8 +44,10 @@ class InferenceRejected(StreamSenseError):
 
 
 class Inferencer(Protocol):
-    async def analyse(self, texts: list[str]) -> list[Analysis]:
-        """One analysis per text, in order."""
+    async def analyse(self, texts: list[str], *, domain: str | None = None) -> list[Analysis]:
+        """One analysis per text, in order. ``domain``: what the texts are ("reviews", "news"),
+        sent to Triton as the request parameter ``domain``, so a version can serve each kind with
+        its own calibration (models/bert/calibration.py: reviews get a neutral offset)."""
         ...
 
 
@@ -92,7 +94,7 @@ class TritonInferencer:
         for client in clients:
             await client.close()
 
-    async def analyse(self, texts: list[str]) -> list[Analysis]:
+    async def analyse(self, texts: list[str], *, domain: str | None = None) -> list[Analysis]:
         if not texts:
             return []
         if self._route_at == -float("inf"):  # first call: the model's limits before cutting chunks
@@ -102,7 +104,8 @@ class TritonInferencer:
             finally:
                 await self._release(client)
         size = self.batch_size.value
-        calls = [asyncio.ensure_future(self._call(texts[i:i + size])) for i in range(0, len(texts), size)]
+        calls = [asyncio.ensure_future(self._call(texts[i:i + size], domain))
+                 for i in range(0, len(texts), size)]
         try:
             results = await asyncio.gather(*calls)
         except BaseException:
@@ -120,7 +123,7 @@ class TritonInferencer:
             self.embeddings = False
         self._outputs_checked = True
 
-    async def _call(self, texts: list[str]) -> list[Analysis]:
+    async def _call(self, texts: list[str], domain: str | None = None) -> list[Analysis]:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
         attempt = rejections = 0
         while True:
@@ -131,7 +134,7 @@ class TritonInferencer:
                 version = None
                 try:
                     version = await self._served_version(client)
-                    analyses = await self._infer(client, data, version=version)
+                    analyses = await self._infer(client, data, version=version, domain=domain)
                 except (TimeoutError, InferenceServerException, OSError) as exc:
                     kind = _kind(exc)
                     if version is not None and await self._route_moved(client, version):
@@ -168,7 +171,7 @@ class TritonInferencer:
             await asyncio.sleep(backoff_s(attempt))
 
     async def _infer(self, client, data: np.ndarray, *, version: int | None,
-                     embeddings: bool | None = None) -> list[Analysis]:
+                     embeddings: bool | None = None, domain: str | None = None) -> list[Analysis]:
         """One request: ``version`` None lets Triton choose. Raises what the client raises."""
         inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
         inp.set_data_from_numpy(data)
@@ -179,6 +182,8 @@ class TritonInferencer:
                  } if want else {}
         if version is not None:
             extra["model_version"] = str(version)
+        if domain is not None:
+            extra["parameters"] = {"domain": domain}
         try:
             result = await client.infer(self.model, [inp], client_timeout=self.timeout_s, **extra)
         except asyncio.CancelledError:
@@ -198,7 +203,8 @@ class TritonInferencer:
             analyses = [a.with_embedding(v) for a, v in zip(analyses, vectors, strict=True)]
         return analyses
 
-    async def analyse_version(self, texts: list[str], version: int) -> list[Analysis]:
+    async def analyse_version(self, texts: list[str], version: int, *,
+                              domain: str | None = None) -> list[Analysis]:
         """One try at ``version`` (a shadow candidate), outside the served path's retries,
         breaker and adaptive sizes: its failure is the caller's to count, never to wait out."""
         client = self._checkout()
@@ -207,7 +213,7 @@ class TritonInferencer:
             for start in range(0, len(texts), self.batch_size.maximum):
                 chunk = texts[start:start + self.batch_size.maximum]
                 data = np.array([[t.encode("utf-8")] for t in chunk], dtype=np.object_)
-                out += await self._infer(client, data, version=version, embeddings=False)
+                out += await self._infer(client, data, version=version, embeddings=False, domain=domain)
             return out
         finally:
             await self._release(client)

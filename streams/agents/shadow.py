@@ -36,9 +36,11 @@ class ShadowComparison:
         self._task: asyncio.Task | None = None
         self._warned_at = -float("inf")
 
-    def launch(self, texts: Sequence[str], served: Sequence[Analysis], records: Sequence) -> None:
+    def launch(self, texts: Sequence[str], served: Sequence[Analysis], records: Sequence, *,
+               domain: str | None = None) -> None:
         """Compare the shadow's answers on this batch's sample with ``served`` (one per text;
-        ``records``: the decoded input of each text, for its rating). Returns at once."""
+        ``records``: the decoded input of each text, for its rating; ``domain``: asked of the
+        shadow as of the served version). Returns at once."""
         route = getattr(self.inferencer, "route", None)
         if route is None or route.shadow is None:
             return
@@ -51,17 +53,19 @@ class ShadowComparison:
         labels = [rating_label(getattr(records[i], "rating", None), negative_max=self.scale.negative_max,
                                positive_min=self.scale.positive_min) for i in picked]
         self._task = asyncio.ensure_future(self._run(route.shadow, [texts[i] for i in picked],
-                                                     [served[i] for i in picked], labels))
+                                                     [served[i] for i in picked], labels, domain))
 
     async def wait(self) -> None:
         """Until the comparison in flight (if any) has been counted (tests, shutdown)."""
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _run(self, version: int, texts: list[str], served: list[Analysis], labels: list) -> None:
+    async def _run(self, version: int, texts: list[str], served: list[Analysis], labels: list,
+                   domain: str | None = None) -> None:
         m = self.metrics
         try:
-            shadow = await asyncio.wait_for(self.inferencer.analyse_version(texts, version), self.timeout_s)
+            shadow = await asyncio.wait_for(self.inferencer.analyse_version(texts, version, domain=domain),
+                                            self.timeout_s)
             tally = compare(served, shadow, labels)
         except asyncio.CancelledError:
             raise

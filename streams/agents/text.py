@@ -150,9 +150,9 @@ class TextProcessor:
         """The served model's analysis of each item with text (None for the others)."""
         asked = [item for item in items if item.model_text]
         texts = [item.model_text for item in asked]
-        results = await self.inferencer.analyse(texts)
+        results = await self.inferencer.analyse(texts, domain=self.base)
         if self.shadow is not None and results:
-            self.shadow.launch(texts, results, [item.record for item in asked])
+            self.shadow.launch(texts, results, [item.record for item in asked], domain=self.base)
         found = iter(results)
         return [next(found) if item.model_text else None for item in items]
 

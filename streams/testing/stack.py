@@ -130,8 +130,10 @@ def assert_loopback_only(port: int) -> None:
         assert ip.is_loopback, f"port {port} listens on {address}"
 
 
-def infer_texts(url: str, model: str, texts: list[str], output: str, *, timeout_s: float = 120):
-    """One gRPC request with ``texts`` as the model's TEXT input; returns ``output`` as numpy."""
+def infer_texts(url: str, model: str, texts: list[str], output: str, *, timeout_s: float = 120,
+                parameters: dict[str, str] | None = None):
+    """One gRPC request with ``texts`` as the model's TEXT input (and the request
+    ``parameters``, e.g. ``{"domain": "reviews"}``); returns ``output`` as numpy."""
     import asyncio
 
     import numpy as np
@@ -143,7 +145,7 @@ def infer_texts(url: str, model: str, texts: list[str], output: str, *, timeout_
             data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
             inp = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
             inp.set_data_from_numpy(data)
-            result = await client.infer(model, [inp], timeout=int(timeout_s))
+            result = await client.infer(model, [inp], timeout=int(timeout_s), parameters=parameters)
             return result.as_numpy(output)
         finally:
             await client.close()

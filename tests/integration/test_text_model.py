@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,8 +13,10 @@ from streams.testing.stack import infer_texts
 pytestmark = pytest.mark.integration
 
 
-def analyse(settings: Settings, texts: list[str]) -> list[dict]:
-    return [json.loads(v[0]) for v in infer_texts(settings.triton_url, "text_analysis", texts, "ANALYSIS")]
+def analyse(settings: Settings, texts: list[str], domain: str | None = None) -> list[dict]:
+    parameters = None if domain is None else {"domain": domain}
+    return [json.loads(v[0]) for v in infer_texts(settings.triton_url, "text_analysis", texts, "ANALYSIS",
+                                                  parameters=parameters)]
 
 
 POSITIVE = ["Absolutely love this blender, it works perfectly and was worth every penny.",
@@ -77,3 +80,31 @@ def test_the_unknown_token_share_tells_vocabulary_text_from_unknown_scripts(trit
     english, unknown = analyse(triton, ["The package arrived on Tuesday.", "𓀀𓀁𓀂 𓃰𓃱 ☃☃ 𐎀𐎁𐎂"])
     assert english["unknown_token_share"] == 0.0
     assert unknown["unknown_token_share"] > 0.5, unknown
+
+
+def test_reviews_get_the_neutral_offset_fitted_on_the_calibration_reviews(triton: Settings):
+    """Asked as reviews, Triton's labels are the ONNX model's probabilities with the offset
+    ``make setup`` fitted (models/bert/calibration.py) added to log P(neutral), the numbers
+    ``make eval`` reports for reviews; asked as news, or as nothing, they are not shifted."""
+    import numpy as np
+
+    from models.bert import calibration
+    from models.bert.evaluate import OnnxAnalyzer
+
+    info = json.loads((triton.triton_model_repository / "text_analysis" / "1" / "model_info.json").read_text())
+    folder = Path(info["weights"])
+    delta = info["sentiment_log_offsets"]["reviews"]["neutral"]
+    assert delta == calibration.neutral_offset(folder) and -calibration.LIMIT <= delta < 0
+    texts = [t.text for t in calibration.calibration_reviews()]
+    raw = OnnxAnalyzer(folder)(texts)[0]
+    for domain, expected in (("reviews", calibration.shift(raw, delta)), ("news", raw), (None, raw)):
+        served = analyse(triton, texts, domain)
+        got = np.array([[r["sentiment"]["probs"][label] for label in ("negative", "neutral", "positive")]
+                        for r in served])
+        assert np.abs(got - expected).max() < 2e-3, domain
+        labels = [r["sentiment"]["label"] for r in served]
+        wrong = sum(a != ("negative", "neutral", "positive")[b]
+                    for a, b in zip(labels, expected.argmax(axis=1), strict=True))
+        assert wrong <= 1, domain
+    # The offset did move labels: fewer of these reviews are called neutral as reviews.
+    assert (calibration.shift(raw, delta).argmax(axis=1) == 1).sum() < (raw.argmax(axis=1) == 1).sum()

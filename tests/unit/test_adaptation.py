@@ -117,7 +117,7 @@ class _Inferencer:
     """Triton's answer for each text: the base model's mildly positive call, and an embedding
     that points the way the text's first word says."""
 
-    async def analyse(self, texts):
+    async def analyse(self, texts, *, domain=None):
         rng = np.random.default_rng(0)
         return [Analysis(sentiment={"label": "positive", "score": 0.4, "probs": PROBS}, entities=[],
                          truncated=False, model="base-1",
@@ -155,7 +155,7 @@ def test_the_text_path_sends_rated_reviews_and_serves_the_adapted_label_once_it_
 class _Switched(_Inferencer):
     """The same answers from another model version (a fine-tune just loaded)."""
 
-    async def analyse(self, texts):
+    async def analyse(self, texts, *, domain=None):
         from dataclasses import replace
 
         return [replace(a, model="base-2") for a in await super().analyse(texts)]

@@ -88,7 +88,7 @@ def test_the_calendar_ends_and_leap_seconds_decode():
 
 
 class _Inferencer:
-    async def analyse(self, texts):
+    async def analyse(self, texts, *, domain=None):
         return [Analysis(sentiment={"label": "positive", "score": 0.9,
                                     "probs": {"negative": 0.05, "neutral": 0.05, "positive": 0.9}},
                          entities=[], truncated=False, model="fake@1") for _ in texts]

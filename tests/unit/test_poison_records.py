@@ -20,9 +20,11 @@ class _Inferencer:
 
     def __init__(self):
         self.calls = 0
+        self.domains = set()
 
-    async def analyse(self, texts):
+    async def analyse(self, texts, *, domain=None):
         self.calls += 1
+        self.domains.add(domain)
         if any("POISON" in t for t in texts):
             raise InferenceRejected("Triton text_analysis failed this batch 3 times while ready: ValueError()")
         return [Analysis.from_json(json.dumps(ANALYSIS)) for _ in texts]
@@ -44,3 +46,4 @@ def test_a_poison_text_is_dead_lettered_and_the_rest_of_the_batch_enriched():
     assert dead["offset"] == 2 and dead["source_topic"] == "reviews"
     assert "processing failed" in dead["error"] and "while ready" in dead["error"]
     assert inferencer.calls <= 3 + len(texts)  # bounded: whole-batch tries, then one at a time
+    assert inferencer.domains == {"reviews"}  # every call names its texts (Triton's reviews calibration)

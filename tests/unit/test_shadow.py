@@ -56,7 +56,7 @@ class _Candidate:
     def __init__(self, route: ModelRoute | None, answer=None, *, delay_s: float = 0.0) -> None:
         self.route, self.answer, self.delay_s, self.calls = route, answer, delay_s, []
 
-    async def analyse_version(self, texts, version):
+    async def analyse_version(self, texts, version, *, domain=None):
         self.calls.append((list(texts), version))
         await asyncio.sleep(self.delay_s)
         if isinstance(self.answer, Exception):

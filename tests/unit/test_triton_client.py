@@ -187,33 +187,39 @@ def test_a_model_without_embeddings_turns_them_off_instead_of_failing():
     assert results[0].embedding is None and client.asked == [None] and not inferencer.embeddings
 
 
+class _SmallModel:
+    """Triton serving a model with ``max_batch_size`` 8; ``requests`` gets each request's size
+    and parameters."""
+
+    def __init__(self, requests: list):
+        self.requests = requests
+
+    async def get_model_config(self, model, as_json, *, client_timeout):
+        return {"config": {"max_batch_size": 8}}
+
+    async def get_model_metadata(self, model, as_json, *, client_timeout):
+        return {"versions": ["1"]}
+
+    async def infer(self, model, inputs, client_timeout, **extra):
+        n = inputs[0].shape()[0]
+        self.requests.append((n, extra.get("parameters")))
+        if n > 8:  # what Triton answers: INVALID_ARGUMENT
+            from tritonclient.utils import InferenceServerException
+            raise InferenceServerException(f"inference request batch-size must be <= 8, got {n}")
+        return _Result(n)
+
+    async def close(self):
+        pass
+
+
 def test_requests_never_exceed_the_models_max_batch_size_whatever_the_worker_batch():
-    sizes = []
-
-    class Client:
-        async def get_model_config(self, model, as_json, *, client_timeout):
-            return {"config": {"max_batch_size": 8}}
-
-        async def get_model_metadata(self, model, as_json, *, client_timeout):
-            return {"versions": ["1"]}
-
-        async def infer(self, model, inputs, client_timeout, **extra):
-            n = inputs[0].shape()[0]
-            sizes.append(n)
-            if n > 8:  # what Triton answers: INVALID_ARGUMENT
-                from tritonclient.utils import InferenceServerException
-                raise InferenceServerException(f"inference request batch-size must be <= 8, got {n}")
-            return _Result(n)
-
-        async def close(self):
-            pass
-
+    requests = []
     inferencer = TritonInferencer(url="unused", max_chunk=256)  # STREAMSENSE_BATCH_MAX=256
-    inferencer._get_client = Client
+    inferencer._get_client = lambda: _SmallModel(requests)
     inferencer.batch_size.value = 256  # as if it had grown on fast answers
     # Before the fix: every chunk over 8 was refused and retried with backoff for good.
     results = asyncio.run(asyncio.wait_for(inferencer.analyse([f"t{i}" for i in range(100)]), 10))
-    assert len(results) == 100 and max(sizes) <= 8
+    assert len(results) == 100 and max(n for n, _ in requests) <= 8
 
 
 def test_a_failed_route_refresh_is_counted_and_the_last_route_kept():
@@ -245,3 +251,17 @@ def test_a_failed_route_refresh_is_counted_and_the_last_route_kept():
     asyncio.run(inferencer.analyse(["b"]))  # the next one fails: counted, the route kept
     assert metrics.errors.labels(kind="triton_route")._value.get() >= 1
     assert inferencer.route == route
+
+
+def test_the_domain_of_the_texts_goes_to_triton_as_a_request_parameter():
+    """The reviews agent names its texts so a version can serve reviews with their own
+    calibration (models/bert/calibration.py); a call that names nothing sends no parameter."""
+    requests = []
+    inferencer = TritonInferencer(url="unused")
+    inferencer._get_client = lambda: _SmallModel(requests)
+    asyncio.run(inferencer.analyse([f"r{i}" for i in range(12)], domain="reviews"))
+    assert requests == [(8, {"domain": "reviews"}), (4, {"domain": "reviews"})]
+    requests.clear()
+    asyncio.run(inferencer.analyse(["n1"]))
+    asyncio.run(inferencer.analyse_version(["s1"], 2, domain="news"))
+    assert requests == [(1, None), (1, {"domain": "news"})]

@@ -43,10 +43,14 @@ def model(monkeypatch):
         pytest.skip("triton_repo is built by `make setup`")
     instance = _model_module(monkeypatch).TritonPythonModel()  # no initialize(): no network needed
 
-    def analyse(texts):
+    instance.log_offsets = {"reviews": np.array([0.0, -0.5, 0.0])}
+
+    def analyse(texts, offsets):
         if any("POISON" in t for t in texts):
             raise ValueError("cannot analyse this text")
-        return [f"analysis of {t}" for t in texts], np.array([[len(t)] for t in texts], dtype=np.float16)
+        shifted = ["" if o is None else f" shifted {o[1]}" for o in offsets]
+        return [f"analysis of {t}{s}" for t, s in zip(texts, shifted, strict=True)], \
+            np.array([[len(t)] for t in texts], dtype=np.float16)
     instance._analyse = analyse
     return instance
 
@@ -54,16 +58,20 @@ def model(monkeypatch):
 class _Request:
     """Triton's request as the model reads it: the TEXT tensor and the outputs asked for."""
 
-    def __init__(self, *texts, outputs=("ANALYSIS",)):
+    def __init__(self, *texts, outputs=("ANALYSIS",), parameters=""):
         self.texts = np.array([[t.encode()] for t in texts], dtype=np.object_)
         self.outputs = list(outputs)
+        self._parameters = parameters
 
     def requested_output_names(self):
         return self.outputs
 
+    def parameters(self):
+        return self._parameters
 
-def _request(*texts, outputs=("ANALYSIS",)):
-    return _Request(*texts, outputs=outputs)
+
+def _request(*texts, outputs=("ANALYSIS",), parameters=""):
+    return _Request(*texts, outputs=outputs, parameters=parameters)
 
 
 def test_a_failing_text_fails_only_its_own_request(model):
@@ -116,3 +124,17 @@ def test_the_fp16_graph_gives_the_answers_of_float32(monkeypatch):
 
 TEXTS = ["Apple is opening a new store in Berlin, said Tim Cook.", "Terrible. Broke in a day.",
          "The package arrived on Tuesday.", "Samsung unveiled the Galaxy S24 in Seoul; Lisa Su was there."]
+
+
+def test_each_request_gets_the_offsets_of_its_own_domain(model):
+    """Reviews and news merged into one call: only the reviews are shifted (the version's
+    neutral offset is fitted on reviews), and a request naming no known domain is not."""
+    reviews, news, bare, odd = model.execute([
+        _request("r1", "r2", parameters='{"domain": "reviews"}'), _request("n1", parameters='{"domain": "news"}'),
+        _request("b1"), _request("x1", parameters="not json")])
+    assert reviews.tensors[0][1].reshape(-1).tolist() == ["analysis of r1 shifted -0.5", "analysis of r2 shifted -0.5"]
+    assert [r.tensors[0][1].reshape(-1).tolist() for r in (news, bare, odd)] == [
+        ["analysis of n1"], ["analysis of b1"], ["analysis of x1"]]
+    # ... also when a poisoned request makes every request run alone
+    alone = model.execute([_request("r3", parameters='{"domain": "reviews"}'), _request("POISON")])
+    assert alone[0].tensors[0][1].reshape(-1).tolist() == ["analysis of r3 shifted -0.5"]

@@ -37,7 +37,14 @@ class TritonPythonModel:
         self.max_tokens = int(params.get("max_tokens", "256"))
         self.chunk = int(params.get("chunk", str(CHUNK)))
         with open(os.path.join(HERE, "model_info.json"), encoding="utf-8") as fh:
-            self.version = json.load(fh)["version"]
+            info = json.load(fh)
+        self.version = info["version"]
+        # The version's prior corrections per text domain (models/bert/calibration.py): log-offsets
+        # per sentiment class, added before the label is chosen, for the requests whose parameter
+        # "domain" names one ("reviews"); none for other texts, or in fine-tuned versions.
+        self.log_offsets = {
+            domain: np.array([float(shift.get(label, 0.0)) for label in pipeline.SENTIMENT_LABELS])
+            for domain, shift in (info.get("sentiment_log_offsets") or {}).items()}
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
         providers = ["CPUExecutionProvider"]
@@ -50,17 +57,19 @@ class TritonPythonModel:
         self.unk_id = self.tokenizer.token_to_id("[UNK]")
 
     def execute(self, requests):
-        batches, wants = [], []
+        batches, wants, offsets = [], [], []
         for request in requests:
             raw = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             batches.append([t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in raw])
             wants.append("EMBEDDING" in request.requested_output_names())
+            offsets.append(self.log_offsets.get(self._domain(request)))
         try:
-            results, embeddings = self._analyse([t for batch in batches for t in batch])
+            results, embeddings = self._analyse([t for batch in batches for t in batch],
+                                                [o for batch, o in zip(batches, offsets) for _ in batch])
         except Exception:
             # The dynamic batcher merged several clients' requests into this call: a text that
             # breaks the model must fail only its own request, not the others'.
-            return [self._respond_alone(batch, want) for batch, want in zip(batches, wants)]
+            return [self._respond_alone(batch, want, o) for batch, want, o in zip(batches, wants, offsets)]
         responses, at = [], 0
         for batch, want in zip(batches, wants):
             end = at + len(batch)
@@ -68,9 +77,17 @@ class TritonPythonModel:
             at = end
         return responses
 
-    def _respond_alone(self, texts, want):
+    @staticmethod
+    def _domain(request):
+        """The request's ``domain`` parameter (the text path sends its topic: "reviews", "news")."""
         try:
-            results, embeddings = self._analyse(texts)
+            return json.loads(request.parameters() or "{}").get("domain")
+        except (AttributeError, TypeError, ValueError):
+            return None
+
+    def _respond_alone(self, texts, want, offsets):
+        try:
+            results, embeddings = self._analyse(texts, [offsets] * len(texts))
             return self._response(results, embeddings if want else None)
         except Exception as exc:
             return pb_utils.InferenceResponse(
@@ -83,7 +100,8 @@ class TritonPythonModel:
             tensors.append(pb_utils.Tensor("EMBEDDING", embeddings))
         return pb_utils.InferenceResponse(tensors)
 
-    def _analyse(self, texts):
+    def _analyse(self, texts, offsets):
+        """``offsets``: per text, the log-offsets of its request's domain, or None."""
         results = [None] * len(texts)
         embeddings = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float16)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -96,8 +114,9 @@ class TritonPythonModel:
                                                                  "casing": enc.casing})
             embeddings[idx] = embedding.astype(np.float16)
             for k, i in enumerate(idx):
+                probs = sentiment[k] if offsets[i] is None else pipeline.shift_probs(sentiment[k], offsets[i])
                 body = json.loads(pipeline.analysis_json(
-                    chunk[k], sentiment[k], tags[k], enc.offsets[k], truncated=enc.truncated[k],
+                    chunk[k], probs, tags[k], enc.offsets[k], truncated=enc.truncated[k],
                     max_tokens=self.max_tokens, model=self.version))
                 body["unknown_token_share"] = self._unknown_share(enc.input_ids[k], enc.attention_mask[k])
                 results[i] = json.dumps(body, ensure_ascii=False)
