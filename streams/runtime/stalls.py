@@ -8,7 +8,7 @@ import time
 from streams.adapters.metrics import Metrics
 from streams.runtime import faust_patches, fetched
 from streams.runtime.consumer import fetch_states, flow_states, partition_offsets
-from streams.runtime.process import restart_in_place
+from streams.runtime.process import restart_in_place, stopping
 
 __all__ = ["StallDetector", "StallWatch"]
 
@@ -132,7 +132,9 @@ class StallWatch:
     what was committed. It never seeks back instead: Faust's fetcher may still be handing on
     records of an earlier fetch, which Faust then takes for a jump over the re-read records and
     commits past them (15 records lost in a chaos run), and under exactly-once a seek would redo
-    records inside the open transaction.
+    records inside the open transaction. Once the worker is stopping it checks nothing: the stop
+    pauses every partition, and a restart then would outlive the stop (a worker told to stop
+    while its feedback topic was behind came back as a fresh run and kept running).
     """
 
     def __init__(self, app, *, inputs: set[str], batches, metrics: Metrics, exactly_once: bool,
@@ -151,6 +153,8 @@ class StallWatch:
         self.detector = StallDetector(checks=2, min_gap=2 if exactly_once else 1)
 
     async def check(self) -> None:
+        if self._stopping():
+            return  # a stop pauses every partition on purpose: not a stall
         consumer = self.app.consumer
         assigned = [tp for tp in consumer.assignment() if tp.topic in self.inputs]
         if not assigned:
@@ -167,7 +171,7 @@ class StallWatch:
                 or self._rebalancing())
         empty = {tp: fetched.empty_tail(tp) for tp in assigned}
         stalled = self.detector.check(offsets, busy=busy, empty=empty)
-        if not stalled:
+        if not stalled or self._stopping():  # the stop may have begun while offsets were read
             return
         self.metrics.errors.labels(kind="stalled_partition").inc(len(stalled))
         log.error("partitions with records to process made no progress: %s (read, committed, end offsets "
@@ -175,6 +179,9 @@ class StallWatch:
                   ", ".join(f"{tp.topic}[{tp.partition}]" for tp in stalled), [offsets[tp] for tp in stalled],
                   fetch_states(consumer, stalled), flow_states(self.app, stalled))
         self.restart()
+
+    def _stopping(self) -> bool:
+        return stopping() or bool(getattr(self.app, "should_stop", False))
 
     def _rebalancing(self) -> bool:
         """Whether a rebalance is under way, for at most ``rebalance_grace_s``. Between the

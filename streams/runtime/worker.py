@@ -7,7 +7,7 @@ import threading
 
 import faust
 
-from streams.runtime.process import stop_overdue
+from streams.runtime.process import note_stop, stop_overdue
 
 __all__ = ["Worker"]
 
@@ -24,6 +24,7 @@ class Worker(faust.Worker):
         self.stop_timeout_s = stop_timeout_s
 
     def _schedule_shutdown(self, signal_: signal.Signals) -> None:
+        note_stop(signal_)  # no restart in place from here on (streams.runtime.process)
         if not self._signal_stop_time:
             deadline = threading.Timer(self.stop_timeout_s, stop_overdue,
                                        args=(signal_, self.stop_timeout_s))
