@@ -104,6 +104,16 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
 10. **Four tasks per record handed on** (throughput, not a bug): Faust's consumer loop races
    each record's hand-off against a rebalance with ``wait_first``, a task per waiter. The
    hand-off now runs inline and only one that has to wait races (:mod:`streams.runtime.handoff`).
+11. **Table writes left out of the transaction that commits their inputs** (exactly-once). A
+   table's changelog writes wait on Faust's producer buffer (``send_soon``), and Faust's
+   transactional commit does not flush it first (its at-least-once commit does): a commit
+   could end the transaction with the offsets of records whose table writes were still queued,
+   and they went into the next one, lost with it if the worker died before that committed. At
+   a stop the commit ends the transactions for good, so the queued writes crashed the buffer
+   (``IllegalOperation: Can't send messages while not in transaction``) and the worker exited
+   with status 1 (a rolling-restart chaos run). Every commit under exactly-once now waits
+   until the buffer has handed everything on (:func:`streams.runtime.consumer.gate_commits`;
+   the buffer counts the send under way, which its ``size`` leaves out).
 """
 
 from __future__ import annotations
@@ -114,6 +124,7 @@ import logging
 from collections.abc import Mapping
 
 from faust.transport import consumer as faust_consumer
+from faust.transport import producer as faust_producer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 from faust.utils.functional import consecutive_numbers
@@ -126,6 +137,7 @@ from streams.runtime.producer_patches import (
     make_settings_extra,
     maybe_begin_transaction,
     set_transaction_timeout,
+    track_buffer_sends,
 )
 
 __all__ = ["FAUST_VERSION", "abort_uncommitted", "apply", "commit_transactions", "highwaters",
@@ -151,7 +163,8 @@ def apply() -> None:
     for cls, name in ((thread, "_highwaters"), (producer, "commit_transactions"),
                       (producer, "maybe_begin_transaction"), (producer, "_settings_extra"),
                       (consumer, "ack"), (consumer, "perform_seek"),
-                      (consumer, "_new_offset"), (consumer, "_add_gap"), *fetched.PATCHED,
+                      (consumer, "_new_offset"), (consumer, "_add_gap"),
+                      (faust_producer.ProducerBuffer, "_send_pending"), *fetched.PATCHED,
                       *stable_offsets.PATCHED, *handoff.PATCHED):
         if not callable(getattr(cls, name, None)):
             raise RuntimeError(f"faust-streaming changed: {cls.__name__}.{name} is gone; "
@@ -164,6 +177,8 @@ def apply() -> None:
     consumer.perform_seek = _make_perform_seek(consumer.perform_seek)
     consumer._new_offset = _for_at_least_once(_new_offset, consumer._new_offset)
     consumer._add_gap = _for_at_least_once(_add_no_gap, consumer._add_gap)
+    buffer = faust_producer.ProducerBuffer
+    buffer._send_pending = track_buffer_sends(buffer._send_pending)
     fetched.apply()
     stable_offsets.apply()
     handoff.apply()

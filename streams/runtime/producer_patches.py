@@ -13,8 +13,8 @@ from aiokafka.errors import ProducerFenced
 from streams.runtime.transactions import TransactionLedger, ledger_for
 from streams.runtime.transactions import transactional_id as tid_of
 
-__all__ = ["abort_uncommitted", "commit_transactions", "fenced_for_good", "make_settings_extra",
-           "maybe_begin_transaction", "set_transaction_timeout"]
+__all__ = ["abort_uncommitted", "commit_transactions", "drain_buffer", "fenced_for_good",
+           "make_settings_extra", "maybe_begin_transaction", "set_transaction_timeout", "track_buffer_sends"]
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +160,34 @@ def _restart(ledger: TransactionLedger, what: str) -> None:
     if ledger.on_unsafe is None:
         raise RuntimeError(f"{what}; nothing set to restart the worker")
     ledger.on_unsafe()
+
+
+_SENDING = "_streamsense_sending"
+
+
+def track_buffer_sends(send_pending):
+    """Faust's ``ProducerBuffer._send_pending``, counting the sends under way: the buffer's
+    ``size`` leaves out the message it has taken off its queue and is still handing on."""
+    async def _send_pending(self, fut) -> None:
+        setattr(self, _SENDING, getattr(self, _SENDING, 0) + 1)
+        try:
+            await send_pending(self, fut)
+        finally:
+            setattr(self, _SENDING, getattr(self, _SENDING) - 1)
+    return _send_pending
+
+
+async def drain_buffer(buffer, *, timeout_s: float = 30.0, poll_s: float = 0.002) -> bool:
+    """Until every message queued on Faust's producer buffer (table changelog writes: a table's
+    ``__setitem__`` cannot await, so Faust queues them) has been handed to its producer; False
+    if that did not happen within ``timeout_s`` (the buffer stopped, or the broker is gone).
+
+    Faust's own ``flush`` is no such wait: it returns when no message went out for 0.1 s, and
+    does not count the one being handed on."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while buffer.size or getattr(buffer, _SENDING, 0):
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(poll_s)
+    return True
