@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.adapters.kafka_io import produce_lines
+from streams.bench.harness import wait_for_stable_group
 from streams.settings import Settings
 from streams.testing import malformed_records, synthetic_events
 from streams.testing.stack import WorkerProcess
@@ -349,8 +350,10 @@ class Fleet:
         self.log_dir = log_dir
         self.workers = {i: self._start(i) for i in range(workers)}
         self.kills = 0
+        self.stops = 0  # SIGTERMs of a rolling restart (stop_and_replace)
         self.crashes: list[str] = []
         self.hung: list[int] = []
+        self.stop_statuses: list[int | None] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, daemon=True)
@@ -375,12 +378,34 @@ class Fleet:
             time.sleep(down_s)
             self.workers[index] = self._start(index)
 
+    def stop_and_replace(self, rng: random.Random, settings: Settings, *, down_s: float = 1.0) -> None:
+        """One step of a rolling restart: once the group is stable with every worker in it (a
+        rollout waits for the last replacement to be ready), SIGTERM to a worker (as `kubectl
+        rollout restart` or systemd would send), its exit awaited, its replacement started. One
+        that needed the SIGKILL is listed in ``hung``; every exit status in ``stop_statuses``.
+        (A worker whose group is rebalancing when it is told to stop waits in Kafka's client for
+        the join, up to the rebalance, which can wait out the session of a member that restarted
+        without leaving: its stop deadline ends that, status 143.)"""
+        asyncio.run(wait_for_stable_group(settings, len(self.workers)))
+        with self._lock:
+            index = rng.choice(sorted(self.workers))
+            worker = self.workers[index]
+            worker.stop()
+            self.stops += 1
+            self.stop_statuses.append(worker.proc.returncode)
+            if worker.hung_on_stop:
+                self.hung.append(index)
+            time.sleep(down_s)
+            self.workers[index] = self._start(index)
+
     def faults(self) -> str:
         crashed = f", {len(self.crashes)} crashed and restarted" if self.crashes else ""
         hung = f", {len(self.hung)} ignored SIGTERM" if self.hung else ""
         restarts = self.self_restarts()
         restarted = f", {restarts} restarted itself (stalled partition)" if restarts else ""
-        return f"{self.kills} kills{crashed}{hung}{restarted}"
+        overdue = sum(status == 128 + signal.SIGTERM for status in self.stop_statuses)
+        stops = f"{self.stops} SIGTERM restarts ({overdue} at the stop deadline), " if self.stops else ""
+        return f"{stops}{self.kills} kills{crashed}{hung}{restarted}"
 
     def self_restarts(self) -> int:
         """Workers that restarted themselves in place (a partition stalled past a seek)."""
@@ -403,7 +428,7 @@ class Fleet:
             thread.start()
         for thread in stoppers:
             thread.join()
-        self.hung = [i for i, w in self.workers.items() if w.hung_on_stop]
+        self.hung += [i for i, w in self.workers.items() if w.hung_on_stop]
 
     def tails(self) -> str:
         crashes = "".join(f"--- crash\n{c[-2000:]}\n" for c in self.crashes)

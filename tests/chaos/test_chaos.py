@@ -93,6 +93,35 @@ _RUNS = int(os.environ.get("STREAMSENSE_CHAOS_RUNS", "1"))
 _TEXTS = (1200, 300) if os.environ.get("STREAMSENSE_CHAOS_FULL") else (400, 100)
 
 
+def _faults_under_load(scenario: str, guarantee: str, env: dict[str, str], settings: Settings,
+                       names: TopicNames, stream: Stream, tmp_path: Path, fault, *, times: int = 0):
+    """Two workers take ``stream`` while it is produced at 150/s; ``fault(fleet)`` every ~4 s
+    until it is all produced (and at least ``times`` times). Then every output is awaited and every input partition must be
+    committed past its last record (none held behind a dropped one). The fleet is stopped (with
+    SIGTERM) either way. Returns it, what was seen, what was left behind, the outcome and where
+    each input record was."""
+    started = time.monotonic()
+    fleet = Fleet(env, tmp_path, workers=2)
+    try:
+        producer = stream.produce_in_background(settings, names, rate=150)
+        time.sleep(6)
+        done = 0
+        while producer.is_alive() or done < times:
+            fault(fleet)
+            done += 1
+            time.sleep(4)
+        producer.join()
+        # A worker that restarts itself (stalled partition) may leave without a goodbye: its
+        # partitions wait out the session timeout, so allow for two such restarts.
+        seen = read_outputs(settings, names, until=lambda s: s.complete(stream), timeout_s=420, idle_s=10)
+        behind = uncommitted_after(settings, names, timeout_s=150)
+    finally:
+        fleet.stop()
+    bad_at, where = input_positions(settings, names, stream)
+    outcome = reconcile(scenario, guarantee, stream, seen, faults=fleet.faults(), started=started, bad_at=bad_at)
+    return fleet, seen, behind, outcome, where
+
+
 @pytest.mark.parametrize("run", range(_RUNS))
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_two_workers_sigkilled_every_few_seconds(kafka: Settings, triton: Settings,
@@ -104,27 +133,10 @@ def test_two_workers_sigkilled_every_few_seconds(kafka: Settings, triton: Settin
                                   STREAMSENSE_KAFKA_SESSION_TIMEOUT_S="15")
     stream = Stream.build(f"kill{run}-{guarantee}", reviews=_TEXTS[0], news=_TEXTS[1], clicks=3000, bad=100,
                           seed=11 + run)
-    started = time.monotonic()
-    fleet = Fleet(env, tmp_path, workers=2)
     rng = random.Random(3 + run)
-    try:
-        producer = stream.produce_in_background(settings, names, rate=150)
-        time.sleep(6)
-        while producer.is_alive():  # a kill every ~5 s while the stream flows, rebalances between
-            fleet.kill_and_replace(rng)
-            time.sleep(4)
-        producer.join()
-        # A worker that restarts itself (stalled partition) may leave without a goodbye: its
-        # partitions wait out the session timeout, so allow for two such restarts.
-        seen = read_outputs(settings, names, until=lambda s: s.complete(stream), timeout_s=420, idle_s=10)
-        # Every input partition committed past its last record once the outputs are out: none
-        # held behind a record that was dropped (one restart of a stalled worker fits in the time).
-        behind = uncommitted_after(settings, names, timeout_s=150)
-    finally:
-        fleet.stop()
-    bad_at, where = input_positions(settings, names, stream)
-    outcome = reconcile("2 workers, SIGKILL every ~5 s", guarantee, stream, seen,
-                        faults=fleet.faults(), started=started, bad_at=bad_at)
+    fleet, seen, behind, outcome, where = _faults_under_load(
+        "2 workers, SIGKILL every ~5 s", guarantee, env, settings, names, stream, tmp_path,
+        lambda fleet: fleet.kill_and_replace(rng))
     assert fleet.kills >= 2
     # A crash of its own is restarted like a kill, but must stay rare (not a crash loop), and
     # every worker stops when told (under exactly-once, Faust's own stop used to hang).
@@ -133,6 +145,33 @@ def test_two_workers_sigkilled_every_few_seconds(kafka: Settings, triton: Settin
     second_opinion = seen.kcat_duplicates(settings, names) if outcome.duplicated else ""
     _check(outcome, guarantee, kills=fleet.kills,
            logs=f"{lost_positions(stream, seen, where)}\n{seen.duplicates()}\n{second_opinion}\n{fleet.tails()}")
+    assert not behind, f"records left after the committed offset, by partition: {behind}\n{fleet.tails()}"
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_rolling_restart_under_load(kafka: Settings, triton: Settings, stack_environment: dict[str, str],
+                                    tmp_path: Path, guarantee: str):
+    """A rolling restart while the stream flows: three times, once the group is stable, SIGTERM
+    to one of two workers and its replacement started once it has exited. Each must stop when
+    told: status 0, or 143 from its stop deadline (a stop that lands in a rebalance waits for
+    the join in Kafka's client), never a crash or a SIGKILL; nothing may be lost and
+    exactly-once duplicates nothing. (A stall check during a stop once restarted a worker in
+    place, which then ran on; under exactly-once, table writes queued at the stop's commit
+    crashed Faust's producer buffer: status 1.)"""
+    env, settings, names = _setup(stack_environment, "roll", guarantee)
+    # Half the kill scenario's texts: the restarts and the group's settling take the time here.
+    stream = Stream.build(f"roll-{guarantee}", reviews=_TEXTS[0] // 2, news=_TEXTS[1] // 2, clicks=2000, bad=100,
+                          seed=29)
+    rng = random.Random(29)
+    fleet, seen, behind, outcome, where = _faults_under_load(
+        "2 workers, rolling restart (SIGTERM) x3", guarantee, env, settings, names, stream, tmp_path,
+        lambda fleet: fleet.stop_and_replace(rng, settings), times=3)
+    assert fleet.stops >= 3
+    assert not fleet.hung and not fleet.crashes, fleet.tails()
+    assert set(fleet.stop_statuses) <= {0, 128 + signal.SIGTERM}, (fleet.stop_statuses, fleet.tails())
+    assert fleet.logged("did not stop within") >= fleet.stop_statuses.count(128 + signal.SIGTERM), fleet.tails()
+    _check(outcome, guarantee, kills=fleet.stops,
+           logs=f"{lost_positions(stream, seen, where)}\n{seen.duplicates()}\n{fleet.tails()}")
     assert not behind, f"records left after the committed offset, by partition: {behind}\n{fleet.tails()}"
 
 
