@@ -158,7 +158,9 @@ def test_rolling_restart_under_load(kafka: Settings, triton: Settings, stack_env
     exactly-once duplicates nothing. (A stall check during a stop once restarted a worker in
     place, which then ran on; under exactly-once, table writes queued at the stop's commit
     crashed Faust's producer buffer: status 1.)"""
-    env, settings, names = _setup(stack_environment, "roll", guarantee)
+    # As in the kill scenario: a worker that restarts itself without leaving (an aborted unsafe
+    # commit, exactly-once) holds up the next rebalance for its session, 15 s here, not 60 s.
+    env, settings, names = _setup(stack_environment, "roll", guarantee, STREAMSENSE_KAFKA_SESSION_TIMEOUT_S="15")
     # Half the kill scenario's texts: the restarts and the group's settling take the time here.
     stream = Stream.build(f"roll-{guarantee}", reviews=_TEXTS[0] // 2, news=_TEXTS[1] // 2, clicks=2000, bad=100,
                           seed=29)
