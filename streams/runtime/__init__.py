@@ -78,7 +78,7 @@ def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metri
 
     if exactly_once:
         # Batches hold the gate; under exactly-once every commit waits for the batches in flight.
-        gate_commits(app, runtime.gate, on_unsafe=restart)
+        gate_commits(app, runtime.gate)
         runtime.ledger.on_unsafe = restart
 
         @app.on_partitions_revoked.connect

@@ -9,7 +9,6 @@ import logging
 
 import faust
 
-from streams.runtime.producer_patches import drain_buffer
 from streams.runtime.transactions import CommitGate
 
 __all__ = ["fetch_states", "flow_states", "gate_commits", "leave_group", "log_task_stacks",
@@ -18,13 +17,9 @@ __all__ = ["fetch_states", "flow_states", "gate_commits", "leave_group", "log_ta
 log = logging.getLogger(__name__)
 
 
-def gate_commits(app: faust.App, gate: CommitGate, *, on_unsafe=None, drain_timeout_s: float = 30.0) -> None:
+def gate_commits(app: faust.App, gate: CommitGate) -> None:
     """Every commit of the app's consumer (Faust's timer, rebalances, shutdown) goes through
-    the gate: under exactly-once a commit ends the transaction, see :class:`CommitGate`. And
-    before it ends the transaction, the table writes Faust queued for it are handed on
-    (item 11 of :mod:`streams.runtime.faust_patches`); when they cannot be within
-    ``drain_timeout_s`` nothing is committed and ``on_unsafe`` is called (the worker restarts,
-    or exits if it is stopping: the records since the last commit are processed again).
+    the gate: under exactly-once a commit ends the transaction, see :class:`CommitGate`.
 
     The consumer is wrapped once it exists, at the first assignment (before any record is
     processed): creating it earlier, before the worker has started, makes Faust build it
@@ -40,13 +35,6 @@ def gate_commits(app: faust.App, gate: CommitGate, *, on_unsafe=None, drain_time
 
         async def gated_commit(*args, **kwargs):
             async with gate.commit():
-                if consumer.in_transaction and not await drain_buffer(app.producer.buffer,
-                                                                      timeout_s=drain_timeout_s):
-                    log.error("table writes queued for the transactions were not handed on within %.0f s "
-                              "(%d queued); not committing", drain_timeout_s, app.producer.buffer.size)
-                    if on_unsafe is not None:
-                        on_unsafe()
-                    return False
                 return await commit(*args, **kwargs)
 
         consumer.commit = gated_commit

@@ -111,9 +111,10 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    and they went into the next one, lost with it if the worker died before that committed. At
    a stop the commit ends the transactions for good, so the queued writes crashed the buffer
    (``IllegalOperation: Can't send messages while not in transaction``) and the worker exited
-   with status 1 (a rolling-restart chaos run). Every commit under exactly-once now waits
-   until the buffer has handed everything on (:func:`streams.runtime.consumer.gate_commits`;
-   the buffer counts the send under way, which its ``size`` leaves out).
+   with status 1 (a rolling-restart chaos run). Every transactional commit now first waits
+   until the buffer has handed everything on (:func:`commit_transactions`; the buffer counts
+   the send under way, which its ``size`` leaves out); when it cannot within 30 s nothing is
+   committed and the worker restarts, as after an unsafe commit.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ __all__ = ["abort_uncommitted", "commit_transactions", "drain_buffer", "fenced_f
            "make_settings_extra", "maybe_begin_transaction", "set_transaction_timeout", "track_buffer_sends"]
 
 log = logging.getLogger(__name__)
+_SENDING = "_streamsense_sending"  # the buffer's sends under way (track_buffer_sends)
+DRAIN_TIMEOUT_S = 30.0  # then the worker restarts: the records since the last commit are redone
 
 
 def set_transaction_timeout(app, seconds: float) -> None:
@@ -41,6 +43,13 @@ def make_settings_extra(faust_settings_extra):
 async def commit_transactions(self, tid_to_offset_map, group_id: str,
                               start_new_transaction: bool = True) -> None:
     ledger = ledger_for(self.app)
+    # Table writes wait on Faust's buffer (item 11): into these transactions before they end.
+    # The commit gate holds the batches back meanwhile, so no new ones are queued.
+    if not await drain_buffer(self.buffer, timeout_s=DRAIN_TIMEOUT_S):
+        log.error("table writes queued for the transactions were not handed on within %.0f s (%d "
+                  "queued); not committing", DRAIN_TIMEOUT_S, self.buffer.size)
+        _restart(ledger, "a commit whose table writes could not be handed on")
+        return
     for transactional_id, offsets in tid_to_offset_map.items():
         async with self._trn_locks[transactional_id]:
             transaction_producer = self._transaction_producers.get(transactional_id)
@@ -162,9 +171,6 @@ def _restart(ledger: TransactionLedger, what: str) -> None:
     ledger.on_unsafe()
 
 
-_SENDING = "_streamsense_sending"
-
-
 def track_buffer_sends(send_pending):
     """Faust's ``ProducerBuffer._send_pending``, counting the sends under way: the buffer's
     ``size`` leaves out the message it has taken off its queue and is still handing on."""
@@ -177,7 +183,7 @@ def track_buffer_sends(send_pending):
     return _send_pending
 
 
-async def drain_buffer(buffer, *, timeout_s: float = 30.0, poll_s: float = 0.002) -> bool:
+async def drain_buffer(buffer, *, timeout_s: float = DRAIN_TIMEOUT_S, poll_s: float = 0.002) -> bool:
     """Until every message queued on Faust's producer buffer (table changelog writes: a table's
     ``__setitem__`` cannot await, so Faust queues them) has been handed to its producer; False
     if that did not happen within ``timeout_s`` (the buffer stopped, or the broker is gone).

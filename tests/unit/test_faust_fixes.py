@@ -67,6 +67,7 @@ class _Producer:
         self.app = _App()
         self._transaction_producers = dict(producers)
         self._trn_locks = defaultdict(asyncio.Lock)
+        self.buffer = SimpleNamespace(size=0)  # Faust's producer buffer: no table writes queued
         self.begun = []
 
     async def begin_transaction(self, transactional_id):

@@ -2,22 +2,22 @@
 for it were handed on (item 11 of streams.runtime.faust_patches)."""
 
 import asyncio
+from collections import defaultdict
 from types import SimpleNamespace
 
 from faust.transport.producer import ProducerBuffer
 
-from streams.runtime import faust_patches
-from streams.runtime.consumer import gate_commits
-from streams.runtime.producer_patches import drain_buffer, track_buffer_sends
-from streams.runtime.transactions import CommitGate
+from streams.runtime import faust_patches, producer_patches
+from streams.runtime.producer_patches import commit_transactions, drain_buffer, track_buffer_sends
+from streams.runtime.transactions import ledger_for
 
 
 class _Buffer:
     """Faust's buffer as the drain sees it: queued messages, and the one being handed on."""
 
-    def __init__(self, queued: int) -> None:
+    def __init__(self, queued: int, calls: list) -> None:
         self.queued = queued
-        self.sent: list[int] = []
+        self.calls = calls  # what reached the transaction, in order
 
     @property
     def size(self) -> int:
@@ -25,68 +25,60 @@ class _Buffer:
 
     async def _send_pending(self, fut) -> None:
         await asyncio.sleep(0.01)  # the broker's round trip: the message is out of the queue meanwhile
-        self.sent.append(fut)
+        self.calls.append(fut)
 
     async def run(self) -> None:  # ProducerBuffer._handle_pending
         send = track_buffer_sends(type(self)._send_pending)
+        n = 0
         while self.queued:
             self.queued -= 1
-            await send(self, len(self.sent))
+            await send(self, f"write {n}")
+            n += 1
 
 
-def _app(buffer) -> SimpleNamespace:
-    handlers = []
-    consumer = SimpleNamespace(in_transaction=True, commits=[])
+class _Transaction:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+        self._txn_manager = SimpleNamespace(is_in_transaction=lambda: True, is_fatal_error=lambda: False)
 
-    async def commit(*args, **kwargs):
-        consumer.commits.append(list(buffer.sent))
-        return True
+    async def send_offsets_to_transaction(self, offsets, group_id):
+        self.calls.append("offsets")
 
-    consumer.commit = commit
-    return SimpleNamespace(consumer=consumer, producer=SimpleNamespace(buffer=buffer), handlers=handlers,
-                           on_partitions_assigned=SimpleNamespace(connect=handlers.append))
+    async def commit_transaction(self):
+        self.calls.append("commit")
+
+
+class _App:
+    """The Faust app the producer belongs to (its ledger is keyed by it)."""
+
+
+def _producer(queued: int) -> SimpleNamespace:
+    calls: list = []
+    return SimpleNamespace(app=_App(), buffer=_Buffer(queued, calls), calls=calls,
+                           _transaction_producers={"t": _Transaction(calls)},
+                           _trn_locks=defaultdict(asyncio.Lock))
 
 
 def test_a_commit_waits_for_every_queued_table_write_including_the_one_being_sent():
-    buffer = _Buffer(queued=5)
-    app = _app(buffer)
-    gate_commits(app, CommitGate())
+    producer = _producer(queued=5)
 
     async def scenario():
-        await app.handlers[0](None, set())
-        sending = asyncio.create_task(buffer.run())
+        sending = asyncio.create_task(producer.buffer.run())
         await asyncio.sleep(0.035)  # part of the queue sent, one on its way
-        assert await app.consumer.commit() is True
+        await commit_transactions(producer, {"t": {"tp": 1}}, "group", start_new_transaction=False)
         await sending
 
     asyncio.run(scenario())
-    assert app.consumer.commits == [[0, 1, 2, 3, 4]]  # all five in the committed transaction
+    # All five in the committed transaction, before its offsets and its commit.
+    assert producer.calls == [f"write {n}" for n in range(5)] + ["offsets", "commit"]
 
 
-def test_writes_that_cannot_be_handed_on_are_not_committed_and_the_worker_restarts():
-    buffer = _Buffer(queued=3)  # nothing sends them: the buffer crashed or the broker is gone
-    app, unsafe = _app(buffer), []
-    gate_commits(app, CommitGate(), on_unsafe=lambda: unsafe.append(1), drain_timeout_s=0.05)
-
-    async def scenario():
-        await app.handlers[0](None, set())
-        return await app.consumer.commit()
-
-    assert asyncio.run(scenario()) is False
-    assert app.consumer.commits == [] and unsafe == [1]
-
-
-def test_at_least_once_commits_are_left_to_faust():
-    buffer = _Buffer(queued=3)
-    app = _app(buffer)
-    app.consumer.in_transaction = False  # Faust's own commit flushes the producer first
-    gate_commits(app, CommitGate(), drain_timeout_s=0.05)
-
-    async def scenario():
-        await app.handlers[0](None, set())
-        return await app.consumer.commit()
-
-    assert asyncio.run(scenario()) is True and app.consumer.commits == [[]]
+def test_writes_that_cannot_be_handed_on_are_not_committed_and_the_worker_restarts(monkeypatch):
+    monkeypatch.setattr(producer_patches, "DRAIN_TIMEOUT_S", 0.05)
+    producer, unsafe = _producer(queued=3), []  # nothing sends them: the buffer crashed or the broker is gone
+    ledger_for(producer.app).on_unsafe = lambda: unsafe.append(1)
+    asyncio.run(commit_transactions(producer, {"t": {"tp": 1}}, "group"))
+    assert producer.calls == [] and unsafe == [1]
 
 
 def test_the_patched_buffer_counts_the_send_under_way():
