@@ -6,22 +6,19 @@ import logging
 import os
 import signal
 import sys
-import threading
 
 __all__ = ["exit_worker_now", "note_stop", "restart_in_place", "stop_overdue", "stopping"]
 
 log = logging.getLogger(__name__)
 
-_stop_signal: signal.Signals | None = None
-_lock = threading.Lock()
+_stop_signal: signal.Signals | None = None  # set on the event loop's thread, by the signal handler
 
 
 def note_stop(signal_: signal.Signals) -> None:
     """The worker was told to stop (SIGTERM, SIGINT): from now on it never restarts in place."""
     global _stop_signal
-    with _lock:
-        if _stop_signal is None:
-            _stop_signal = signal_
+    if _stop_signal is None:
+        _stop_signal = signal_
 
 
 def stopping() -> bool:

@@ -371,10 +371,17 @@ class Fleet:
                         self.workers[index] = self._start(index)
 
     def kill_and_replace(self, rng: random.Random, *, down_s: float = 1.0) -> None:
+        self._replace(rng, down_s, self._kill)
+
+    def _kill(self, index: int, worker: WorkerProcess) -> None:
+        worker.kill(signal.SIGKILL)
+        self.kills += 1
+
+    def _replace(self, rng: random.Random, down_s: float, end) -> None:
+        """``end`` a worker chosen by ``rng``; ``down_s`` later, its replacement starts."""
         with self._lock:
             index = rng.choice(sorted(self.workers))
-            self.workers[index].kill(signal.SIGKILL)
-            self.kills += 1
+            end(index, self.workers[index])
             time.sleep(down_s)
             self.workers[index] = self._start(index)
 
@@ -387,16 +394,14 @@ class Fleet:
         the join, up to the rebalance, which can wait out the session of a member that restarted
         without leaving: its stop deadline ends that, status 143.)"""
         asyncio.run(wait_for_stable_group(settings, len(self.workers)))
-        with self._lock:
-            index = rng.choice(sorted(self.workers))
-            worker = self.workers[index]
-            worker.stop()
-            self.stops += 1
-            self.stop_statuses.append(worker.proc.returncode)
-            if worker.hung_on_stop:
-                self.hung.append(index)
-            time.sleep(down_s)
-            self.workers[index] = self._start(index)
+        self._replace(rng, down_s, self._stop)
+
+    def _stop(self, index: int, worker: WorkerProcess) -> None:
+        worker.stop()
+        self.stops += 1
+        self.stop_statuses.append(worker.proc.returncode)
+        if worker.hung_on_stop:
+            self.hung.append(index)
 
     def faults(self) -> str:
         crashed = f", {len(self.crashes)} crashed and restarted" if self.crashes else ""
