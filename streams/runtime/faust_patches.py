@@ -114,7 +114,8 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    with status 1 (a rolling-restart chaos run). Every transactional commit now first waits
    until the buffer has handed everything on (:func:`commit_transactions`; the buffer counts
    the send under way, which its ``size`` leaves out); when it cannot within 30 s nothing is
-   committed and the worker restarts, as after an unsafe commit.
+   committed and the worker restarts, as after an unsafe commit. A producer fenced meanwhile
+   (item 2) can never send them: the worker then restarts at once.
 """
 
 from __future__ import annotations

@@ -43,9 +43,22 @@ def make_settings_extra(faust_settings_extra):
 async def commit_transactions(self, tid_to_offset_map, group_id: str,
                               start_new_transaction: bool = True) -> None:
     ledger = ledger_for(self.app)
+
+    def fenced() -> list[str]:
+        return [tid for tid in tid_to_offset_map
+                if (producer := self._transaction_producers.get(tid)) is not None
+                and producer._txn_manager.is_fatal_error()]
+
     # Table writes wait on Faust's buffer (item 11): into these transactions before they end.
-    # The commit gate holds the batches back meanwhile, so no new ones are queued.
-    if not await drain_buffer(self.buffer, timeout_s=DRAIN_TIMEOUT_S):
+    # The commit gate holds the batches back meanwhile, so no new ones are queued. A fenced
+    # producer sends nothing more (its writes fail, and Faust's buffer stops at the first): no
+    # waiting for them, and nothing committed, since the worker restarts anyway.
+    drained = await drain_buffer(self.buffer, timeout_s=DRAIN_TIMEOUT_S, give_up=lambda: bool(fenced()))
+    if gone := fenced():
+        for transactional_id in gone:
+            fenced_for_good(ledger, transactional_id)
+        return
+    if not drained:
         log.error("table writes queued for the transactions were not handed on within %.0f s (%d "
                   "queued); not committing", DRAIN_TIMEOUT_S, self.buffer.size)
         _restart(ledger, "a commit whose table writes could not be handed on")
@@ -183,17 +196,19 @@ def track_buffer_sends(send_pending):
     return _send_pending
 
 
-async def drain_buffer(buffer, *, timeout_s: float = DRAIN_TIMEOUT_S, poll_s: float = 0.002) -> bool:
+async def drain_buffer(buffer, *, timeout_s: float = DRAIN_TIMEOUT_S, poll_s: float = 0.002,
+                       give_up=lambda: False) -> bool:
     """Until every message queued on Faust's producer buffer (table changelog writes: a table's
     ``__setitem__`` cannot await, so Faust queues them) has been handed to its producer; False
-    if that did not happen within ``timeout_s`` (the buffer stopped, or the broker is gone).
+    if that did not happen within ``timeout_s`` (the buffer stopped, or the broker is gone) or
+    ``give_up()`` turned true first.
 
     Faust's own ``flush`` is no such wait: it returns when no message went out for 0.1 s, and
     does not count the one being handed on."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while buffer.size or getattr(buffer, _SENDING, 0):
-        if loop.time() > deadline:
+        if loop.time() > deadline or give_up():
             return False
         await asyncio.sleep(poll_s)
     return True

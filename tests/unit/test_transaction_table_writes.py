@@ -81,6 +81,27 @@ def test_writes_that_cannot_be_handed_on_are_not_committed_and_the_worker_restar
     assert producer.calls == [] and unsafe == [1]
 
 
+def test_a_producer_fenced_with_writes_queued_restarts_the_worker_at_once_committing_nothing(caplog):
+    # The broker aborted a transaction left open past Kafka's timeout (Triton down): its writes
+    # can never be sent, and Faust's buffer stops at the first that fails. CI, 2026-12-07: the
+    # commit waited the whole drain timeout for them.
+    producer, unsafe = _producer(queued=3), []
+    fenced_producer = _Transaction(producer.calls)
+    fenced_producer._txn_manager = SimpleNamespace(is_in_transaction=lambda: False, is_fatal_error=lambda: True)
+    producer._transaction_producers["fenced"] = fenced_producer
+    ledger_for(producer.app).on_unsafe = lambda: unsafe.append(1)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await commit_transactions(producer, {"t": {"tp": 1}, "fenced": {"tp2": 4}}, "group")
+        return loop.time() - started
+
+    assert asyncio.run(scenario()) < 1.0
+    assert producer.calls == [] and unsafe == [1]  # not even the healthy transaction: all is redone
+    assert "outlived Kafka's transaction timeout" in caplog.text
+
+
 def test_the_patched_buffer_counts_the_send_under_way():
     faust_patches.apply()
     seen = []
