@@ -53,12 +53,16 @@ def leave_group(app: faust.App, *, timeout_s: float = 3.0) -> None:
     partitions were processed by no one. Kafka's client stops its group coordination (no
     commit: Faust turns auto-commit off) and sends LeaveGroup, on the consumer's own thread.
     Best effort: blocks this thread at most ``timeout_s``; nothing is committed meanwhile."""
+    closing = None
     try:
         thread = app.consumer._thread
-        coordinator = thread._consumer._coordinator
-        future = asyncio.run_coroutine_threadsafe(coordinator.close(), thread.thread_loop)
+        closing = thread._consumer._coordinator.close()
+        future = asyncio.run_coroutine_threadsafe(closing, thread.thread_loop)
+        closing = None  # the consumer's loop owns it now
         future.result(timeout=timeout_s)
     except Exception as exc:  # the session timeout ends the membership anyway
+        if closing is not None:  # the consumer's loop is gone: never started, so close it here
+            closing.close()
         log.warning("could not leave the consumer group before restarting (%r): its partitions "
                     "wait for the session timeout", exc)
 

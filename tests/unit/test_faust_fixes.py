@@ -644,3 +644,28 @@ def test_nothing_is_handed_on_from_a_partition_while_it_is_sought():
     moved = Fake(generation_moves=True)
     asyncio.run(faust_consumer.Consumer.perform_seek(moved))
     assert moved._active_partitions == {changelog}  # the new rebalance resumes what it assigns
+
+
+def test_leaving_the_group_when_the_consumers_loop_is_gone_only_warns(caplog):
+    # A restart after the consumer's thread ended (CI, 2026-12-07): the LeaveGroup coroutine was
+    # never run nor closed, and Python warned "coroutine 'GroupCoordinator.close' was never awaited".
+    import inspect
+
+    from streams.runtime.consumer import leave_group
+
+    made = []
+
+    async def never_run() -> None:
+        raise AssertionError("cannot run: its loop is closed")
+
+    def close():
+        made.append(never_run())
+        return made[-1]
+
+    gone = asyncio.new_event_loop()
+    gone.close()
+    app = SimpleNamespace(consumer=SimpleNamespace(_thread=SimpleNamespace(
+        thread_loop=gone, _consumer=SimpleNamespace(_coordinator=SimpleNamespace(close=close)))))
+    leave_group(app)
+    assert "could not leave the consumer group" in caplog.text
+    assert inspect.getcoroutinestate(made[0]) == inspect.CORO_CLOSED
