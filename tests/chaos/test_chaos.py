@@ -154,8 +154,8 @@ def test_rolling_restart_under_load(kafka: Settings, triton: Settings, stack_env
     """A rolling restart while the stream flows: three times, once the group is stable, SIGTERM
     to one of two workers and its replacement started once it has exited. Each must stop when
     told: status 0, or 143 from its stop deadline (a stop that lands in a rebalance waits for
-    the join in Kafka's client), never a crash or a SIGKILL; nothing may be lost and
-    exactly-once duplicates nothing. (A stall check during a stop once restarted a worker in
+    the join in Kafka's client), never a crash or a SIGKILL; nothing may be lost, and nothing
+    duplicated but by a stop that ran into its deadline. (A stall check during a stop once restarted a worker in
     place, which then ran on; under exactly-once, table writes queued at the stop's commit
     crashed Faust's producer buffer: status 1.)"""
     # As in the kill scenario: a worker that restarts itself without leaving (an aborted unsafe
@@ -172,8 +172,14 @@ def test_rolling_restart_under_load(kafka: Settings, triton: Settings, stack_env
     assert not fleet.hung and not fleet.crashes, fleet.tails()
     assert set(fleet.stop_statuses) <= {0, 128 + signal.SIGTERM}, (fleet.stop_statuses, fleet.tails())
     assert fleet.logged("did not stop within") >= fleet.stop_statuses.count(128 + signal.SIGTERM), fleet.tails()
-    _check(outcome, guarantee, kills=fleet.stops,
-           logs=f"{lost_positions(stream, seen, where)}\n{seen.duplicates()}\n{fleet.tails()}")
+    logs = f"{lost_positions(stream, seen, where)}\n{seen.duplicates()}\n{fleet.tails()}"
+    _check(outcome, guarantee, kills=fleet.stops, logs=logs)
+    # A stop, and the rebalance it starts, commit everything processed: under at-least-once too
+    # nothing is processed twice, unless a stop ran into its deadline (a kill) or a worker
+    # restarted itself. (Faust forgot the acks of revoked partitions before its commit: 600 of
+    # 907 records twice in a run before 2026-12-07.)
+    if not fleet.stop_statuses.count(128 + signal.SIGTERM) and not fleet.self_restarts():
+        assert outcome.duplicated == 0 and outcome.dead_duplicated == 0, f"{outcome}\n{logs}"
     assert not behind, f"records left after the committed offset, by partition: {behind}\n{fleet.tails()}"
 
 

@@ -669,3 +669,84 @@ def test_leaving_the_group_when_the_consumers_loop_is_gone_only_warns(caplog):
     leave_group(app)
     assert "could not leave the consumer group" in caplog.text
     assert inspect.getcoroutinestate(made[0]) == inspect.CORO_CLOSED
+
+
+class _RevokedConsumer(_Consumer):
+    """A consumer at a revocation: the flow control, the wait for records in flight (``in_flight``
+    acked while Faust's ``wait_empty`` waits, which commits nothing at its end) and commits as
+    Faust's (the first ``busy`` of them find the timer's commit under way: they commit nothing)."""
+
+    def __init__(self, *, in_flight=(), busy=0, **kwargs):
+        super().__init__(**kwargs)
+        self.steps, self.commits, self.in_flight, self.busy = [], [], list(in_flight), busy
+        self.log = None
+
+        async def faust_wait_empty(app, consumer, logger):
+            self.steps.append("wait")
+            for offset in self.in_flight:
+                consumer.ack(_message(offset))
+
+        self.app.should_stop = False
+        self.app.flow_control.suspend = lambda: self.steps.append("suspend")
+        self.app.flow_control.clear = lambda: self.steps.append("clear")
+        self.app.in_transaction = self.in_transaction
+        wait_empty = faust_patches._make_wait_empty(faust_wait_empty)
+        self.app._consumer_wait_empty = lambda consumer, logger: wait_empty(self.app, consumer, logger)
+
+    def stop_flow(self):
+        self.steps.append("stop flow")
+
+    def assignment(self):
+        return {TP}
+
+    def pause_partitions(self, tps):
+        self.steps.append("pause")
+
+    async def commit(self):
+        if self.busy:
+            self.busy -= 1
+            return False
+        offset = self.new_offset()
+        self.commits.append(offset)
+        return offset is not None
+
+
+async def _faust_forgets_the_revoked(consumer, revoked):
+    """Faust's Consumer.on_partitions_revoked: the revoked partitions' acks and committed offsets go."""
+    consumer.steps.append(("forget", consumer._committed_offset[TP]))
+    for tp in revoked:
+        consumer._acked.pop(tp, None)
+        consumer._acked_index.pop(tp, None)
+        consumer._committed_offset.pop(tp, None)
+
+
+@pytest.mark.parametrize("busy", [0, 1])
+def test_what_was_processed_before_a_revocation_is_committed_before_faust_forgets_it(busy):
+    # A rolling restart of two workers (at-least-once) processed 113 to 1,213 records twice in
+    # runs of two SIGTERMs: Faust forgot the acks first, then waited and committed nothing.
+    faust_patches.apply()
+    consumer = _RevokedConsumer(committed=100, in_flight=range(105, 110), busy=busy)
+    for offset in range(100, 105):  # acked since the last timer commit
+        consumer.ack(_message(offset))
+    revoke = faust_patches._make_on_partitions_revoked(_faust_forgets_the_revoked)
+    asyncio.run(revoke(consumer, {TP}))
+    # The batch in flight finished and everything up to it was committed, before the acks went.
+    assert consumer.steps == ["stop flow", "suspend", "pause", "clear", "wait", ("forget", 110)]
+    assert consumer.commits == [110]
+
+
+def test_a_revocation_under_exactly_once_or_at_a_stop_is_left_to_faust():
+    faust_patches.apply()
+    revoke = faust_patches._make_on_partitions_revoked(_faust_forgets_the_revoked)
+    for consumer in (_RevokedConsumer(committed=100, in_transaction=True), _RevokedConsumer(committed=100)):
+        consumer.app.should_stop = not consumer.in_transaction
+        consumer.ack(_message(100))
+        asyncio.run(revoke(consumer, {TP}))
+        assert consumer.steps == [("forget", 100)] and consumer.commits == []
+
+
+def test_the_wait_for_records_in_flight_at_a_stop_ends_with_a_commit():
+    faust_patches.apply()
+    consumer = _RevokedConsumer(committed=100, in_flight=range(100, 104))
+    asyncio.run(consumer.app._consumer_wait_empty(consumer, None))
+    assert consumer.steps == ["wait"] and consumer.commits == [104]
