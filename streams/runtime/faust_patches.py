@@ -124,12 +124,14 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    last timer commit (up to 2.8 s of input) was never committed, and the acks of the batch in
    flight landed on a forgotten partition whose head was missing, so nothing of it committed
    until the seek after the rebalance. The partitions' next owner (this worker, or another)
-   processed all of it again. And that wait (``Consumer.wait_empty``, also at a stop) commits
-   only while records are still unacknowledged: the acks that end it were not committed. Now,
-   under at-least-once, the revocation first stops the flow, waits for the records in flight
-   and commits, as Faust's own revocation does next but with the acks still there; and the
-   wait ends with a commit (:func:`_commit_before_revocation`). Under exactly-once Faust commits
-   the transactions of what was acknowledged there, and the ledger aborts what falls short.
+   processed all of it again. Under exactly-once the open transactions then held outputs whose
+   inputs' offsets were gone, and the worker aborted them and restarted (item 3; one restart
+   in a rolling-restart run, its partitions idle for a session). And that wait
+   (``Consumer.wait_empty``, also at a stop) commits only while records are still
+   unacknowledged: the acks that end it were not committed. Now the revocation first stops the
+   flow, waits for the records in flight and commits (under exactly-once: the transactions,
+   with their offsets), as Faust's own revocation does next but with the acks still there; and
+   the wait ends with a commit (:func:`_commit_before_revocation`).
 """
 
 from __future__ import annotations
@@ -209,13 +211,12 @@ def apply() -> None:
 def _make_wait_empty(faust_wait_empty):
     async def _consumer_wait_empty(self, consumer, logger) -> None:
         await faust_wait_empty(self, consumer, logger)
-        if not self.in_transaction:
-            await _commit_acked(consumer)
+        await _commit_acked(consumer)
     return _consumer_wait_empty
 
 
 async def _commit_acked(consumer) -> None:
-    """Commit what was acknowledged (at-least-once). A commit already under way (the timer's)
+    """Commit what was acknowledged. A commit already under way (the timer's)
     makes Faust's ``commit`` wait for it and return False, and that one may have read the acks
     before the last ones: then once more."""
     if not await consumer.commit():
@@ -224,7 +225,7 @@ async def _commit_acked(consumer) -> None:
 
 def _make_on_partitions_revoked(faust_on_partitions_revoked):
     async def on_partitions_revoked(self, revoked) -> None:
-        if revoked and not self.in_transaction and not self.app.should_stop:
+        if revoked and not self.app.should_stop:
             await _commit_before_revocation(self)
         await faust_on_partitions_revoked(self, revoked)  # forgets the partitions' acks
     return on_partitions_revoked

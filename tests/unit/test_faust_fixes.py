@@ -720,12 +720,14 @@ async def _faust_forgets_the_revoked(consumer, revoked):
         consumer._committed_offset.pop(tp, None)
 
 
+@pytest.mark.parametrize("in_transaction", [False, True])
 @pytest.mark.parametrize("busy", [0, 1])
-def test_what_was_processed_before_a_revocation_is_committed_before_faust_forgets_it(busy):
-    # A rolling restart of two workers (at-least-once) processed 113 to 1,213 records twice in
-    # runs of two SIGTERMs: Faust forgot the acks first, then waited and committed nothing.
+def test_what_was_processed_before_a_revocation_is_committed_before_faust_forgets_it(busy, in_transaction):
+    # A rolling restart of two workers processed 113 to 1,213 records twice in runs of two
+    # SIGTERMs (at-least-once): Faust forgot the acks first, then waited and committed nothing.
+    # Under exactly-once the ledger then aborted the transactions and the worker restarted.
     faust_patches.apply()
-    consumer = _RevokedConsumer(committed=100, in_flight=range(105, 110), busy=busy)
+    consumer = _RevokedConsumer(committed=100, in_flight=range(105, 110), busy=busy, in_transaction=in_transaction)
     for offset in range(100, 105):  # acked since the last timer commit
         consumer.ack(_message(offset))
     revoke = faust_patches._make_on_partitions_revoked(_faust_forgets_the_revoked)
@@ -735,14 +737,15 @@ def test_what_was_processed_before_a_revocation_is_committed_before_faust_forget
     assert consumer.commits == [110]
 
 
-def test_a_revocation_under_exactly_once_or_at_a_stop_is_left_to_faust():
+def test_a_revocation_at_a_stop_is_left_to_faust():
+    # The stop waits for the records in flight and commits on its own (App._stop_consumer).
     faust_patches.apply()
     revoke = faust_patches._make_on_partitions_revoked(_faust_forgets_the_revoked)
-    for consumer in (_RevokedConsumer(committed=100, in_transaction=True), _RevokedConsumer(committed=100)):
-        consumer.app.should_stop = not consumer.in_transaction
-        consumer.ack(_message(100))
-        asyncio.run(revoke(consumer, {TP}))
-        assert consumer.steps == [("forget", 100)] and consumer.commits == []
+    consumer = _RevokedConsumer(committed=100)
+    consumer.app.should_stop = True
+    consumer.ack(_message(100))
+    asyncio.run(revoke(consumer, {TP}))
+    assert consumer.steps == [("forget", 100)] and consumer.commits == []
 
 
 def test_the_wait_for_records_in_flight_at_a_stop_ends_with_a_commit():
