@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     # stop hangs (its Kafka client blocked in a group join while a dead member times out).
     stop_timeout_s: float = Field(default=20.0, gt=0)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # Seconds between commits of what was processed (Faust's timer; a rebalance and a stop commit
+    # too). A worker that dies redoes up to this much input (at-least-once: duplicates); under
+    # exactly-once its outputs become visible to read_committed consumers only at a commit, so
+    # it adds up to this much latency, and each commit holds the batches back while it runs.
+    commit_interval_s: float = Field(default=2.8, gt=0, le=60)
     # Where the partitioned tables (click users, detector monitors, click models) live while the
     # worker runs: in memory, or in RocksDB on disk under <home>/workers (needs `rocksdict`,
     # the `rocksdb` extra). Either way the changelog topics are the source of truth and a worker

@@ -44,3 +44,16 @@ def test_unknown_topic_is_an_error():
     with pytest.raises(KeyError, match="unknown topic 'review'"):
         TopicNames().name("review")
     assert TopicNames(prefix="x.").base("x.reviews.enriched") == "reviews.enriched"
+
+
+def test_the_commit_interval_reaches_faust(monkeypatch, tmp_path):
+    from streams.app import create_app
+
+    monkeypatch.setenv("STREAMSENSE_HOME", str(tmp_path))
+    monkeypatch.setenv("STREAMSENSE_COMMIT_INTERVAL_S", "0.5")
+    inferencer = object()  # never called: the app is built, not started
+    assert create_app(Settings(), inferencer=inferencer).conf.broker_commit_interval == 0.5
+    monkeypatch.delenv("STREAMSENSE_COMMIT_INTERVAL_S")
+    assert create_app(Settings(), inferencer=inferencer).conf.broker_commit_interval == 2.8
+    with pytest.raises(ValidationError):
+        Settings(commit_interval_s=0)
