@@ -14,6 +14,9 @@ Sections (each replaces its part of BENCHMARKS.md with ``--write``):
 * ``clicks``: the click path (1 and 2 workers) next to a bare aiokafka loop, a minimal
   faust-streaming agent and a Quix Streams app doing plain per-user state, on one broker;
 * ``store``: the click path with its tables in memory and in RocksDB, alternated;
+* ``commits``: when a ``read_committed`` consumer sees each recommendation of a paced click
+  stream, under at-least-once and under exactly-once with commit intervals 2.8, 1 and 0.25 s,
+  and the clicks/s one worker takes in with each;
 * ``adapter``: the sentiment adapter's learning curve on rated drugs.com reviews and on
   held-out customer tweets (served label against the base model, VADER and the majority class,
   prequential);
@@ -48,6 +51,7 @@ from models.benchmarks import write_section
 from streams.bench.adapter import adapter
 from streams.bench.analysis import analysis
 from streams.bench.clicks import clicks
+from streams.bench.commits import commits
 from streams.bench.harness import BUSY_WARNING, REPO, Stack, busy_fraction
 from streams.bench.plots import render
 from streams.bench.profile import profile
@@ -57,7 +61,8 @@ from streams.bench.text import inference, latency, text
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("inference", "text", "latency", "clicks", "store", "adapter", "analysis", "profile", "soak")
+SECTIONS = ("inference", "text", "latency", "clicks", "store", "commits", "adapter", "analysis", "profile",
+            "soak")
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -78,6 +83,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 _ON_THEIR_OWN: dict[str, Callable[[Stack, argparse.Namespace], str]] = {
     "clicks": lambda stack, args: clicks(stack, args.events),
     "store": lambda stack, args: stores(stack, args.events),
+    "commits": lambda stack, args: commits(stack, args.seconds),
     "adapter": lambda stack, args: adapter(stack),
     "analysis": lambda stack, args: analysis(stack),
     "profile": lambda stack, args: profile(stack, args.reviews),

@@ -14,6 +14,9 @@ FIGURES = {
                          for r in (100, 200, 320)]},
     "clicks": {"rates": {"bare": 10000.0, "quix": 12000.0, "faust": 850.0, "streamsense-1": 1500.0,
                          "streamsense-2": 2500.0}},
+    "commits": {"rows": [{"guarantee": g, "interval": i, "p50": 0.05 + i / 2, "p95": 0.1 + i, "p99": 0.1 + i,
+                          "saturated": 1500.0 - 100 * i} for g, i in (("at_least_once", 2.8), ("exactly_once", 2.8),
+                                                                    ("exactly_once", 0.25))]},
     "adapter": {"sets": {title: {name: [0.5 + 0.3 * k / 300 + shift for k in range(300)]
                                  for name, shift in (("served", 0.0), ("base", -0.05), ("adapted", 0.02))}
                          for title in ("drugs.com reviews", "customer tweets (held out)")}},
