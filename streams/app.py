@@ -228,7 +228,7 @@ def _faust_app_of(settings: Settings, *, worker_index: int, datadir: str) -> fau
         store="memory://",
         producer_acks=-1,
         broker_session_timeout=settings.kafka_session_timeout_s,
-        broker_commit_interval=settings.commit_interval_s,
+        broker_commit_interval=settings.commit_every_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
         # Faust's default (0) sends a produce request per record; 5 ms lets records of a batch
         # share requests (measured in `make bench`: the send path was a quarter of the loop).
