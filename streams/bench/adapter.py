@@ -36,7 +36,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -48,7 +47,7 @@ from models.online.sentiment import LABELS, SentimentAdapter, following
 from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import produce_lines, read_topic
 from streams.adapters.triton_client import TritonInferencer
-from streams.bench.harness import Stack, Workers
+from streams.bench.harness import Stack, Workers, wait_until
 from streams.core.adaptation import FeedbackRow, decode_embedding, decode_feedback
 from streams.learner import LearnerOptions, decide
 from streams.testing.stack import REPO
@@ -165,11 +164,12 @@ def _stream(stack: Stack, one: _Set, repository: Path
         running.wait_ready()
         asyncio.run(produce_lines(settings, names.reviews, "reviews", values[:pause], rate=one.rate))
         if learner is not None:
-            _wait(lambda: rounds.exists() and rounds.read_text().strip(), 1800, [*running.procs, learner],
-                  f"the learner's round did not end (see learner.log in {home})")
+            procs = [*running.procs, learner]
+            wait_until(lambda: rounds.exists() and rounds.read_text().strip(), 1800, procs,
+                       f"the learner's round did not end (see learner.log in {home})")
         asyncio.run(produce_lines(settings, names.reviews, "reviews", values[pause:], rate=one.rate))
-        _wait(lambda: running.total(_ENRICHED) >= len(reviews), 600, running.procs,
-              f"the worker did not enrich every rated review (see its log in {stack.home})")
+        wait_until(lambda: running.total(_ENRICHED) >= len(reviews), 600, running.procs,
+                   f"the worker did not enrich every rated review (see its log in {stack.home})")
     served = asyncio.run(_read(settings, names.reviews_enriched))
     done = [json.loads(line) for line in rounds.read_text().splitlines()] if one.learner else []
     pending = home / "learner" / "candidate.json"  # a candidate that had not won when the stream ended
@@ -194,14 +194,6 @@ def _learner(env: dict[str, str], home: Path, on: bool) -> Iterator[subprocess.P
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-
-
-def _wait(done, timeout_s: float, procs: list[subprocess.Popen], failure: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            raise RuntimeError(failure)
-        time.sleep(1)
 
 
 async def _read(settings, topic: str) -> dict[str, dict]:

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import produce_lines
 from streams.bench.clicks import click_values
-from streams.bench.harness import Stack, Workers, percentiles
+from streams.bench.harness import Stack, Workers, percentiles, wait_until
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -51,11 +51,8 @@ def commits(stack: Stack, seconds: float, rate: float = 150.0) -> str:
         asyncio.run(ensure_topics(settings, names.all()))
         with Workers(env, 1, stack.home) as running:
             asyncio.run(produce_lines(settings, names.clicks, "clicks", warm))
-            deadline = time.monotonic() + 120
-            while running.total('streamsense_events_out_total{topic="recommendations"}') < 1:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the worker sent no recommendation within 120 s ({guarantee})")
-                time.sleep(0.5)
+            wait_until(lambda: running.total('streamsense_events_out_total{topic="recommendations"}') >= 1,
+                       120, running.procs, f"the worker sent no recommendation within 120 s ({guarantee})")
             sent, seen = asyncio.run(_paced_and_watched(settings, names, values, rate))
             asyncio.run(produce_lines(settings, names.clicks, "clicks", backlog))
             # From 10% to 90% of all clicks: the paced ones are long in, so the backlog's.

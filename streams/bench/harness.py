@@ -25,7 +25,7 @@ from streams.synthetic import synthetic_events
 from streams.topics import TopicNames
 
 __all__ = ["BUSY_WARNING", "REPO", "Stack", "Workers", "busy_fraction", "committed", "cpu_seconds",
-           "percentiles", "review_texts", "rss_mib", "wait_for_stable_group"]
+           "percentiles", "review_texts", "rss_mib", "wait_for_stable_group", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[2]
 BUSY_WARNING = 0.25
@@ -212,6 +212,16 @@ def cpu_seconds(roots: dict[str, int | None]) -> dict[str, float]:
 
 def review_texts(n: int, seed: int = 0) -> list[dict]:
     return list(synthetic_events("reviews", n, seed=seed))
+
+
+def wait_until(done, timeout_s: float, procs: list[subprocess.Popen], failure: str) -> None:
+    """Until ``done()`` holds; RuntimeError(``failure``) after ``timeout_s`` or as soon as one of
+    ``procs`` (the workers, say) has exited."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError(failure)
+        time.sleep(1)
 
 
 async def wait_for_stable_group(settings: Settings, members: int, timeout_s: float = 120) -> None:
