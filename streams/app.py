@@ -1,7 +1,7 @@
 """Composition root: Settings -> faust.App with its topics, tables, adapters and agents.
 
-It wires; it does not process. Each agent takes a batch (``take_events``) and hands it to a
-processor through the runtime's batch runner: :class:`~streams.agents.text.TextProcessor`
+It wires; it does not process. Each agent takes a batch (:func:`~streams.runtime.take_batches`)
+and hands it to a processor through the runtime's batch runner: :class:`~streams.agents.text.TextProcessor`
 (reviews, news), :class:`~streams.agents.clicks.ClickProcessor` (clicks) and
 :class:`~streams.agents.detectors.Detectors` (entity mentions). Everything about Faust's own
 life (patches, commits and transactions, stalls, the heartbeat) is :mod:`streams.runtime`.
@@ -33,7 +33,7 @@ from streams.core.monitoring import MonitorConfig, StreamMonitor
 from streams.core.rules import InputRules
 from streams.core.state import StateSeal
 from streams.errors import StreamSenseError
-from streams.runtime import install, rocksdb_store
+from streams.runtime import install, rocksdb_store, take_batches
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -195,9 +195,9 @@ def _report_consumer_lag(app: faust.App, *, settings: Settings, names: TopicName
 
 
 def _agent(app: faust.App, runtime, name: str, topic: faust.TopicT, process, *, settings: Settings) -> None:
-    """An agent that hands each ``take_events`` batch of ``topic`` to ``process``."""
+    """An agent that hands each batch of ``topic`` (:func:`~streams.runtime.take_batches`) to ``process``."""
     async def agent(stream):
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        async for events in take_batches(stream, settings.batch_max, within=settings.batch_within_s):
             await runtime.batches.run(name, process, events)
     agent.__name__ = f"{name}_agent"
     app.agent(topic, name=name)(agent)

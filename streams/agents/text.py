@@ -1,12 +1,12 @@
 """The text path's agent body: reviews and news through decoding, Triton and the detectors.
 
-No data is lost because (1) Faust acks a ``take_events`` batch only after the loop body has
-finished with it, and commits offsets only after flushing the producer (or inside the Kafka
-transaction in ``exactly_once`` mode); (2) the body never raises: Triton failures are retried
-until they succeed (which also stops the stream pulling: backpressure), and a record whose
-processing keeps failing is dead-lettered with the error after ``ATTEMPTS`` tries; and (3)
-should anything still escape a batch, the runtime's batch runner exits the worker before it
-is committed (:class:`~streams.runtime.BatchRunner`).
+No data is lost because (1) a batch's records are acked only after the loop body has finished
+with it (:func:`~streams.runtime.take_batches`), and Faust commits offsets only after flushing
+the producer (or inside the Kafka transaction in ``exactly_once`` mode); (2) the body never
+raises: Triton failures are retried until they succeed (which also stops the stream pulling:
+backpressure), and a record whose processing keeps failing is dead-lettered with the error
+after ``ATTEMPTS`` tries; and (3) should anything still escape a batch, the runtime's batch
+runner exits the worker before it is committed (:class:`~streams.runtime.BatchRunner`).
 """
 
 from __future__ import annotations

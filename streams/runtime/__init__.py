@@ -2,7 +2,8 @@
 
 :func:`install` is the single entry point: it patches Faust (:mod:`.faust_patches`), owns
 commits and transactions (:mod:`.transactions`: one gate and one ledger per app), runs the
-agents' batches (:mod:`.batches`, with the crash journal), watches for stalled partitions
+agents' batches (:mod:`.take` takes them off Faust's streams, :mod:`.batches` runs
+them, with the crash journal), watches for stalled partitions
 (:mod:`.stalls`), beats the heartbeat that ``/healthz`` reads, and dumps every task's stack on
 SIGUSR1. Agents get their output topics and their batch runner from the :class:`Runtime` it
 returns; nothing outside this package imports a private Faust name.
@@ -25,6 +26,7 @@ from streams.runtime.journal import CrashJournal
 from streams.runtime.process import restart_in_place
 from streams.runtime.stalls import StallWatch
 from streams.runtime.tables import as_current_event
+from streams.runtime.take import take_batches
 from streams.runtime.transactions import (
     CommitGate,
     SourceRevoked,
@@ -34,7 +36,7 @@ from streams.runtime.transactions import (
 from streams.runtime.worker import Worker
 
 __all__ = ["BatchRunner", "Runtime", "SourceRevoked", "SourceTransactionTopic", "Worker", "as_current_event",
-           "install"]
+           "install", "take_batches"]
 
 log = logging.getLogger(__name__)
 

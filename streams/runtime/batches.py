@@ -26,8 +26,9 @@ class BatchRunner:
     worker when one escapes the agent's own error handling, and keeps records that took the
     worker down from doing it forever (:mod:`streams.runtime.journal`).
 
-    ``take_events`` acks a batch in its ``finally`` even when the agent body raised, and Faust
-    then restarts the agent and commits: the batch would be lost. Every agent body handles its
+    A batch whose body raised is never acked (:func:`~streams.runtime.take_batches`), but Faust
+    restarts the agent and goes on: its records would hold their partitions' commits for good,
+    and Faust's own ``take_events`` acked them in a ``finally`` (lost). Every agent body handles its
     records' errors itself (retry, then dead-letter); anything that still escapes is a bug or
     an outage we did not foresee, and the only safe answer is to exit before anything is
     committed, so the restarted worker (or the partition's next owner) processes it again. The

@@ -2,11 +2,12 @@
 "rocksdb"``; registered as the store URL scheme ``streamsense-rocksdb``).
 
 Faust keeps one RocksDB per table partition, and a read picks the database of *Faust's current
-event's* partition. Inside a ``take_events`` batch that is whichever event Faust handed on last,
-not the record whose key is read: a key of another partition reads as missing, and its state
-would start afresh. Here a read finds the key's partition from Faust's index of recently used
-keys (an LRU of ``table_key_index_size``, 1,000 by default) or asks each open partition's
-database (bloom filters make a miss cheap), whatever the current event.
+event's* partition. Inside a batch that is no event of it (under Faust's ``take_events``,
+whichever it handed on last), not the record whose key is read: a key of another partition
+reads as missing, and its state would start afresh. Here a read finds the key's partition from
+Faust's index of recently used keys (an LRU of ``table_key_index_size``, 1,000 by default) or
+asks each open partition's database (bloom filters make a miss cheap), whatever the current
+event.
 
 Faust's default options are sized for one database: 64 MiB write buffers (up to three) and a
 2 GiB block cache *per partition database*; with five tables of P partitions each, the
