@@ -80,10 +80,10 @@ def decode_click(raw: bytes | None, *, broker_ms: int | None, now: datetime,
     if isinstance(record, DecodeError):
         return record
     assert isinstance(record, Click)
-    event_time = rules.window.resolve(record.ts, broker_ms=broker_ms, now=now)
+    ts, flags = rules.window.resolve_s(None if record.ts is None else record.ts.timestamp(),
+                                       broker_ms=broker_ms, now_s=now.timestamp())
     return ClickEvent(event_id=record.event_id, user_id=record.user_id, item_id=record.item_id,
-                      action=record.action, ts=event_time.ts.timestamp(),
-                      session_id=record.session_id), event_time.flags
+                      action=record.action, ts=ts, session_id=record.session_id), flags
 
 
 @dataclass

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 __all__ = ["TIME_FLAGS", "EventTime", "EventTimeWindow", "record_time_ms"]
 
+_LATEST_MS = 253402300799000  # the end of year 9999, in epoch milliseconds
 # Every flag ``EventTimeWindow.resolve`` can return, for docs and metrics.
 TIME_FLAGS = ("event_time_ahead", "event_time_behind", "record_time_untrusted")
 
@@ -50,24 +51,34 @@ class EventTimeWindow:
     def resolve(self, ts: datetime | None, *, broker_ms: int | float | None, now: datetime) -> EventTime:
         """The event time to use for an input stamped ``ts`` (None: no ``ts`` field) whose Kafka
         record time is ``broker_ms`` (epoch milliseconds; None or negative: unknown)."""
-        flags: list[str] = []
-        reference = self._record_time(broker_ms)
-        if reference is None or not (now - timedelta(seconds=self.max_lag_s) <= reference
-                                     <= now + timedelta(seconds=self.ahead_s)):
+        _, flags = self.resolve_s(None if ts is None else ts.timestamp(), broker_ms=broker_ms,
+                                  now_s=now.timestamp())
+        if ts is not None and flags[-1:] not in (("event_time_ahead",), ("event_time_behind",)):
+            return EventTime(ts, flags)  # its own time, as it came
+        record = self._record_time(broker_ms)
+        return EventTime(now if record is None or "record_time_untrusted" in flags else record, flags)
+
+    def resolve_s(self, ts: float | None, *, broker_ms: int | float | None, now_s: float
+                  ) -> tuple[float, tuple[str, ...]]:
+        """:meth:`resolve` in epoch seconds (``ts``, ``now_s`` and the result): the click path's
+        time, with no datetime built per click."""
+        flags: tuple[str, ...] = ()
+        reference = broker_ms / 1000 if broker_ms is not None and 0 <= broker_ms < _LATEST_MS else None
+        if reference is None or not now_s - self.max_lag_s <= reference <= now_s + self.ahead_s:
             if reference is not None:
-                flags.append("record_time_untrusted")
-            reference = now
+                flags = ("record_time_untrusted",)
+            reference = now_s
         if ts is None:
-            return EventTime(reference, tuple(flags))
-        if ts > reference + timedelta(seconds=self.ahead_s):
-            return EventTime(reference, (*flags, "event_time_ahead"))
-        if ts < reference - timedelta(seconds=self.behind_s):
-            return EventTime(reference, (*flags, "event_time_behind"))
-        return EventTime(ts, tuple(flags))
+            return reference, flags
+        if ts > reference + self.ahead_s:
+            return reference, (*flags, "event_time_ahead")
+        if ts < reference - self.behind_s:
+            return reference, (*flags, "event_time_behind")
+        return ts, flags
 
     @staticmethod
     def _record_time(broker_ms: int | float | None) -> datetime | None:
-        if broker_ms is None or not 0 <= broker_ms < 253402300799000:
+        if broker_ms is None or not 0 <= broker_ms < _LATEST_MS:
             return None
         return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=broker_ms)
 

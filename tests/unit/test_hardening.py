@@ -78,6 +78,19 @@ def test_an_untrusted_kafka_record_time_gives_way_to_the_worker_clock(broker_ms,
     assert NOW - timedelta(days=365 + 7) <= resolved.ts <= NOW + timedelta(hours=2)
 
 
+@given(broker_ms=st.one_of(st.none(), st.integers(-10**15, 10**15), st.floats(0, 2e12)),
+       ts=st.one_of(st.none(), st.datetimes(timezones=st.just(UTC))),
+       lag_s=st.floats(-400 * 86400, 400 * 86400))
+@settings(max_examples=500, deadline=None)
+def test_the_click_paths_event_time_in_seconds_is_the_same_as_in_datetimes(broker_ms, ts, lag_s):
+    now = NOW + timedelta(seconds=lag_s)
+    resolved = WINDOW.resolve(ts, broker_ms=broker_ms, now=now)
+    seconds, flags = WINDOW.resolve_s(None if ts is None else ts.timestamp(), broker_ms=broker_ms,
+                                      now_s=now.timestamp())
+    assert flags == resolved.flags
+    assert seconds == pytest.approx(resolved.ts.timestamp(), abs=1e-3)
+
+
 def test_the_calendar_ends_and_leap_seconds_decode():
     for ts, expected in [("0001-01-01T00:00:00+14:00", datetime.min.replace(tzinfo=UTC)),
                          ("9999-12-31T23:59:59-14:00", datetime.max.replace(tzinfo=UTC)),
