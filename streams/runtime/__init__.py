@@ -49,6 +49,7 @@ class Runtime:
                  deadletter: str) -> None:
         self.app = app
         self.exactly_once = exactly_once
+        self.restart = restart_in_place  # install() makes it leave the group first
         self.ledger = ledger_for(app)
         self.gate = CommitGate()
         self.deadletter = self.output(deadletter)
@@ -64,7 +65,15 @@ class Runtime:
 
     def output(self, name: str) -> SourceTransactionTopic:
         return SourceTransactionTopic(self.app, self.topic(name), exactly_once=self.exactly_once,
-                                      ledger=self.ledger)
+                                      ledger=self.ledger, on_lost=None if self.exactly_once else self.lost)
+
+    def lost(self, topic: str, error: BaseException) -> None:
+        """A record for ``topic`` was never delivered (at-least-once): restart before a commit
+        passes its input, which is then processed again. (Under exactly-once its transaction
+        cannot commit: the broker refuses it.)"""
+        log.critical("a record for %s was not delivered (%r); the worker restarts without committing, "
+                     "and processes its input again", topic, error)
+        self.restart()
 
 
 def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metrics, deadletter: str,
@@ -77,6 +86,10 @@ def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metri
     def restart() -> None:  # leave the group first: the others take over at once
         leave_group(app)
         restart_in_place()
+
+    runtime.restart = restart
+    if not exactly_once:  # Faust's own sends (table changelogs): the same as the agents' outputs
+        producer_patches.report_lost_sends(app, runtime.lost)
 
     if exactly_once:
         # Batches hold the gate; under exactly-once every commit waits for the batches in flight.

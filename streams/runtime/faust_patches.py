@@ -148,7 +148,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 from faust.utils.functional import consecutive_numbers
 
-from streams.runtime import fetched, handoff
+from streams.runtime import fetched, handoff, producer_patches
 from streams.runtime import offsets as stable_offsets
 from streams.runtime.producer_patches import (
     abort_uncommitted,
@@ -186,7 +186,7 @@ def apply() -> None:
                       (faust_producer.ProducerBuffer, "_send_pending"),
                       (faust_app.App, "_consumer_wait_empty"), (consumer, "on_partitions_revoked"),
                       *fetched.PATCHED,
-                      *stable_offsets.PATCHED, *handoff.PATCHED):
+                      *stable_offsets.PATCHED, *handoff.PATCHED, *producer_patches.PATCHED):
         if not callable(getattr(cls, name, None)):
             raise RuntimeError(f"faust-streaming changed: {cls.__name__}.{name} is gone; "
                                "review streams/runtime/faust_patches.py against the new version")

@@ -1,20 +1,23 @@
-"""Fixes to faust-streaming's transactional producer (exactly-once), applied by
-:func:`streams.runtime.faust_patches.apply`, which documents each (items 2, 3, 4 and 8)."""
+"""Fixes to faust-streaming's producer: the transactional one (exactly-once), applied by
+:func:`streams.runtime.faust_patches.apply`, which documents each (items 2, 3, 4 and 8), and
+sends that failed for good under at-least-once (:func:`report_lost_sends`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aiokafka.errors import ProducerFenced
+from faust import topics as faust_topics
 
 from streams.runtime.transactions import TransactionLedger, ledger_for
 from streams.runtime.transactions import transactional_id as tid_of
 
 __all__ = ["abort_uncommitted", "commit_transactions", "drain_buffer", "fenced_for_good",
-           "make_settings_extra", "maybe_begin_transaction", "set_transaction_timeout", "track_buffer_sends"]
+           "make_settings_extra", "maybe_begin_transaction", "report_lost_sends", "set_transaction_timeout",
+           "track_buffer_sends"]
 
 log = logging.getLogger(__name__)
 _SENDING = "_streamsense_sending"  # the buffer's sends under way (track_buffer_sends)
@@ -212,3 +215,31 @@ async def drain_buffer(buffer, *, timeout_s: float = DRAIN_TIMEOUT_S, poll_s: fl
             return False
         await asyncio.sleep(poll_s)
     return True
+
+
+# What report_lost_sends replaces, for faust_patches' check that it is still there.
+PATCHED = ((faust_topics.Topic, "_on_published"),)
+_LOST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # app -> what report_lost_sends set
+
+
+def report_lost_sends(app, on_lost: Callable[[str, BaseException], None]) -> None:
+    """Call ``on_lost(topic, error)`` when one of Faust's own sends for ``app`` fails for good
+    (a table's changelog write: a batch expired after ``producer_request_timeout``, 20 minutes by
+    default). Faust only logs it (``Topic._on_published``), and an at-least-once commit then
+    passes the records whose state it held: the state would be lost at the next restore."""
+    published = faust_topics.Topic._on_published
+    if not getattr(published, "_streamsense", False):
+        faust_topics.Topic._on_published = _make_on_published(published)
+    _LOST[app] = on_lost
+
+
+def _make_on_published(faust_on_published):
+    def _on_published(self, fut, message, producer, state) -> None:
+        error = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+        if not fut.cancelled():
+            faust_on_published(self, fut, message, producer, state)
+        on_lost = _LOST.get(self.app)
+        if error is not None and on_lost is not None:
+            on_lost(self.get_topic_name(), error)
+    _on_published._streamsense = True
+    return _on_published

@@ -13,7 +13,11 @@ this and :class:`CommitGate`).
 
 :class:`SourceTransactionTopic` sends into the transaction of Faust's *current event*, which
 the agents set to the record being handled (:func:`~streams.runtime.tables.as_current_event`),
-so an output commits or aborts with its input's offset. Under at-least-once it is a plain send.
+so an output commits or aborts with its input's offset. Under at-least-once it is a plain send,
+straight to the producer: Faust's ``Topic.send`` cost as much again per record, and a send that
+failed for good (a batch expired after ``producer_request_timeout``) was only logged, so the next
+commit passed its input with the output lost. Here such a send calls ``on_lost`` (the runtime
+restarts the worker before anything more is committed).
 Each send is entered in the app's :class:`TransactionLedger`, which refuses a commit that
 would not cover the input offsets of the outputs it holds (the producer's commit, patched in
 :mod:`streams.runtime.faust_patches`, asks it).
@@ -24,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import faust
 from aiokafka.errors import IllegalOperation
@@ -105,11 +109,14 @@ class TransactionFenced(SourceRevoked):
 
 
 class SourceTransactionTopic:
-    """An output topic whose sends go into the transaction of the record being handled."""
+    """An output topic whose sends go into the transaction of the record being handled.
+    ``on_lost(topic, error)``: called when an at-least-once send fails for good."""
 
     def __init__(self, app: faust.App, topic: faust.TopicT, *, exactly_once: bool,
-                 ledger: TransactionLedger | None = None, max_bytes: int = MAX_OUTPUT_BYTES) -> None:
+                 ledger: TransactionLedger | None = None, max_bytes: int = MAX_OUTPUT_BYTES,
+                 on_lost: Callable[[str, BaseException], None] | None = None) -> None:
         self.app = app
+        self.on_lost = on_lost
         self.ledger = ledger if ledger is not None else ledger_for(app)
         self.topic = topic
         self.exactly_once = exactly_once
@@ -120,7 +127,12 @@ class SourceTransactionTopic:
         if len(value) > self.max_bytes:  # Kafka would refuse it; callers check first, this is the net
             raise OutputTooLarge(f"a {len(value)}-byte record for {self.name} is over the "
                                  f"{self.max_bytes}-byte output limit")
-        event = current_event() if self.exactly_once else None
+        if not self.exactly_once:
+            sent = await self.app.producer.send(self.name, key, value, None, None, None)
+            if self.on_lost is not None:
+                sent.add_done_callback(self._delivered)
+            return sent
+        event = current_event()
         if event is None:
             return await self.topic.send(key=key, value=value)
         tp = event.message.tp
@@ -146,6 +158,13 @@ class SourceTransactionTopic:
             raise SourceRevoked(f"{tp.topic}[{tp.partition}] was revoked: {exc}") from exc
         self.ledger.sent(tid, tp, event.message.offset)  # its commit must cover this offset
         return sent
+
+    def _delivered(self, sent: asyncio.Future) -> None:
+        # Runs before a commit's producer flush returns: aiokafka resolves a batch's records
+        # before the flush that waits for the batch resumes.
+        error = asyncio.CancelledError() if sent.cancelled() else sent.exception()
+        if error is not None:
+            self.on_lost(self.name, error)
 
 
 class CommitGate:
