@@ -99,7 +99,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         _keep_adapter(app, adaptation, settings=settings, feedback_topic=names.sentiment_feedback)
     for name, source, process in agents:
         _agent(app, runtime, name, runtime.topic(source), process, settings=settings)
-    _keep_click_models(app, clicks, settings=settings, clicks_topic=names.clicks)
+    _keep_state(app, runtime, detectors, clicks, names, settings)
     _report_consumer_lag(app, settings=settings, names=names, metrics=metrics)
     return app
 
@@ -161,6 +161,24 @@ def _keep_click_models(app: faust.App, clicks: ClickProcessor, *, settings: Sett
     @app.on_partitions_revoked.connect
     async def forget_click_models(sender, revoked, **kwargs) -> None:
         clicks.forget({tp.partition for tp in revoked if tp.topic == clicks_topic})
+
+
+def _keep_state(app: faust.App, runtime, detectors: Detectors, clicks: ClickProcessor, names: TopicNames,
+                settings: Settings) -> None:
+    """Click models are checkpointed; detector state and click users are written behind, at the
+    start of every commit (``KeyedMonitors.flush``, ``ClickProcessor.flush``)."""
+    _keep_click_models(app, clicks, settings=settings, clicks_topic=names.clicks)
+    monitors = {names.reviews: detectors.subjects["reviews"], names.news: detectors.subjects["news"],
+                names.entity_mentions: detectors.entities}  # each input topic: the monitors keyed like it
+    for keyed in monitors.values():
+        runtime.before_commit(keyed.flush)
+    runtime.before_commit(clicks.flush)
+
+    @app.on_partitions_revoked.connect
+    async def forget_unwritten_monitors(sender, revoked, **kwargs) -> None:
+        # The revocation's commit wrote them; none of a revoked partition may be written later.
+        for topic, keyed in monitors.items():
+            keyed.forget({tp.partition for tp in revoked if tp.topic == topic})
 
 
 def _keep_adapter(app: faust.App, adaptation: SentimentAdaptation, *, settings: Settings,

@@ -5,8 +5,9 @@ and ``models.online``; this module only moves state in and out of tables and sen
 Tables (all changelog-backed, so a restarted or rebalanced worker resumes them):
 
 * ``click-users``: the :class:`~models.online.UserState` of each user (JSON, with the input
-  partition it belongs to), keyed by user like the clicks topic, written once per user per
-  batch, and deleted once idle for ``user_ttl_s`` (:mod:`streams.core.expiry`);
+  partition it belongs to), keyed by user like the clicks topic, written behind: once per user
+  per commit (:meth:`ClickProcessor.flush`, which the runtime calls as each commit starts), and
+  deleted once idle for ``user_ttl_s`` (:mod:`streams.core.expiry`);
 * ``click-models``: the checkpoints of each partition's model (chunked, see
   ``streams.core.clicks.checkpoint_chunks``), written every ``checkpoint_s`` seconds or
   ``checkpoint_events`` events of that partition, whichever comes first;
@@ -122,6 +123,7 @@ class ClickProcessor:
         self.seal = seal
         self.rules = rules
         self.held: dict[int, _Held] = {}
+        self.unwritten: dict[str, tuple[UserState, Any]] = {}  # user -> (state, its last event)
         self.last_event: dict[int, Any] = {}  # per partition: the context for checkpoint writes
         # Per-click series, looked up once (a labels() call per click was 4% of the click path).
         self._latency = metrics.end_to_end_seconds.labels(topic="clicks")
@@ -158,7 +160,9 @@ class ClickProcessor:
         return held
 
     def forget(self, partitions: set[int]) -> None:
-        """Drop the models of revoked partitions: their next owner restores the checkpoint."""
+        """Drop the models of revoked partitions, and their users' state not written (the
+        revocation's commit wrote it): their next owner restores them."""
+        self.unwritten = {u: v for u, v in self.unwritten.items() if v[1].message.partition not in partitions}
         for partition in partitions:
             self.last_event.pop(partition, None)
             if self.held.pop(partition, None) is not None:
@@ -232,14 +236,21 @@ class ClickProcessor:
             self._maybe_checkpoint(partition)
 
     def _save_users(self, states: dict[str, tuple[UserState, Any]], batch_events: dict[int, Any]) -> None:
-        """Write each user of the batch once (with the partition it belongs to), then let go of
-        users gone idle."""
-        for user_id, (state, event) in states.items():
+        """Keep the batch's users to write at the next commit, then let go of users gone idle."""
+        self.unwritten.update(states)
+        if self.user_ttl_s > 0 and batch_events:
+            self._expire_users(batch_events)
+
+    def flush(self) -> int:
+        """Write each user changed since the last flush, once (with the partition it belongs
+        to, under its last event: that partition's changelog); how many. A user seen in many
+        batches between two commits was written after each of them."""
+        unwritten, self.unwritten = self.unwritten, {}
+        for user_id, (state, event) in unwritten.items():
             with as_current_event(event):
                 self.users[user_id] = json.dumps({**state.to_dict(), "partition": event.message.partition},
                                                  separators=(",", ":"))
-        if self.user_ttl_s > 0 and batch_events:
-            self._expire_users(batch_events)
+        return len(unwritten)
 
     def _expire_users(self, batch_events: dict[int, Any]) -> None:
         """Delete the users of this batch's partitions that are idle for ``user_ttl_s``, among
@@ -249,11 +260,15 @@ class ClickProcessor:
         for user_id, event in idle:
             with as_current_event(event):
                 del self.users[user_id]
+            self.unwritten.pop(user_id, None)
         if idle:
             self.metrics.state_expired.labels(table="click-users").inc(len(idle))
 
     def _where(self, user_id: str) -> tuple[Any, Any] | None:
-        """A stored user's partition and last event time (None: absent or unreadable)."""
+        """A user's partition and last event time (None: absent or unreadable)."""
+        unwritten = self.unwritten.get(user_id)
+        if unwritten is not None:
+            return unwritten[1].message.partition, unwritten[0].last_ts
         raw = self.users.get(user_id)
         try:
             value = json.loads(raw) if raw else None
@@ -262,6 +277,9 @@ class ClickProcessor:
         return (value.get("partition"), value.get("last_ts")) if isinstance(value, dict) else None
 
     def _load_user(self, user_id: str) -> UserState:
+        unwritten = self.unwritten.get(user_id)
+        if unwritten is not None:
+            return unwritten[0]
         raw = self.users.get(user_id)
         return UserState.from_dict(json.loads(raw)) if raw else UserState()
 

@@ -55,10 +55,16 @@ class EnrichedText:
 
 class KeyedMonitors:
     """One :class:`SubjectMonitor` per key in a Faust table (plain JSON, sealed: see
-    :mod:`streams.core.plainstate` and :mod:`streams.core.state`), loaded once and written once
-    per key per batch. A stored value that fails authentication is discarded, counted and
-    logged; the key starts fresh. The monitors of the last ``cache_keys`` keys stored are kept
-    decoded: while the table still holds what was stored, loading one decodes nothing.
+    :mod:`streams.core.plainstate` and :mod:`streams.core.state`), loaded once and written
+    behind: a batch marks the monitors it changed, and :meth:`flush` writes each of them once at
+    the start of the next commit (the runtime calls it: ``Runtime.before_commit``), so the table
+    holds what the committed offsets say was observed. Sealing a monitor (encode, compress,
+    authenticate) was most of the detectors' cost when every batch wrote each monitor it
+    touched; a subject seen in many batches between two commits is now sealed once. A worker
+    that dies before the commit loses the writes with the offsets: the records are processed
+    again. A stored value that fails authentication is discarded, counted and logged; the key
+    starts fresh. The monitors of the last ``cache_keys`` keys stored are kept decoded: while
+    the table still holds what was stored, loading one decodes nothing.
 
     A stored value is ``{"partition": p, "last_ts": t, "state": base64(sealed)}`` (a bare
     base64 string before 2026-12-01, read as such): the partition whose changelog holds the key
@@ -81,13 +87,19 @@ class KeyedMonitors:
         self.newest: dict[int, float] = {}  # per partition: the newest event time stored
         # key -> (the table value this worker stored, the monitor it encodes), oldest first.
         self._cache: dict[str, tuple[str, SubjectMonitor]] = {}
+        # key -> (monitor, its partition, its last event time, the event to write it under):
+        # changed since the last flush, not written yet.
+        self._dirty: dict[str, tuple[SubjectMonitor, int, float | None, Any]] = {}
         self._reported = -float("inf")
 
     def load(self, key: str) -> SubjectMonitor | None:
         return self._read(key)[0]
 
     def _read(self, key: str) -> tuple[SubjectMonitor | None, float | None]:
-        """The stored monitor of ``key`` and its last event time."""
+        """The monitor of ``key`` (not written yet, or stored) and its last event time."""
+        dirty = self._dirty.get(key)
+        if dirty is not None:
+            return dirty[0], dirty[2]
         stored = self.table.get(key)
         if not stored:
             return None, None
@@ -118,19 +130,45 @@ class KeyedMonitors:
         if partition is not None and last_ts is not None and last_ts > self.newest.get(partition, 0.0):
             self.newest[partition] = last_ts
 
+    def changed(self, key: str, monitor: SubjectMonitor, *, event, last_ts: float | None) -> None:
+        """``monitor`` changed under ``event`` (the last record of it): written at the next
+        :meth:`flush`, to the changelog partition of the event's partition."""
+        partition = event.message.partition
+        self._dirty[key] = (monitor, partition, last_ts, event)
+        if last_ts is not None and last_ts > self.newest.get(partition, 0.0):
+            self.newest[partition] = last_ts
+
+    def flush(self) -> int:
+        """Write every monitor changed since the last flush, each under its last record's event
+        (exactly-once: into that partition's transaction); how many."""
+        dirty, self._dirty = self._dirty, {}
+        for key, (monitor, partition, last_ts, event) in dirty.items():
+            with as_current_event(event):
+                self.store(key, monitor, partition=partition, last_ts=last_ts)
+        return len(dirty)
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what was not written of revoked ``partitions`` (a commit wrote it before the
+        revocation; whatever is left was not committed and goes to the next owner's replay)."""
+        self._dirty = {k: v for k, v in self._dirty.items() if v[1] not in partitions}
+
     def expire(self, batch: dict[int, Any]) -> None:
         """Delete the subjects of ``batch``'s partitions (partition -> an event of it) idle for
         ``ttl_s``, among the sweep's next keys; each deletion goes with the batch."""
         if self.ttl_s <= 0 or not batch:
             return
-        idle = idle_keys(self.sweep.next(self.table.keys), lambda key: _where(self.table.get(key)), batch,
-                         self.newest, self.ttl_s)
+        idle = idle_keys(self.sweep.next(self.table.keys), self._where, batch, self.newest, self.ttl_s)
         for key, event in idle:
             with as_current_event(event):
                 del self.table[key]
             self._cache.pop(key, None)
+            self._dirty.pop(key, None)
         if idle:
             self.metrics.state_expired.labels(table=self.table_name).inc(len(idle))
+
+    def _where(self, key: str) -> tuple[int | None, float | None]:
+        dirty = self._dirty.get(key)
+        return (dirty[1], dirty[2]) if dirty is not None else _where(self.table.get(key))
 
     def report(self, *, every_s: float = 10.0) -> None:
         """The subjects gauge, at most every ``every_s``: counting a RocksDB table's keys reads
@@ -194,13 +232,13 @@ class MonitorBatch:
         return monitor
 
     def save(self) -> None:
+        """Mark the batch's monitors changed (written at the next commit), then let idle
+        subjects of the batch's partitions go."""
         partitions: dict[int, Any] = {}
         for key, monitor in self.loaded.items():
             event = self.last_event[key]
-            partition = event.message.partition
-            partitions[partition] = event
-            with as_current_event(event):
-                self.owner.store(key, monitor, partition=partition, last_ts=self.last_ts.get(key))
+            partitions[event.message.partition] = event
+            self.owner.changed(key, monitor, event=event, last_ts=self.last_ts.get(key))
         self.owner.expire(partitions)
         self.owner.report()
 

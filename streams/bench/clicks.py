@@ -45,6 +45,7 @@ def in_process_us(values: list[bytes], batch: int = 500) -> float:
     async def run() -> None:
         for i in range(0, len(events), batch):
             await processor.process(events[i:i + batch])
+            processor.flush()  # as a commit would (a worker commits every few seconds)
 
     started = time.perf_counter()
     asyncio.run(run())

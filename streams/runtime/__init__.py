@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import faust
@@ -55,6 +56,24 @@ class Runtime:
         self.deadletter = self.output(deadletter)
         self.batches = BatchRunner(self.gate, journal=CrashJournal(datadir / "crash-journal.json"),
                                    deadletter=self.deadletter, metrics=metrics, restart_fenced=self._fenced)
+        self._before_commit: list[Callable[[], int]] = []
+
+    def before_commit(self, write: Callable[[], int]) -> None:
+        """Have ``write()`` run at the start of every commit: state kept in memory and written
+        behind (its table writes, returning how many) goes out with the offsets it belongs to."""
+        self._before_commit.append(write)
+
+    async def write_behind(self) -> None:
+        """What :meth:`before_commit` registered, then (at-least-once) until Faust's producer
+        buffer has handed the writes to Kafka's client; every commit starts with it."""
+        written = sum(write() for write in self._before_commit)
+        # Faust's at-least-once commit flushes its producer buffer only until no message went
+        # out for 0.1 s; these writes must be handed on before the offsets commit. (Under
+        # exactly-once the commit waits for them: faust_patches item 11.)
+        if written and not self.exactly_once and not await producer_patches.drain_buffer(
+                self.app.producer.buffer):
+            log.warning("%d table writes were not handed to Kafka's client within %.0f s of a commit",
+                        written, producer_patches.DRAIN_TIMEOUT_S)
 
     def _fenced(self, transactional_id: str) -> None:
         producer_patches.fenced_for_good(self.ledger, transactional_id)  # restarts the worker
@@ -91,9 +110,9 @@ def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metri
     if not exactly_once:  # Faust's own sends (table changelogs): the same as the agents' outputs
         producer_patches.report_lost_sends(app, runtime.lost)
 
+    # Under exactly-once batches hold the gate, and every commit waits for the batches in flight.
+    gate_commits(app, runtime.gate if exactly_once else None, before=runtime.write_behind)
     if exactly_once:
-        # Batches hold the gate; under exactly-once every commit waits for the batches in flight.
-        gate_commits(app, runtime.gate)
         runtime.ledger.on_unsafe = restart
 
         @app.on_partitions_revoked.connect

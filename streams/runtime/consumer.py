@@ -4,6 +4,7 @@ gate, the offsets it keeps per partition, and its Kafka client's view (for diagn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 
@@ -17,9 +18,11 @@ __all__ = ["fetch_states", "flow_states", "gate_commits", "leave_group", "log_ta
 log = logging.getLogger(__name__)
 
 
-def gate_commits(app: faust.App, gate: CommitGate) -> None:
+def gate_commits(app: faust.App, gate: CommitGate | None, before=None) -> None:
     """Every commit of the app's consumer (Faust's timer, rebalances, shutdown) goes through
-    the gate: under exactly-once a commit ends the transaction, see :class:`CommitGate`.
+    the gate (None: no gate; under exactly-once a commit ends the transaction, see
+    :class:`CommitGate`), and then awaits ``before()`` (state written behind: its table writes
+    must go out with the offsets they belong to) before it commits.
 
     The consumer is wrapped once it exists, at the first assignment (before any record is
     processed): creating it earlier, before the worker has started, makes Faust build it
@@ -34,7 +37,9 @@ def gate_commits(app: faust.App, gate: CommitGate) -> None:
         commit = consumer.commit
 
         async def gated_commit(*args, **kwargs):
-            async with gate.commit():
+            async with gate.commit() if gate is not None else contextlib.nullcontext():
+                if before is not None:
+                    await before()
                 return await commit(*args, **kwargs)
 
         consumer.commit = gated_commit

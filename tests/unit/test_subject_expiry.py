@@ -24,6 +24,7 @@ def _observe(monitors: KeyedMonitors, texts: list[tuple[str, int, float]]) -> No
         monitor = batch.get(subject, subject, FakeEvent(topic="reviews", partition=partition, offset=i), when)
         monitor.observe(Observation(f"{subject}-{ts}", "fine", "positive", 0.1, when))
     batch.save()
+    monitors.flush()  # a commit
 
 
 def _monitors(table, ttl_s):
