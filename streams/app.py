@@ -33,7 +33,7 @@ from streams.core.monitoring import MonitorConfig, StreamMonitor
 from streams.core.rules import InputRules
 from streams.core.state import StateSeal
 from streams.errors import StreamSenseError
-from streams.runtime import install, rocksdb_store, take_batches
+from streams.runtime import ack_batch, install, rocksdb_store, run_pipelined, take_batches
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -92,8 +92,8 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
 
     agents = [("entities", names.entity_mentions, detectors.on_mentions),
               ("clicks", names.clicks, clicks.process),
-              ("reviews", names.reviews, text("reviews", names.reviews_enriched).process),
-              ("news", names.news, text("news", names.news_enriched).process)]
+              ("reviews", names.reviews, text("reviews", names.reviews_enriched)),
+              ("news", names.news, text("news", names.news_enriched))]
     if adaptation is not None:
         agents.append(("sentiment-feedback", names.sentiment_feedback, adaptation.learn))
         _keep_adapter(app, adaptation, settings=settings, feedback_topic=names.sentiment_feedback)
@@ -213,12 +213,35 @@ def _report_consumer_lag(app: faust.App, *, settings: Settings, names: TopicName
 
 
 def _agent(app: faust.App, runtime, name: str, topic: faust.TopicT, process, *, settings: Settings) -> None:
-    """An agent that hands each batch of ``topic`` (:func:`~streams.runtime.take_batches`) to ``process``."""
+    """An agent that hands each batch of ``topic`` (:func:`~streams.runtime.take_batches`) to
+    ``process``; a :class:`TextProcessor` in a pipeline (:func:`~streams.runtime.run_pipelined`):
+    the next batch's Triton request goes out while this one's outputs are sent."""
+    depth, size, within = settings.text_pipeline_depth, settings.batch_max, settings.batch_within_s
+
     async def agent(stream):
-        async for events in take_batches(stream, settings.batch_max, within=settings.batch_within_s):
-            await runtime.batches.run(name, process, events)
+        if isinstance(process, TextProcessor) and depth > 1:
+            await run_pipelined(take_batches(stream, size, within=within, ack=False), start=process.start,
+                                finish=lambda started: runtime.batches.run(
+                                    name, _finishing(process, started), started.events),
+                                ack=lambda events: ack_batch(stream, events), depth=depth)
+            return
+        run = process.process if isinstance(process, TextProcessor) else process
+        async for events in take_batches(stream, size, within=within):
+            await runtime.batches.run(name, run, events)
     agent.__name__ = f"{name}_agent"
     app.agent(topic, name=name)(agent)
+
+
+def _finishing(processor: TextProcessor, started):
+    """What the batch runner runs for a started batch: its finish, or, when the runner takes
+    the batch apart (records in flight at a crash: one at a time), each record afresh."""
+    async def process(events) -> None:
+        if events is started.events:
+            await processor.finish(started)
+        else:
+            started.cancel()
+            await processor.process(events)
+    return process
 
 
 def _faust_app(settings: Settings, *, worker_index: int, datadir: str) -> faust.App:

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
 
     batch_max: int = Field(default=64, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
+    # Text batches in flight per agent: the next one's Triton request goes out while the last
+    # one's outputs are sent (streams/runtime/pipeline.py); 1: one batch at a time (the default
+    # until a benchmark with Triton has measured it: BENCHMARKS.md).
+    text_pipeline_depth: int = Field(default=1, ge=1, le=8)
     # Detectors (streams.core.monitoring): false-alarm budget, warm-up and alert cooldown.
     detector_arl0: float = Field(default=10_000, gt=1)
     detector_warmup: int = Field(default=50, ge=1)

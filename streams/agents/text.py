@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from streams.adapters.metrics import Metrics
 from streams.adapters.triton_client import Inferencer
@@ -31,10 +33,24 @@ from streams.core.text import Analysis, RawRecord, decode_batch, enrich
 from streams.records import Review, encode
 from streams.runtime import SourceRevoked, as_current_event
 
-__all__ = ["ATTEMPTS", "TextProcessor"]
+__all__ = ["ATTEMPTS", "Started", "TextProcessor"]
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3  # tries of a failing batch before its records are tried one by one
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A batch :meth:`TextProcessor.start` decoded, with its Triton request under way."""
+
+    events: Sequence
+    raws: list[RawRecord]
+    batch: Any  # streams.core.text's decoded batch (None: decoding failed, finish() tries again)
+    analyses: asyncio.Future | None  # -> list[Analysis | None]
+
+    def cancel(self) -> None:
+        if self.analyses is not None:
+            self.analyses.cancel()
 
 
 class TextProcessor:
@@ -58,16 +74,33 @@ class TextProcessor:
         self.adaptation = adaptation  # reviews: serve the adapted label, send rated reviews to learn
         self.shadow = shadow  # compares a shadow model version's answers on a sample (when one is set)
 
-    async def process(self, events: Sequence) -> None:
-        """One batch of ``reviews`` or ``news`` events: decode, analyse, send. Never raises."""
+    def start(self, events: Sequence) -> Started:
+        """Decode a batch and ask Triton about its texts, without waiting for the answer: the
+        agent starts the next batch while :meth:`finish` sends this one's outputs."""
         base, metrics = self.base, self.metrics
         raws = [RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.key,
                           e.message.value, record_time_ms(e.message.timestamp)) for e in events]
         metrics.events_in.labels(topic=base).inc(len(raws))
         metrics.batch_size.labels(topic=base).observe(len(raws))
+        try:
+            batch = decode_batch(base, raws, now=datetime.now(UTC), window=self.rules.window,
+                                 max_bytes=self.rules.max_input_bytes)
+        except Exception:  # finish() decodes it again, inside its error handling
+            log.exception("decoding a %s batch failed", base)
+            return Started(events, raws, None, None)
+        return Started(events, raws, batch, asyncio.ensure_future(self._analyse(batch.items)))
+
+    async def process(self, events: Sequence) -> None:
+        """One batch of ``reviews`` or ``news`` events: decode, analyse, send. Never raises."""
+        await self.finish(self.start(events))
+
+    async def finish(self, started: Started) -> None:
+        """The rest of :meth:`process` for a batch :meth:`start` began: its first attempt uses
+        the answer already asked for. Never raises."""
+        base, metrics, raws, events = self.base, self.metrics, started.raws, started.events
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                await self._process(raws, events)
+                await self._process(raws, events, started if attempt == 1 else None)
                 return
             except SourceRevoked:
                 raise
@@ -93,11 +126,14 @@ class TextProcessor:
                     await send_dead_letter(self.deadletter, event.message, reason, now=datetime.now(UTC))
                 metrics.deadlettered.labels(source_topic=base).inc()
 
-    async def _process(self, raws: list[RawRecord], events: Sequence) -> None:
+    async def _process(self, raws: list[RawRecord], events: Sequence, started: Started | None = None) -> None:
         base, metrics, rules, adaptation = self.base, self.metrics, self.rules, self.adaptation
-        now = datetime.now(UTC)
-        batch = decode_batch(base, raws, now=now, window=rules.window, max_bytes=rules.max_input_bytes)
-        analyses = await self._analyse(batch.items)
+        if started is not None and started.analyses is not None:
+            batch, analyses = started.batch, await started.analyses
+        else:
+            batch = decode_batch(base, raws, now=datetime.now(UTC), window=rules.window,
+                                 max_bytes=rules.max_input_bytes)
+            analyses = await self._analyse(batch.items)
         served = self._adapt(batch.items, analyses)
         now = datetime.now(UTC)
         event_of = {(e.message.partition, e.message.offset): e for e in events}

@@ -31,12 +31,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["take_batches"]
+__all__ = ["ack_batch", "take_batches"]
 
 
-async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[Any]]:
+async def take_batches(stream: Any, max_: int, within: float, *,
+                       ack: bool = True) -> AsyncIterator[list[Any]]:
     """Yield lists of at most ``max_`` events of ``stream`` (an agent's), acking each list's
-    events when the caller asks for the next one."""
+    events when the caller asks for the next one; ``ack=False``: the caller acks each list
+    itself once it is done with it (:func:`ack_batch`), as a pipeline does."""
     if stream._processors:
         raise RuntimeError("take_batches: the stream has processors, which it would not run")
     started = await stream.maybe_start()  # as iterating the stream would
@@ -64,14 +66,20 @@ async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[l
                 continue
             stream.events_total += len(events)
             yield events
-            for event in events:  # reached only when the caller finished the batch
-                await stream.ack(event)
+            if ack:  # reached only when the caller finished the batch
+                await ack_batch(stream, events)
             await asyncio.sleep(0)  # one turn of the loop per batch (the rest of the worker)
     finally:
         stream._channel_stop_iteration(stream.channel)
         if started:
             await stream.stop()
             stream.service_reset()
+
+
+async def ack_batch(stream: Any, events: list[Any]) -> None:
+    """Ack a batch :func:`take_batches` gave with ``ack=False``, once it was processed."""
+    for event in events:
+        await stream.ack(event)
 
 
 class _Taker:
