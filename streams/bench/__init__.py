@@ -22,6 +22,8 @@ Sections (each replaces its part of BENCHMARKS.md with ``--write``):
   prequential);
 * ``analysis``: the detectors' CPU per review before and after themes and review-bombing
   screening, and the state they keep per product;
+* ``worker``: the text path's CPU per review in one worker alone, Triton replaced by an
+  in-process fake, with one text batch at a time and with the pipeline;
 * ``profile``: where one worker spends its time on the text path (py-spy, when it may attach);
 * ``soak`` (only when asked for: ``make soak``): one worker's resident memory while it takes
   per-key state for 100k click users and then 100k entities, each seen twice, then 2,000
@@ -58,11 +60,12 @@ from streams.bench.profile import profile
 from streams.bench.soak import soak
 from streams.bench.stores import stores
 from streams.bench.text import inference, latency, text
+from streams.bench.worker import worker_cpu
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("inference", "text", "latency", "clicks", "store", "commits", "adapter", "analysis", "profile",
-            "soak")
+SECTIONS = ("inference", "text", "latency", "clicks", "store", "commits", "adapter", "analysis", "worker",
+            "profile", "soak")
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -86,6 +89,7 @@ _ON_THEIR_OWN: dict[str, Callable[[Stack, argparse.Namespace], str]] = {
     "commits": lambda stack, args: commits(stack, args.seconds),
     "adapter": lambda stack, args: adapter(stack),
     "analysis": lambda stack, args: analysis(stack),
+    "worker": lambda stack, args: worker_cpu(stack, 2 * args.reviews),
     "profile": lambda stack, args: profile(stack, args.reviews),
     "soak": lambda stack, args: soak(stack, args.soak_keys),
 }

@@ -4,8 +4,9 @@ review-bombing screening (issue 21), in process on one core, with the state each
 Timed with ``time.process_time`` (CPU time of this process, best of three) over generated
 reviews of 20 products with synthetic embeddings (float16, as they come from Triton): one
 direction per aspect a review is about, plus noise, so themes form as they do on real texts.
-State writes are timed as the worker makes them: each product's monitor sealed once per batch
-of 64 reviews.
+State writes are timed as the worker made them until 2026-12-07: each product's monitor sealed
+once per batch of 64 reviews (it now seals each once per commit: ``KeyedMonitors.flush``; the
+``worker`` section measures the worker with it).
 """
 
 from __future__ import annotations

@@ -119,10 +119,11 @@ class Stack:
 class Workers:
     """``streamsense worker`` subprocesses, as users run them; stopped on exit."""
 
-    def __init__(self, env: dict[str, str], count: int, log_dir: Path) -> None:
+    def __init__(self, env: dict[str, str], count: int, log_dir: Path, *,
+                 module: str = "streams.cli") -> None:
         self.env = env
         self.procs = [subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--index", str(i), "--loglevel", "warn"],
+            [sys.executable, "-m", module, "worker", "--index", str(i), "--loglevel", "warn"],
             env={**os.environ, **env}, cwd=REPO, stderr=subprocess.STDOUT, start_new_session=True,
             stdout=(log_dir / f"worker-{i}-{time.time_ns()}.log").open("wb")) for i in range(count)]
         port = int(env["STREAMSENSE_METRICS_PORT"])
