@@ -69,6 +69,12 @@ async def take_batches(stream: Any, max_: int, within: float, *,
             if ack:  # reached only when the caller finished the batch
                 await ack_batch(stream, events)
             await asyncio.sleep(0)  # one turn of the loop per batch (the rest of the worker)
+    except StopAsyncIteration:
+        # Faust ends an agent's channel at a stop by throwing this into its queue; its own
+        # iterator ends there, and so does this (raised on, it crashed the agent, and the stop
+        # waited for the worker's stop deadline). Records taken and not yet handed on are
+        # neither processed nor acked: read again after the restart.
+        return
     finally:
         stream._channel_stop_iteration(stream.channel)
         if started:

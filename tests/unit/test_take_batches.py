@@ -5,6 +5,7 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from mode import Service
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from streams.runtime import take_batches
@@ -22,10 +23,11 @@ class _Event:
         self.message = message
 
 
-class _Stream:
-    """The parts of a Faust stream (and its app) that take_batches reads."""
+class _Stream(Service):
+    """The parts of a Faust stream (a mode service, as Faust's is) and its app that take_batches reads."""
 
     def __init__(self, *, maxsize=100):
+        super().__init__()
         self.flow = FlowControlEvent(initially_suspended=False)
         self.unacked = set()
         self.app = SimpleNamespace(flow_control=self.flow, consumer_generation_id=1,
@@ -34,7 +36,6 @@ class _Stream:
         self.channel = SimpleNamespace(queue=ThrowableQueue(maxsize, flow_control=self.flow))
         self._processors = []
         self.events_total = 0
-        self.should_stop = False
         self.acked, self.message_in, self.iteration_stopped = [], [], False
 
     def put(self, *offsets, **kwargs):
@@ -153,3 +154,19 @@ def test_a_stream_with_processors_is_refused():
         with pytest.raises(RuntimeError, match="processors"):
             await anext(take_batches(stream, 10, within=0.01))
     asyncio.run(run())
+
+
+def test_the_end_of_the_channel_ends_the_batches():
+    # Faust throws StopAsyncIteration into an agent's queue when it stops the channel; raised on
+    # out of an async generator it became a RuntimeError that crashed the agent at every stop.
+    async def run():
+        stream = _Stream()
+        stream.put(0)
+        batches = take_batches(stream, 10, within=0.01)
+        assert _offsets(await anext(batches)) == [0]
+        stream.channel.queue._throw(StopAsyncIteration())
+        with pytest.raises(StopAsyncIteration):
+            await anext(batches)
+        return stream
+    stream = asyncio.run(run())
+    assert stream.acked == [0] and stream.iteration_stopped
