@@ -127,15 +127,16 @@ class KeyedMonitors:
         self._cache[key] = (stored, monitor)
         if len(self._cache) > self.cache_keys:
             del self._cache[next(iter(self._cache))]  # the least recently stored
-        if partition is not None and last_ts is not None and last_ts > self.newest.get(partition, 0.0):
-            self.newest[partition] = last_ts
+        self._note_newest(partition, last_ts)
 
     def changed(self, key: str, monitor: SubjectMonitor, *, event, last_ts: float | None) -> None:
         """``monitor`` changed under ``event`` (the last record of it): written at the next
         :meth:`flush`, to the changelog partition of the event's partition."""
-        partition = event.message.partition
-        self._dirty[key] = (monitor, partition, last_ts, event)
-        if last_ts is not None and last_ts > self.newest.get(partition, 0.0):
+        self._dirty[key] = (monitor, event.message.partition, last_ts, event)
+        self._note_newest(event.message.partition, last_ts)
+
+    def _note_newest(self, partition: int | None, last_ts: float | None) -> None:
+        if partition is not None and last_ts is not None and last_ts > self.newest.get(partition, 0.0):
             self.newest[partition] = last_ts
 
     def flush(self) -> int:

@@ -83,8 +83,7 @@ class TextProcessor:
         metrics.events_in.labels(topic=base).inc(len(raws))
         metrics.batch_size.labels(topic=base).observe(len(raws))
         try:
-            batch = decode_batch(base, raws, now=datetime.now(UTC), window=self.rules.window,
-                                 max_bytes=self.rules.max_input_bytes)
+            batch = self._decode(raws)
         except Exception:  # finish() decodes it again, inside its error handling
             log.exception("decoding a %s batch failed", base)
             return Started(events, raws, None, None)
@@ -131,8 +130,7 @@ class TextProcessor:
         if started is not None and started.analyses is not None:
             batch, analyses = started.batch, await started.analyses
         else:
-            batch = decode_batch(base, raws, now=datetime.now(UTC), window=rules.window,
-                                 max_bytes=rules.max_input_bytes)
+            batch = self._decode(raws)
             analyses = await self._analyse(batch.items)
         served = self._adapt(batch.items, analyses)
         now = datetime.now(UTC)
@@ -169,6 +167,10 @@ class TextProcessor:
             with as_current_event(event_of[record.partition, record.offset]):
                 await self.deadletter.send(key=None, value=encode(record))
         metrics.deadlettered.labels(source_topic=base).inc(len(batch.dead))
+
+    def _decode(self, raws: list[RawRecord]):
+        return decode_batch(self.base, raws, now=datetime.now(UTC), window=self.rules.window,
+                            max_bytes=self.rules.max_input_bytes)
 
     def _adapt(self, items: list, analyses: list[Analysis | None]) -> list[Analysis | None]:
         """The sentiment to serve: adapted by the deployment's adapter, and by the review's

@@ -91,13 +91,12 @@ async def ack_batch(stream: Any, events: list[Any]) -> None:
 class _Taker:
     """What Faust's stream iterator does to a record it hands on (``StreamIterator._prepare_event``)."""
 
-    __slots__ = ("acking", "app", "consumer", "on_message_in", "unacked")
+    __slots__ = ("acking", "app", "on_message_in", "unacked")
 
     def __init__(self, stream: Any) -> None:
         self.app = stream.app
-        self.consumer = self.app.consumer
         self.acking = self.app.topics._acking_topics
-        self.unacked = self.consumer._unacked_messages
+        self.unacked = self.app.consumer._unacked_messages
         self.on_message_in = stream._on_message_in
 
     def __call__(self, item: Any, events: list[Any]) -> None:
