@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -118,15 +119,15 @@ class ThemeTracker:
         p = projected(embedding, self.dim, self.seed)
         frame = self._frame_of(background)
         self._learn_mean(label, p)
-        x = frame(p)
         raw = [_unpack(c) for c in self._centroids]
-        themes = list(frame(np.array(raw))) if raw else []
-        sims = [float(t @ x) for t in themes]
-        best = int(np.argmax(sims)) if sims else -1
+        framed = frame(np.vstack([p, *raw]))  # the text and every theme, in one call
+        x, themes = framed[0], framed[1:]
+        sims = themes @ x
+        best = int(np.argmax(sims)) if len(sims) else -1
         if best < 0 or sims[best] < self.similarity:
             best, fit = self._new_theme(p), 1.0
         else:
-            fit = sims[best]
+            fit = float(sims[best])
             self._age(best, every=8)
             rate = max(1.0 / (self._weights[best] + 1.0), 1.0 / self.halflife)
             moved = (1.0 - rate) * raw[best] + rate * p
@@ -256,10 +257,11 @@ class ThemeTracker:
         self._touched[slot] = self._born[slot] = self._seq
         return slot
 
-    def _merge_into_neighbour(self, slot: int, themes: list[np.ndarray]) -> int:
+    def _merge_into_neighbour(self, slot: int, themes: np.ndarray) -> int:
         """Two themes that drifted together become one (the heavier keeps its id); returns the
-        slot of the theme the text belongs to now. ``themes``: the centroids in the frame."""
-        sims = [float(t @ themes[slot]) if s != slot else -1.0 for s, t in enumerate(themes)]
+        slot of the theme the text belongs to now. ``themes``: the centroids in the frame (rows)."""
+        sims = themes @ themes[slot]
+        sims[slot] = -1.0
         other = int(np.argmax(sims))
         if sims[other] < self.similarity:
             return slot
@@ -333,5 +335,11 @@ def _pack(v: np.ndarray) -> str:
     return base64.b64encode(np.asarray(v, dtype="<f2").tobytes()).decode("ascii")
 
 
+@lru_cache(maxsize=8192)
 def _unpack(s: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(s), dtype="<f2").astype(np.float32)
+    """A packed vector (read-only: the cache hands the same array to every caller). Cached:
+    every text compares itself with each of its subject's themes, which change one at a time
+    (the cache holds the themes of about a thousand subjects)."""
+    v = np.frombuffer(base64.b64decode(s), dtype="<f2").astype(np.float32)
+    v.flags.writeable = False
+    return v
