@@ -33,7 +33,7 @@ from streams.core.monitoring import MonitorConfig, StreamMonitor
 from streams.core.rules import InputRules
 from streams.core.state import StateSeal
 from streams.errors import StreamSenseError
-from streams.runtime import ack_batch, install, rocksdb_store, run_pipelined, take_batches
+from streams.runtime import WriteBehind, ack_batch, install, rocksdb_store, run_pipelined, take_batches
 from streams.settings import Settings
 from streams.topics import TopicNames
 
@@ -65,7 +65,7 @@ def create_app(settings: Settings, *, worker_index: int = 0, inferencer: Inferen
         return KeyedMonitors(table(f"{subject_type}-monitors"), subject_type, config, with_surge=with_surge,
                              metrics=metrics, seal=seal, ttl_s=settings.subject_ttl_s, sweep_s=sweep_s)
 
-    item_signals = table("item-signals", global_=True)
+    item_signals = WriteBehind(table("item-signals", global_=True))  # flushed by _keep_state
     detectors = Detectors(
         alerts=runtime.output(names.alerts), mentions=runtime.output(names.entity_mentions), metrics=metrics,
         subjects={"reviews": monitors("product"), "news": monitors("source")},
@@ -165,13 +165,15 @@ def _keep_click_models(app: faust.App, clicks: ClickProcessor, *, settings: Sett
 
 def _keep_state(app: faust.App, runtime, detectors: Detectors, clicks: ClickProcessor, names: TopicNames,
                 settings: Settings) -> None:
-    """Click models are checkpointed; detector state and click users are written behind, at the
-    start of every commit (``KeyedMonitors.flush``, ``ClickProcessor.flush``)."""
+    """Click models are checkpointed; detector state, item signals and click users are written
+    behind, at the start of every commit (``KeyedMonitors.flush``, ``WriteBehind.flush``,
+    ``ClickProcessor.flush``)."""
     _keep_click_models(app, clicks, settings=settings, clicks_topic=names.clicks)
     monitors = {names.reviews: detectors.subjects["reviews"], names.news: detectors.subjects["news"],
                 names.entity_mentions: detectors.entities}  # each input topic: the monitors keyed like it
     for keyed in monitors.values():
         runtime.before_commit(keyed.flush)
+    runtime.before_commit(detectors.item_signals.flush)
     runtime.before_commit(clicks.flush)
 
     @app.on_partitions_revoked.connect
@@ -179,6 +181,7 @@ def _keep_state(app: faust.App, runtime, detectors: Detectors, clicks: ClickProc
         # The revocation's commit wrote them; none of a revoked partition may be written later.
         for topic, keyed in monitors.items():
             keyed.forget({tp.partition for tp in revoked if tp.topic == topic})
+        detectors.item_signals.forget({(tp.topic, tp.partition) for tp in revoked})
 
 
 def _keep_adapter(app: faust.App, adaptation: SentimentAdaptation, *, settings: Settings,

@@ -320,9 +320,9 @@ class Detectors:
             # Under the record's own event: table writes go to its partition's changelog and
             # sends into its partition's transaction (exactly-once).
             with as_current_event(event):
-                if self.item_signals is not None:  # item features for the click model
+                if self.item_signals is not None:  # item features for the click model, written behind
                     item, value = item_signal_update(record, self.item_signals.get(signal_item(record)))
-                    self.item_signals[item] = value
+                    self.item_signals.set(item, value, event=event)
                 for mention in mentions:
                     await self.mentions.send(key=mention.key.encode(), value=encode(mention.to_record()))
                 await send_alerts(self.alerts, alerts, self.metrics)

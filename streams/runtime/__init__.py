@@ -27,7 +27,7 @@ from streams.runtime.journal import CrashJournal
 from streams.runtime.pipeline import run_pipelined
 from streams.runtime.process import restart_in_place
 from streams.runtime.stalls import StallWatch
-from streams.runtime.tables import as_current_event
+from streams.runtime.tables import WriteBehind, as_current_event
 from streams.runtime.take import ack_batch, take_batches
 from streams.runtime.transactions import (
     CommitGate,
@@ -37,8 +37,8 @@ from streams.runtime.transactions import (
 )
 from streams.runtime.worker import Worker
 
-__all__ = ["BatchRunner", "Runtime", "SourceRevoked", "SourceTransactionTopic", "Worker", "ack_batch",
-           "as_current_event", "install", "run_pipelined", "take_batches"]
+__all__ = ["BatchRunner", "Runtime", "SourceRevoked", "SourceTransactionTopic", "Worker", "WriteBehind",
+           "ack_batch", "as_current_event", "install", "run_pipelined", "take_batches"]
 
 log = logging.getLogger(__name__)
 

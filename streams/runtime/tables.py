@@ -5,10 +5,11 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from faust.streams import _current_event  # Faust has no public setter; see as_current_event
 
-__all__ = ["as_current_event"]
+__all__ = ["WriteBehind", "as_current_event"]
 
 
 @contextmanager
@@ -21,3 +22,41 @@ def as_current_event(event) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+class WriteBehind:
+    """A table written behind: :meth:`set` keeps a key's newest value with the event it came
+    from, reads see it at once, and :meth:`flush` (at the start of each commit:
+    ``Runtime.before_commit``) writes each key once, under its last event, so the changelog
+    partition (and under exactly-once the transaction) is that event's partition's, as a write
+    at the time would have been. A key set by every record of a batch is one changelog record
+    per commit, not one per record. A worker that dies before the commit loses the writes with
+    the offsets, and the records are processed again; :meth:`forget` drops what revoked
+    partitions set (the revocation's commit wrote what was committed)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._pending: dict[Any, tuple[Any, Any]] = {}  # key -> (value, the event of its last set)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        pending = self._pending.get(key)
+        return pending[0] if pending is not None else self.table.get(key, default)
+
+    def set(self, key: Any, value: Any, *, event: Any) -> None:
+        self._pending[key] = (value, event)
+
+    def __len__(self) -> int:
+        return len(self.table) + sum(1 for key in self._pending if key not in self.table)
+
+    def flush(self) -> int:
+        """Write what was set since the last flush; how many keys."""
+        pending, self._pending = self._pending, {}
+        for key, (value, event) in pending.items():
+            with as_current_event(event):
+                self.table[key] = value
+        return len(pending)
+
+    def forget(self, revoked: set[tuple[str, int]]) -> None:
+        """Drop what was set under events of the ``revoked`` (topic, partition) pairs."""
+        self._pending = {k: (v, e) for k, (v, e) in self._pending.items()
+                         if (e.message.topic, e.message.partition) not in revoked}

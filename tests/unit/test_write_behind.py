@@ -1,6 +1,6 @@
 """Detector state is written behind: a batch marks the monitors it changed, and each is sealed
 and written once at the next commit (KeyedMonitors.flush, which the runtime calls first thing
-in every commit), under the event of its last record."""
+in every commit), under the event of its last record. The item signals likewise (WriteBehind)."""
 
 import asyncio
 from datetime import UTC, datetime
@@ -12,6 +12,7 @@ from streams.adapters.metrics import Metrics
 from streams.agents.detectors import KeyedMonitors
 from streams.core.monitoring import MonitorConfig, Observation
 from streams.core.state import StateSeal
+from streams.runtime import WriteBehind
 from streams.runtime.consumer import gate_commits
 from streams.runtime.transactions import CommitGate
 from streams.testing import FakeEvent, FakeTable
@@ -67,6 +68,20 @@ def test_what_was_not_written_of_a_revoked_partition_is_never_written():
     _batch(monitors, [("p1", 0, 1), ("p2", 1, 2)])
     monitors.forget({1})
     assert monitors.flush() == 1 and table.writes == [("p1", 0)]
+
+
+def test_item_signals_are_read_at_once_and_written_once_per_commit_under_their_last_event():
+    table = _Table()
+    FakeTable.__setitem__(table, "old", "stored")
+    signals = WriteBehind(table)
+    for offset, (key, partition) in enumerate([("p1", 0), ("a1", 2), ("p1", 0)]):
+        signals.set(key, f"{key}@{offset}", event=FakeEvent(topic="reviews", partition=partition, offset=offset))
+    signals.set("n1", "x", event=FakeEvent(topic="news", partition=0, offset=9))
+    assert signals.get("p1") == "p1@2" and signals.get("old") == "stored" and signals.get("nope", 1) == 1
+    assert table.writes == [] and len(signals) == 4
+    signals.forget({("news", 0)})  # revoked: its writes go to the next owner's replay
+    assert signals.flush() == 2 and sorted(table.writes) == [("a1", 2), ("p1", 0)]
+    assert table["p1"] == "p1@2" and "n1" not in table and signals.flush() == 0
 
 
 def test_expiry_judges_a_subject_by_what_it_saw_not_by_its_stale_stored_value():
