@@ -154,7 +154,7 @@ def test_rolling_restart_under_load(kafka: Settings, triton: Settings, stack_env
     """A rolling restart while the stream flows: three times, once the group is stable, SIGTERM
     to one of two workers and its replacement started once it has exited. Each must stop when
     told: status 0, or 143 from its stop deadline (a stop that lands in a rebalance waits for
-    the join in Kafka's client), never a crash or a SIGKILL; nothing may be lost, and nothing
+    the join in Kafka's client; not every stop), never a crash or a SIGKILL; nothing may be lost, and nothing
     duplicated but by a stop that ran into its deadline. (A stall check during a stop once restarted a worker in
     place, which then ran on; under exactly-once, table writes queued at the stop's commit
     crashed Faust's producer buffer: status 1.)"""
@@ -172,6 +172,10 @@ def test_rolling_restart_under_load(kafka: Settings, triton: Settings, stack_env
     assert not fleet.hung and not fleet.crashes, fleet.tails()
     assert set(fleet.stop_statuses) <= {0, 128 + signal.SIGTERM}, (fleet.stop_statuses, fleet.tails())
     assert fleet.logged("did not stop within") >= fleet.stop_statuses.count(128 + signal.SIGTERM), fleet.tails()
+    # A stop that lands in a rebalance may run into its deadline; every stop doing so is a stop
+    # that does not work (2026-12-07: an agent crashed at the end of its channel, and each of
+    # the three stops waited the full 20 s while this scenario passed).
+    assert fleet.stop_statuses.count(128 + signal.SIGTERM) < len(fleet.stop_statuses), fleet.stop_statuses
     logs = f"{lost_positions(stream, seen, where)}\n{seen.duplicates()}\n{fleet.tails()}"
     _check(outcome, guarantee, kills=fleet.stops, logs=logs)
     # A stop, and the rebalance it starts, commit everything processed: under at-least-once too
