@@ -83,7 +83,7 @@ but a Faust upgrade that changes them otherwise needs these fixes reviewed by ha
    notes them on the records it returns and adds them to Faust's gaps, and only those count:
    Faust's own gap inference and the head allowance are gone under at-least-once. A record
    dropped anywhere now holds the commit until it is read again. (Under exactly-once Faust's
-   bookkeeping stays: see :func:`_for_at_least_once`.)
+   bookkeeping stays, :func:`_for_at_least_once`, with one fix: ``fetched.gap_before_record``.)
 7. **Records committed already handed on again**: a record below its partition's committed
    offset (read from a stale position) is not handed on: under exactly-once its outputs
    would be committed twice. (Dropping records returned before their partition was sought
@@ -197,7 +197,7 @@ def apply() -> None:
     consumer.ack = _make_ack(consumer.ack)
     consumer.perform_seek = _make_perform_seek(consumer.perform_seek)
     consumer._new_offset = _for_at_least_once(_new_offset, consumer._new_offset)
-    consumer._add_gap = _for_at_least_once(_add_no_gap, consumer._add_gap)
+    consumer._add_gap = _for_at_least_once(fetched.add_no_gap, fetched.gap_before_record(consumer._add_gap))
     buffer = faust_producer.ProducerBuffer
     buffer._send_pending = track_buffer_sends(buffer._send_pending)
     faust_app.App._consumer_wait_empty = _make_wait_empty(faust_app.App._consumer_wait_empty)
@@ -332,12 +332,6 @@ def _for_at_least_once(ours, fausts):
     def choose(self, *args):
         return (fausts if self.in_transaction else ours)(self, *args)
     return choose
-
-
-async def _add_no_gap(self, tp, offset_from: int, offset_to: int) -> None:
-    """Faust's ``_add_gap``, called on a jump between two records handed on: a record fetched
-    before a seek and handed on after it makes one, and so does a record dropped on the way.
-    What holds no record is known from the fetcher instead (:mod:`streams.runtime.fetched`)."""
 
 
 def _new_offset(self, tp):

@@ -29,8 +29,8 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types.tuples import ack_lock
 
-__all__ = ["PATCHED", "apply", "empty_tail", "mark_no_records", "no_record_spans", "note_no_records",
-           "to_hand_on"]
+__all__ = ["PATCHED", "add_no_gap", "apply", "empty_tail", "gap_before_record", "mark_no_records",
+           "no_record_spans", "note_no_records", "to_hand_on"]
 
 _NO_RECORDS = "_streamsense_no_records"  # on a record: spans of offsets its fetch found empty
 
@@ -157,3 +157,19 @@ def note_no_records(consumer, tp, spans) -> None:
             if begin < end:
                 gaps.addi(begin, end)
         gaps.merge_overlaps()
+
+
+def gap_before_record(faust_add_gap):
+    """Faust's ``_add_gap`` without the record after the jump (its drain passes that offset as
+    the inclusive end): counted twice, it ended ``_new_offset``'s run of consecutive offsets, a
+    commit after two markers fell short of its transaction's outputs, and the ledger's abort
+    and restart met the same records again: a crash loop (2026-12-07)."""
+    async def _add_gap(self, tp, offset_from: int, offset_to: int) -> None:
+        await faust_add_gap(self, tp, offset_from, offset_to - 1)
+    return _add_gap
+
+
+async def add_no_gap(self, tp, offset_from: int, offset_to: int) -> None:
+    """Faust's ``_add_gap``, called on a jump between two records handed on: a record fetched
+    before a seek and handed on after it makes one, and so does a record dropped on the way.
+    What holds no record is known from the fetcher instead (this module)."""

@@ -362,6 +362,23 @@ def test_exactly_once_keeps_fausts_bookkeeping():
     assert at_least_once.new_offset() is None  # 100 may be a record dropped on the way
 
 
+def test_under_exactly_once_markers_after_the_committed_offset_do_not_cut_the_commit_short():
+    """Restarted at committed offset 50 with transaction markers at 50-52 and the first record at
+    53: Faust's gap for the jump took in record 53 itself, 53 was counted twice, and the commit
+    stopped at 54 while the transaction held the outputs of 53..70. The ledger aborted it as
+    unsafe and the worker restarted into the same records: a crash loop of both workers over
+    an entity-mentions partition (chaos kill scenario, 2026-12-07)."""
+    faust_patches.apply()
+    consumer = _Consumer(committed=50, in_transaction=True)
+    asyncio.run(consumer._add_gap(TP, 51, 53))  # Faust's drain: read offset 50, then record 53
+    for offset in range(53, 71):
+        consumer.ack(_message(offset))
+    assert consumer.new_offset() == 71
+    asyncio.run(consumer._add_gap(TP, 71, 74))  # mid-stream: record 70 read, then record 74
+    consumer.ack(_message(74))
+    assert consumer.new_offset() == 75
+
+
 def test_a_producer_fenced_for_good_restarts_the_worker_instead_of_crashing():
     # A transaction open past Kafka's timeout (Triton down for minutes) is aborted by the broker
     # and its producer fenced: beginning another raised inside Faust's consumer and crashed it.
