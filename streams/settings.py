@@ -70,9 +70,9 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=64, ge=1)
     batch_within_s: float = Field(default=0.05, gt=0)
     # Text batches in flight per agent: the next one's Triton request goes out while the last
-    # one's outputs are sent (streams/runtime/pipeline.py); 1: one batch at a time. Experimental:
-    # not measured against Triton yet, and a chaos kill run under exactly-once with 2 left a
-    # partition uncommitted (BENCHMARKS.md, text path).
+    # one's outputs are sent (streams/runtime/pipeline.py); 1: one batch at a time. Meant for a
+    # GPU Triton; with CPU Triton on shared cores 2 is within the noise of 1 (BENCHMARKS.md,
+    # text path), so 1 stays the default until a GPU run measures it.
     text_pipeline_depth: int = Field(default=1, ge=1, le=8)
     # Detectors (streams.core.monitoring): false-alarm budget, warm-up and alert cooldown.
     detector_arl0: float = Field(default=10_000, gt=1)

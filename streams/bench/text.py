@@ -118,9 +118,12 @@ def _instance_scaling(stack: Stack, texts: list[str], seconds: float) -> dict[in
     return out
 
 
-def _text_rate(stack: Stack, prefix: str, workers: int, n: int) -> tuple[float, dict[str, float]]:
-    """Reviews/s at saturation, and CPU-ms per review of the workers, Triton and Kafka."""
+def _text_rate(stack: Stack, prefix: str, workers: int, n: int, *,
+               depth: int = 1) -> tuple[float, dict[str, float]]:
+    """Reviews/s at saturation, and CPU-ms per review of the workers, Triton and Kafka;
+    ``depth``: text batches in flight per agent (``STREAMSENSE_TEXT_PIPELINE_DEPTH``)."""
     settings, env, names = stack.prefixed(prefix)
+    env = {**env, "STREAMSENSE_TEXT_PIPELINE_DEPTH": str(depth)}
     reviews = review_texts(n, seed=2)
     asyncio.run(ensure_topics(settings, names.all()))
     with Workers(env, workers, stack.home) as running:
@@ -142,17 +145,21 @@ def _text_rate(stack: Stack, prefix: str, workers: int, n: int) -> tuple[float, 
 
 
 def text(stack: Stack, ceiling: float, n: int) -> tuple[str, float]:
-    runs = {workers: _text_rate(stack, f"bench-t{workers}.", workers, n) for workers in (1, 2)}
+    """One worker and two at the default depth, and one worker with two text batches in flight
+    per agent (the pipeline, ``streams/runtime/pipeline.py``)."""
+    runs = {(workers, depth): _text_rate(stack, f"bench-t{workers}d{depth}.", workers, n, depth=depth)
+            for workers, depth in ((1, 1), (2, 1), (1, 2))}
     lines = [f"{n} reviews pre-produced, then consumed at saturation; 4 partitions. CPU-ms per review "
              "between 10% and 90% of the input, by process tree.", "",
-             "| workers | reviews/s end to end | / Triton ceiling | CPU-ms/review: Triton | workers | Kafka "
-             "| cores busy |", "|---|---|---|---|---|---|---|"]
-    for workers, (rate, cpu) in runs.items():
-        ratio = f"**{rate / ceiling:.2f}**" if workers == 1 else f"{rate / ceiling:.2f}"
-        lines.append(f"| {workers} | {rate:.0f} | {ratio} | {cpu['triton']:.2f} | {cpu['workers']:.2f} | "
-                     f"{cpu['kafka']:.2f} | {cpu['cores busy']:.2f} |")
-    stack.figures["text"] = {"ceiling": ceiling, "rates": {w: rate for w, (rate, _) in runs.items()}}
-    return "\n".join(lines), runs[1][0]
+             "| workers | text batches in flight per agent | reviews/s end to end | / Triton ceiling "
+             "| CPU-ms/review: Triton | workers | Kafka | cores busy |", "|---|---|---|---|---|---|---|---|"]
+    for (workers, depth), (rate, cpu) in runs.items():
+        ratio = f"**{rate / ceiling:.2f}**" if (workers, depth) == (1, 1) else f"{rate / ceiling:.2f}"
+        lines.append(f"| {workers} | {depth} | {rate:.0f} | {ratio} | {cpu['triton']:.2f} | "
+                     f"{cpu['workers']:.2f} | {cpu['kafka']:.2f} | {cpu['cores busy']:.2f} |")
+    stack.figures["text"] = {"ceiling": ceiling,
+                             "rates": {w: rate for (w, depth), (rate, _) in runs.items() if depth == 1}}
+    return "\n".join(lines), runs[1, 1][0]
 
 
 async def _paced(settings: Settings, topic: str, rate: float, seconds: float, tag: str) -> int:
