@@ -181,7 +181,8 @@ def _keep_state(app: faust.App, runtime, detectors: Detectors, clicks: ClickProc
         # The revocation's commit wrote them; none of a revoked partition may be written later.
         for topic, keyed in monitors.items():
             keyed.forget({tp.partition for tp in revoked if tp.topic == topic})
-        detectors.item_signals.forget({(tp.topic, tp.partition) for tp in revoked})
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        detectors.item_signals.forget(lambda event: (event.message.topic, event.message.partition) in gone)
 
 
 def _keep_adapter(app: faust.App, adaptation: SentimentAdaptation, *, settings: Settings,

@@ -29,7 +29,7 @@ from streams.core.state import StateSeal
 from streams.core.windows import SentimentWindows, stats_records, window_label
 from streams.errors import ForgedState
 from streams.records import EnrichedNews, EnrichedReview, EntityMentionRecord, SentimentStats, encode
-from streams.runtime import as_current_event
+from streams.runtime import WriteBehind, as_current_event
 
 __all__ = ["Detectors", "EnrichedText", "KeyedMonitors", "MonitorBatch", "Screening"]
 
@@ -87,9 +87,8 @@ class KeyedMonitors:
         self.newest: dict[int, float] = {}  # per partition: the newest event time stored
         # key -> (the table value this worker stored, the monitor it encodes), oldest first.
         self._cache: dict[str, tuple[str, SubjectMonitor]] = {}
-        # key -> (monitor, its partition, its last event time, the event to write it under):
-        # changed since the last flush, not written yet.
-        self._dirty: dict[str, tuple[SubjectMonitor, int, float | None, Any]] = {}
+        # Changed since the last flush: key -> (monitor, its last event time), with its event.
+        self._unwritten = WriteBehind(table, write=self._write_behind)
         self._reported = -float("inf")
 
     def load(self, key: str) -> SubjectMonitor | None:
@@ -97,9 +96,9 @@ class KeyedMonitors:
 
     def _read(self, key: str) -> tuple[SubjectMonitor | None, float | None]:
         """The monitor of ``key`` (not written yet, or stored) and its last event time."""
-        dirty = self._dirty.get(key)
-        if dirty is not None:
-            return dirty[0], dirty[2]
+        pending = self._unwritten.pending(key)
+        if pending is not None:
+            return pending[0]
         stored = self.table.get(key)
         if not stored:
             return None, None
@@ -132,7 +131,7 @@ class KeyedMonitors:
     def changed(self, key: str, monitor: SubjectMonitor, *, event, last_ts: float | None) -> None:
         """``monitor`` changed under ``event`` (the last record of it): written at the next
         :meth:`flush`, to the changelog partition of the event's partition."""
-        self._dirty[key] = (monitor, event.message.partition, last_ts, event)
+        self._unwritten.set(key, (monitor, last_ts), event=event)
         self._note_newest(event.message.partition, last_ts)
 
     def _note_newest(self, partition: int | None, last_ts: float | None) -> None:
@@ -142,16 +141,15 @@ class KeyedMonitors:
     def flush(self) -> int:
         """Write every monitor changed since the last flush, each under its last record's event
         (exactly-once: into that partition's transaction); how many."""
-        dirty, self._dirty = self._dirty, {}
-        for key, (monitor, partition, last_ts, event) in dirty.items():
-            with as_current_event(event):
-                self.store(key, monitor, partition=partition, last_ts=last_ts)
-        return len(dirty)
+        return self._unwritten.flush()
+
+    def _write_behind(self, key: str, changed: tuple[SubjectMonitor, float | None], event) -> None:
+        self.store(key, changed[0], partition=event.message.partition, last_ts=changed[1])
 
     def forget(self, partitions: set[int]) -> None:
         """Drop what was not written of revoked ``partitions`` (a commit wrote it before the
         revocation; whatever is left was not committed and goes to the next owner's replay)."""
-        self._dirty = {k: v for k, v in self._dirty.items() if v[1] not in partitions}
+        self._unwritten.forget(lambda event: event.message.partition in partitions)
 
     def expire(self, batch: dict[int, Any]) -> None:
         """Delete the subjects of ``batch``'s partitions (partition -> an event of it) idle for
@@ -163,13 +161,14 @@ class KeyedMonitors:
             with as_current_event(event):
                 del self.table[key]
             self._cache.pop(key, None)
-            self._dirty.pop(key, None)
+            self._unwritten.drop(key)
         if idle:
             self.metrics.state_expired.labels(table=self.table_name).inc(len(idle))
 
     def _where(self, key: str) -> tuple[int | None, float | None]:
-        dirty = self._dirty.get(key)
-        return (dirty[1], dirty[2]) if dirty is not None else _where(self.table.get(key))
+        if (pending := self._unwritten.pending(key)) is None:
+            return _where(self.table.get(key))
+        return pending[1].message.partition, pending[0][1]
 
     def report(self, *, every_s: float = 10.0) -> None:
         """The subjects gauge, at most every ``every_s``: counting a RocksDB table's keys reads

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,11 +32,20 @@ class WriteBehind:
     at the time would have been. A key set by every record of a batch is one changelog record
     per commit, not one per record. A worker that dies before the commit loses the writes with
     the offsets, and the records are processed again; :meth:`forget` drops what revoked
-    partitions set (the revocation's commit wrote what was committed)."""
+    partitions set (the revocation's commit wrote what was committed).
 
-    def __init__(self, table: Any) -> None:
+    ``write(key, value, event)``: how a value is written (under its event), for values that
+    are not the table's own (a detector to seal, a user's state to encode); by default
+    ``table[key] = value``."""
+
+    def __init__(self, table: Any, *, write: Callable[[Any, Any, Any], None] | None = None) -> None:
         self.table = table
+        self._write = write
         self._pending: dict[Any, tuple[Any, Any]] = {}  # key -> (value, the event of its last set)
+
+    def pending(self, key: Any) -> tuple[Any, Any] | None:
+        """(value, event) of a key set since the last flush, else None."""
+        return self._pending.get(key)
 
     def get(self, key: Any, default: Any = None) -> Any:
         pending = self._pending.get(key)
@@ -44,6 +53,10 @@ class WriteBehind:
 
     def set(self, key: Any, value: Any, *, event: Any) -> None:
         self._pending[key] = (value, event)
+
+    def drop(self, key: Any) -> None:
+        """Forget a key's unwritten value (the key was deleted)."""
+        self._pending.pop(key, None)
 
     def __len__(self) -> int:
         return len(self.table) + sum(1 for key in self._pending if key not in self.table)
@@ -53,10 +66,12 @@ class WriteBehind:
         pending, self._pending = self._pending, {}
         for key, (value, event) in pending.items():
             with as_current_event(event):
-                self.table[key] = value
+                if self._write is None:
+                    self.table[key] = value
+                else:
+                    self._write(key, value, event)
         return len(pending)
 
-    def forget(self, revoked: set[tuple[str, int]]) -> None:
-        """Drop what was set under events of the ``revoked`` (topic, partition) pairs."""
-        self._pending = {k: (v, e) for k, (v, e) in self._pending.items()
-                         if (e.message.topic, e.message.partition) not in revoked}
+    def forget(self, revoked: Callable[[Any], bool]) -> None:
+        """Drop what was set under the events ``revoked(event)`` says are of revoked partitions."""
+        self._pending = {k: (v, e) for k, (v, e) in self._pending.items() if not revoked(e)}
