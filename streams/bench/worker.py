@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import sys
 
 import numpy as np
 
 from streams.adapters.kafka_admin import ensure_topics
 from streams.adapters.kafka_io import produce_lines
-from streams.bench.harness import Stack, Workers, review_texts, wait_for_stable_group
+from streams.bench.harness import Stack, Workers, cpu_seconds, review_texts, wait_for_stable_group
 from streams.core.text import Analysis
 
 __all__ = ["FakeTriton", "worker_cpu"]
@@ -81,15 +80,9 @@ def _run(stack: Stack, n: int, depth: int) -> tuple[float, float, float]:
         asyncio.run(produce_lines(settings, names.reviews, "reviews", reviews))
         pid = running.procs[0].pid
         rate = running.rate('streamsense_events_out_total{topic="reviews.enriched"}', n,
-                            cpu=lambda: {"worker": _cpu_s(pid)}, timeout_s=600)
+                            cpu=lambda: cpu_seconds({"worker": pid}), timeout_s=600)
         used, done, seconds = running.cpu["worker"]
     return rate, 1000 * used / max(done, 1), used / seconds
-
-
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
