@@ -25,7 +25,7 @@ from streams.runtime.batches import BatchRunner
 from streams.runtime.consumer import gate_commits, leave_group, log_task_stacks
 from streams.runtime.journal import CrashJournal
 from streams.runtime.pipeline import run_pipelined
-from streams.runtime.process import restart_in_place
+from streams.runtime.process import RestartLoop, restart_in_place
 from streams.runtime.stalls import StallWatch
 from streams.runtime.tables import WriteBehind, as_current_event
 from streams.runtime.take import ack_batch, take_batches
@@ -103,7 +103,10 @@ def install(app: faust.App, *, exactly_once: bool, datadir: Path, metrics: Metri
     faust_patches.set_transaction_timeout(app, transaction_timeout_s)
     runtime = Runtime(app, exactly_once=exactly_once, datadir=datadir, metrics=metrics, deadletter=deadletter)
 
-    def restart() -> None:  # leave the group first: the others take over at once
+    loop = RestartLoop(datadir / "restarts.json")
+
+    def restart(cause: str | None = None) -> None:  # leave the group first: the others take over at once
+        loop.exit_if_looping(cause)  # the same unsafe commit again and again: exit, loudly
         leave_group(app)
         restart_in_place()
 

@@ -122,7 +122,11 @@ async def _abort_unsafe(ledger: TransactionLedger, transaction_producer, transac
     if transaction_producer._txn_manager.is_in_transaction():
         await transaction_producer.abort_transaction()
     ledger.closed(transactional_id)
-    _restart(ledger, f"unsafe commit of {transactional_id} aborted")
+    # The same commit refused again after a restart is a loop (one cause: a transaction whose
+    # commit stops at the same offsets; nothing in between made progress).
+    stuck = sorted((f"{tp[0]}[{tp[1]}]", offset) for tp, (_, offset) in uncovered.items())
+    _restart(ledger, f"unsafe commit of {transactional_id} aborted",
+             cause=f"unsafe commit of {transactional_id} at {stuck}")
 
 
 async def abort_uncommitted(app) -> bool:
@@ -179,12 +183,13 @@ def fenced_for_good(ledger: TransactionLedger, transactional_id: str) -> None:
     _restart(ledger, f"transaction {transactional_id} fenced")
 
 
-def _restart(ledger: TransactionLedger, what: str) -> None:
+def _restart(ledger: TransactionLedger, what: str, *, cause: str | None = None) -> None:
     """Restart the worker (the ledger's ``on_unsafe``): the records since the last commit are
-    processed again by a fresh process, once."""
+    processed again by a fresh process, once. ``cause``: what would make the restart a loop
+    if it came again (the same for each time)."""
     if ledger.on_unsafe is None:
         raise RuntimeError(f"{what}; nothing set to restart the worker")
-    ledger.on_unsafe()
+    ledger.on_unsafe(cause)
 
 
 def track_buffer_sends(send_pending):

@@ -56,7 +56,9 @@ class TransactionLedger:
 
     def __init__(self) -> None:
         self.open: dict[str, dict] = {}
-        self.on_unsafe = None  # called (no arguments) after an unsafe commit was aborted
+        # Called after an unsafe commit was aborted, with what would make a repeat of it a loop
+        # (None: nothing does)
+        self.on_unsafe = None
 
     def sent(self, transactional_id: str, tp, offset: int) -> None:
         held = self.open.setdefault(transactional_id, {})

@@ -115,7 +115,7 @@ def test_a_producer_fenced_while_its_partition_is_still_ours_restarts_the_worker
     fenced = _TxnProducer(fenced=True)
     producer = _Producer(**{"app-0-2": fenced})
     producer.app = _Assigned()
-    ledger_for(producer.app).on_unsafe = lambda: restarts.append(True)
+    ledger_for(producer.app).on_unsafe = lambda _cause: restarts.append(True)
     asyncio.run(commit_transactions(producer, {"app-0-2": {"tp": 1}}, "group"))
     assert restarts == [True] and "app-0-2" in producer._transaction_producers and not fenced.stopped
 
@@ -162,14 +162,23 @@ def test_a_commit_that_would_not_cover_its_outputs_inputs_is_aborted_and_the_wor
     txn, fine = _TxnProducer(), _TxnProducer()
     producer = _Producer(a=txn, b=fine)
     ledger = ledger_for(producer.app)
-    ledger.on_unsafe = lambda: restarts.append(True)
-    ledger.sent("a", "reviews-2", 57)
+    ledger.on_unsafe = restarts.append
+    ledger.sent("a", ("reviews", 2), 57)
     ledger.sent("b", "news-1", 9)
-    asyncio.run(commit_transactions(producer, {"a": {"reviews-2": 50, "clicks-2": 80}, "b": {"news-1": 10}},
+    asyncio.run(commit_transactions(producer, {"a": {("reviews", 2): 50, "clicks-2": 80}, "b": {"news-1": 10}},
                                      "group"))
-    assert txn.calls == ["abort"] and restarts == [True]
+    assert txn.calls == ["abort"] and len(restarts) == 1
     assert fine.calls == [("offsets", {"news-1": 10}), "commit", "begin"]
     assert ledger.open == {}
+    # The restart's cause names the offsets the commit stopped at: the same after a restart
+    # that got further past them (a loop: RestartLoop), another once the commit moved on.
+    for sent, commit in ((63, 50), (60, 55)):
+        txn.calls.clear()
+        txn._txn_manager.open = True  # the restarted worker's transaction
+        ledger.sent("a", ("reviews", 2), sent)
+        asyncio.run(commit_transactions(producer, {"a": {("reviews", 2): commit}}, "group"))
+        assert txn.calls == ["abort"]
+    assert restarts[0] == restarts[1] == "unsafe commit of a at [('reviews[2]', 50)]" != restarts[2]
 
 
 class _FlowControl:
@@ -389,7 +398,7 @@ def test_a_producer_fenced_for_good_restarts_the_worker_instead_of_crashing():
 
     restarts = []
     producer = _Producer(a=_Fatal())
-    ledger_for(producer.app).on_unsafe = lambda: restarts.append(True)
+    ledger_for(producer.app).on_unsafe = lambda _cause: restarts.append(True)
     asyncio.run(maybe_begin_transaction(producer, "a"))
     asyncio.run(commit_transactions(producer, {"a": {"tp": 5}}, "group"))
     assert restarts == [True, True] and producer.begun == []
@@ -604,7 +613,7 @@ def test_a_transaction_left_holding_outputs_at_a_rebalance_is_aborted():
     app = App()
     ledger = ledger_for(app)
     restarts = []
-    ledger.on_unsafe = lambda: restarts.append(1)
+    ledger.on_unsafe = lambda _cause: restarts.append(1)
     assert asyncio.run(faust_patches.abort_uncommitted(app)) is False
     ledger.sent("app-1-2", ("reviews", 2), 69)
     ledger.sent("app-1-2", ("clicks", 2), 12)

@@ -85,3 +85,19 @@ def test_a_restart_asked_for_during_a_stop_exits_instead():
     assert done.stdout.split() == ["run", "run"], done.stderr
     assert done.returncode == 128 + signal.SIGTERM
     assert "exiting instead of restarting in place" in done.stderr
+
+
+def test_restarts_in_place_for_the_same_cause_end_in_an_exit_not_a_loop(tmp_path):
+    """Each restart is a new process (exec), so the count lives in a file: the third restart
+    for the same cause within the window exits with status 70 and says why."""
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from streams.runtime import process\n"
+            "print('run', flush=True)\n"
+            "process.RestartLoop(Path(sys.argv[1]), limit=3).exit_if_looping('commit stuck at 50')\n"
+            "process.restart_in_place()\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "restarts.json")], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["run", "run", "run"], done.stderr
+    assert done.returncode == 70
+    assert "restarted 3 times" in done.stderr and "commit stuck at 50" in done.stderr

@@ -76,7 +76,7 @@ def test_a_commit_waits_for_every_queued_table_write_including_the_one_being_sen
 def test_writes_that_cannot_be_handed_on_are_not_committed_and_the_worker_restarts(monkeypatch):
     monkeypatch.setattr(producer_patches, "DRAIN_TIMEOUT_S", 0.05)
     producer, unsafe = _producer(queued=3), []  # nothing sends them: the buffer crashed or the broker is gone
-    ledger_for(producer.app).on_unsafe = lambda: unsafe.append(1)
+    ledger_for(producer.app).on_unsafe = lambda _cause: unsafe.append(1)
     asyncio.run(commit_transactions(producer, {"t": {"tp": 1}}, "group"))
     assert producer.calls == [] and unsafe == [1]
 
@@ -89,7 +89,7 @@ def test_a_producer_fenced_with_writes_queued_restarts_the_worker_at_once_commit
     fenced_producer = _Transaction(producer.calls)
     fenced_producer._txn_manager = SimpleNamespace(is_in_transaction=lambda: False, is_fatal_error=lambda: True)
     producer._transaction_producers["fenced"] = fenced_producer
-    ledger_for(producer.app).on_unsafe = lambda: unsafe.append(1)
+    ledger_for(producer.app).on_unsafe = lambda _cause: unsafe.append(1)
 
     async def scenario():
         loop = asyncio.get_running_loop()
