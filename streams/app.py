@@ -176,6 +176,10 @@ def _keep_state(app: faust.App, runtime, detectors: Detectors, clicks: ClickProc
     runtime.before_commit(detectors.item_signals.flush)
     runtime.before_commit(clicks.flush)
 
+    @app.timer(5.0)
+    async def report_item_signals() -> None:  # not per batch: counting a RocksDB table's keys reads them all
+        detectors.metrics.item_signals.set(len(detectors.item_signals))
+
     @app.on_partitions_revoked.connect
     async def forget_unwritten_monitors(sender, revoked, **kwargs) -> None:
         # The revocation's commit wrote them; none of a revoked partition may be written later.

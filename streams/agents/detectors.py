@@ -327,8 +327,6 @@ class Detectors:
                 await send_alerts(self.alerts, alerts, self.metrics)
                 await self._send_stats(stats)
         batch.save()
-        if self.item_signals is not None:
-            self.metrics.item_signals.set(len(self.item_signals))
 
     def _window(self, monitor: SubjectMonitor, obs: Observation, served: Served) -> list[SentimentStats]:
         """The sentiment.stats records the event time of ``obs`` (just observed by ``monitor``)

@@ -109,8 +109,15 @@ def test_every_dashboard_query_returns_data_from_a_live_pipeline(
             elif not values or all(math.isnan(v) for v in values):
                 problems.append(f"{dash} / {title}: no data for {expr}")
         # The text path fills the global item-signals table the click models read: one row per
-        # product (review sentiment) and per article (sentiment and entities).
-        item_signals = prometheus.query("max(streamsense_item_signals)")["data"]["result"]
+        # product (review sentiment) and per article (sentiment and entities). The gauge is
+        # counted every 5 s and scraped every second: it reaches the count within seconds.
+        deadline = time.monotonic() + 30
+        while True:
+            item_signals = prometheus.query("max(streamsense_item_signals)")["data"]["result"]
+            if time.monotonic() > deadline or (
+                    item_signals and float(item_signals[0]["value"][1]) == 2 + len(news)):
+                break
+            time.sleep(1)
         status = subprocess.run([sys.executable, "-m", "streams.cli", "status"], env={**os.environ, **env},
                                 cwd=REPO, capture_output=True, text=True, timeout=120)
         rules = prometheus.query("ALERTS")  # evaluates without error even when nothing fires
