@@ -78,13 +78,19 @@ class Frame:
     >>> import numpy as np
     >>> frame = Frame.of({"negative": np.array([1.0, 0, 0]), "positive": np.array([-1.0, 0, 0])},
     ...                  {"negative": 50, "positive": 50}, min_texts=10)
-    >>> frame(np.array([3.0, 4.0, 0.0]))
-    array([0., 1., 0.])
+    >>> frame(np.array([3.0, 4.0, 0.0])).tolist()
+    [0.0, 1.0, 0.0]
     """
 
     def __init__(self, mean: np.ndarray, axes: np.ndarray) -> None:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.axes = np.asarray(axes, dtype=np.float32)  # orthonormal rows
+        # Centring and projecting out the axes in one product: (v - mean) P = v P - mean P, with
+        # P = I - axes^T axes (a third of the numpy calls per vector: themes call this per text).
+        projector = np.eye(len(self.mean), dtype=np.float32)
+        if len(self.axes):
+            projector -= self.axes.T @ self.axes
+        self._projector, self._shift = projector, self.mean @ projector
 
     @classmethod
     def of(cls, means: dict[str, np.ndarray], counts: dict[str, int], min_texts: int) -> Frame | None:
@@ -96,13 +102,16 @@ class Frame:
         return cls(mean, _orthonormal(np.array([means[label] - mean for label in usable])))
 
     def __call__(self, v: np.ndarray) -> np.ndarray:
-        """``v`` (one vector, or one per row) in this frame, unit length."""
-        z = np.atleast_2d(v) - self.mean
-        if len(self.axes):
-            z = z - (z @ self.axes.T) @ self.axes
-        norms = np.linalg.norm(z, axis=1, keepdims=True)
-        z = z / np.where(norms > 0, norms, 1.0)
-        return z if np.ndim(v) == 2 else z[0]
+        """``v`` (one vector, or one per row) in this frame, unit length (float32)."""
+        z = np.asarray(v, dtype=np.float32) @ self._projector
+        z -= self._shift
+        if z.ndim == 1:
+            norm = float(np.sqrt(z @ z))
+            return z / norm if norm > 0 else z
+        norms = np.sqrt((z * z).sum(axis=1))
+        norms[norms == 0] = 1.0
+        z /= norms[:, None]
+        return z
 
 
 def _orthonormal(vectors: np.ndarray) -> np.ndarray:

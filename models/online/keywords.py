@@ -2,13 +2,14 @@
 group of texts against the rest (Monroe, Colaresi & Quinn 2008, *Fightin' Words*).
 
 >>> words_of("Great kettle, but the lid leaks!")
-['great', 'kettle', 'lid', 'leaks']
+('great', 'kettle', 'lid', 'leaks')
 """
 
 from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from typing import Protocol
 
 __all__ = ["WordPrior", "characteristic_words", "words_of"]
@@ -37,12 +38,26 @@ _STOPWORDS_TEXT = (
 _STOPWORDS = frozenset(_STOPWORDS_TEXT.split(" "))
 
 
-def words_of(text: str, *, limit: int = 64) -> list[str]:
-    """The distinct content words of ``text`` (lower case, no stopwords), in order.
+def words_of(text: str, *, limit: int = 64) -> tuple[str, ...]:
+    """The distinct content words of ``text`` (lower case, no stopwords), in order. Cached for
+    texts of review size: a review's words are read for the worker's background, its product's
+    themes and each entity's (a long text is not kept: the cache would hold the texts).
 
     >>> words_of("The battery DIES after an hour; the battery's dead.")
-    ['battery', 'dies', 'hour', 'dead']
+    ('battery', 'dies', 'hour', 'dead')
     """
+    return _cached_words(text, limit) if len(text) <= _CACHED_CHARS else _words(text, limit)
+
+
+_CACHED_CHARS = 4_000  # at most 1,024 cached texts of this size: 4 MB
+
+
+@lru_cache(maxsize=1024)
+def _cached_words(text: str, limit: int) -> tuple[str, ...]:
+    return _words(text, limit)
+
+
+def _words(text: str, limit: int) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for match in _WORD.finditer(text.lower()):
         word = match.group().removesuffix("'s")
@@ -50,7 +65,7 @@ def words_of(text: str, *, limit: int = 64) -> list[str]:
             seen.setdefault(word)
             if len(seen) >= limit:
                 break
-    return list(seen)
+    return tuple(seen)
 
 
 def characteristic_words(theme: dict[str, float], rest: dict[str, float], *,

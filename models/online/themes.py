@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -301,7 +302,7 @@ class ThemeTracker:
             self._all_words = _scaled(self._all_words, factor)
             self._all_touched = self._seq
 
-    def _learn_words(self, words: list[str]) -> None:
+    def _learn_words(self, words: Sequence[str]) -> None:
         if self._seq - self._all_touched > 20 or len(self._all_words) > 1.25 * self.subject_words:
             self._age_all()  # every 20 texts, not every text: the subject's words are many
             if len(self._all_words) > self.subject_words:
