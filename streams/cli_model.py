@@ -163,7 +163,7 @@ def train(
     from streams.adapters.triton_models import repository_versions
 
     try:
-        from models.bert import data, export, finetune
+        from models.bert import calibration, data, export, finetune
     except ImportError as exc:
         raise fail(f"training needs the `train` extra (torch, transformers): {exc}") from None
     settings = local_settings()
@@ -181,6 +181,7 @@ def train(
     config = finetune.FinetuneConfig(epochs=epochs, eval_tweets=eval_tweets)
     try:
         report = finetune.finetune(start.weights, texts, out, config=config,
+                                   served_offsets=calibration.served_log_offsets(start.path),
                                    log=lambda msg: console.print(msg, highlight=False))
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -166,7 +166,7 @@ def decide(paired: dict[str, int], *, alpha: float, round_number: int = 1
 
 def learn_round(settings: LocalStackSettings, options: LearnerOptions, *, log=print) -> dict:
     """One round: fine-tune the served version on what was gathered, serve it if it wins."""
-    from models.bert import finetune
+    from models.bert import calibration, finetune
     from streams.adapters.triton_models import ModelControl, repository_versions
 
     rows = [json.loads(line) for line in (_store(settings) / "rated.jsonl").read_text().splitlines()]
@@ -187,6 +187,7 @@ def learn_round(settings: LocalStackSettings, options: LearnerOptions, *, log=pr
     log(f"learner: fine-tuning version {base.number} on {len(train)} rated reviews "
         f"({len(heldout)} held out)")
     report = finetune.finetune(base.weights, train, out, heldout=heldout, log=log,
+                               served_offsets=calibration.served_log_offsets(base.path),
                                config=finetune.FinetuneConfig(epochs=options.epochs,
                                                               eval_tweets=options.eval_tweets))
     number_of_round = len(_rounds(settings)) + 1

@@ -44,7 +44,7 @@ from models.bert import data
 from models.bert.pipeline import SENTIMENT_LABELS, shift_probs
 
 __all__ = ["CALIBRATION_REVIEWS", "DOMAIN", "LIMIT", "calibration_reviews", "fit_neutral_offset",
-           "log_offsets", "neutral_offset", "shift"]
+           "log_offsets", "neutral_offset", "served_log_offsets", "shift"]
 
 CALIBRATION_REVIEWS = Path(__file__).with_name("calibration_reviews.tsv")
 DOMAIN = "reviews"  # the texts the offset is for: the worker's reviews agent names its requests so
@@ -75,6 +75,14 @@ def log_offsets(delta: float) -> np.ndarray:
     offsets = np.zeros(len(SENTIMENT_LABELS))
     offsets[_NEUTRAL] = delta
     return offsets
+
+
+def served_log_offsets(version_dir: Path) -> np.ndarray | None:
+    """The log offsets an installed model version serves reviews with (its ``model_info.json``;
+    version 1 has the fitted neutral offset), None when it has none."""
+    info = json.loads((version_dir / "model_info.json").read_text())
+    neutral = info.get("sentiment_log_offsets", {}).get(DOMAIN, {}).get("neutral")
+    return None if neutral is None else log_offsets(float(neutral))
 
 
 def fit_neutral_offset(probs: np.ndarray, labels: Sequence[str], *, limit: float = LIMIT) -> float:

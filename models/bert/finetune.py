@@ -7,8 +7,10 @@ mixed with as many of our own training tweets (``replay_fraction``) so the model
 knew; the entity tagger stays frozen and the encoder is held to the old model's entity tags by
 distillation (a KL term on every token), so entities do not change with the sentiment. The
 report gives sentiment before and after on the user's held-out part, on our held-out tweets and
-customer tweets, and on the hand-written product reviews; the caller installs the result as a
-new model version (``models.bert.export.install``) that ``streamsense model load`` serves.
+customer tweets, and on the hand-written product reviews (on the review sets, "before" is what
+the base version serves: with its neutral offset, ``calibration.py``; the new version has
+none); the caller installs the result as a new model version (``models.bert.export.install``)
+that ``streamsense model load`` serves.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ import numpy as np
 
 from models.bert import data, train
 from models.bert.evaluate import product_reviews, sentiment_scores
-from models.bert.pipeline import SENTIMENT_LABELS, TAGS, encode
+from models.bert.pipeline import SENTIMENT_LABELS, TAGS, encode, shift_probs
 from models.online.sentiment import rating_label
 
-__all__ = ["FinetuneConfig", "finetune", "paired", "predict", "read_labels"]
+__all__ = ["REVIEW_SETS", "FinetuneConfig", "finetune", "paired", "predict", "read_labels",
+           "scores_as_served"]
+
+# The evaluation sets of reviews: served through the reviews agent, with a version's offsets.
+REVIEW_SETS = ("yours (held out)", "product reviews (fixture)")
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,11 @@ def read_labels(path: Path, *, negative_max: float = 2.0, positive_min: float = 
 
 def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
              config: FinetuneConfig = FinetuneConfig(), heldout: list[data.LabelledText] | None = None,
-             log=print) -> dict:
+             served_offsets: np.ndarray | None = None, log=print) -> dict:
     """Fine-tune the model in ``base`` (a folder :func:`models.bert.train.ensure_trained`
     writes) on ``labels``; write the result to ``out`` in the same layout; return the report.
+    ``served_offsets``: the log offsets the base version serves reviews with
+    (:func:`models.bert.calibration.served_log_offsets`), in its "before" scores of the review sets.
 
     ``heldout``: the user's texts to evaluate on (default: a fifth of ``labels``, split by text).
     The report's ``paired`` counts, on the polar ones, the texts only the new model gets right
@@ -103,7 +111,7 @@ def finetune(base: Path, labels: list[data.LabelledText], out: Path, *,
 
     tokenizer = Tokenizer.from_file(str(base / "tokenizer.json"))
     teacher, model = train.load(base), train.load(base)
-    before, before_probs = _scores(teacher, tokenizer, sets, config)
+    before, before_probs = _scores(teacher, tokenizer, sets, config, offsets=served_offsets)
     log(f"before: {_brief(before)}")
     for p in [*teacher.parameters(), *model.tagger.parameters()]:
         p.requires_grad_(False)
@@ -213,15 +221,23 @@ def predict(model, tokenizer, texts: list[str], *, max_length: int = FinetuneCon
     return probs
 
 
-def _scores(model, tokenizer, sets: dict[str, list], config: FinetuneConfig
-            ) -> tuple[dict[str, dict], np.ndarray]:
-    """Scores per set, and the user's held-out probabilities (the first set)."""
-    out, first = {}, None
-    for name, items in sets.items():
-        probs = predict(model, tokenizer, [t.text for t in items], max_length=config.max_length)
-        out[name] = sentiment_scores([t.label for t in items], probs, [t.group for t in items])
-        first = probs if first is None else first
-    return out, first
+def _scores(model, tokenizer, sets: dict[str, list], config: FinetuneConfig, *,
+            offsets: np.ndarray | None = None) -> tuple[dict[str, dict], np.ndarray]:
+    """Scores per set as served (``offsets`` on the review sets), and the user's held-out
+    probabilities (the first set; the polar calls ``paired`` counts do not move with them)."""
+    probs = {name: predict(model, tokenizer, [t.text for t in items], max_length=config.max_length)
+             for name, items in sets.items()}
+    return scores_as_served(sets, probs, offsets), next(iter(probs.values()))
+
+
+def scores_as_served(sets: dict[str, list], probs: dict[str, np.ndarray], offsets: np.ndarray | None
+                     ) -> dict[str, dict]:
+    """:func:`~models.bert.evaluate.sentiment_scores` of each set's probabilities, with the
+    version's log ``offsets`` added on the :data:`REVIEW_SETS` (what the reviews agent serves)."""
+    return {name: sentiment_scores([t.label for t in items],
+                                   shift_probs(probs[name], offsets) if name in REVIEW_SETS else probs[name],
+                                   [t.group for t in items])
+            for name, items in sets.items()}
 
 
 def _brief(scores: dict[str, dict]) -> str:

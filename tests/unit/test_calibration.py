@@ -15,6 +15,7 @@ from models.bert.calibration import (
     LIMIT,
     calibration_reviews,
     fit_neutral_offset,
+    served_log_offsets,
     shift,
 )
 from models.bert.pipeline import SENTIMENT_LABELS
@@ -104,3 +105,28 @@ def test_a_bad_calibration_line_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"reviews\.tsv:3"):
         calibration_reviews(path)
     assert CALIBRATION_REVIEWS.exists()
+
+
+def test_a_fine_tune_report_scores_the_base_version_on_reviews_as_it_serves_them(tmp_path):
+    # Version 1 serves reviews with its neutral offset; `streamsense train --labels` printed its
+    # "before" 3-class accuracy of the raw probabilities, not of what the reviews agent served.
+    from models.bert.data import LabelledText
+    from models.bert.finetune import scores_as_served
+
+    version = tmp_path / "1"
+    version.mkdir()
+    (version / "model_info.json").write_text('{"sentiment_log_offsets": {"reviews": {"neutral": -2.0}}}')
+    offsets = served_log_offsets(version)
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "model_info.json").write_text("{}")
+    assert served_log_offsets(tmp_path / "2") is None
+    # Texts the raw model calls neutral at 0.5 against 0.3: positive once neutral is shifted down.
+    items = [LabelledText(text=f"t{i}", label="positive", group="g") for i in range(4)]
+    row = {"negative": 0.2, "neutral": 0.5, "positive": 0.3}
+    probs = np.array([[row[label] for label in SENTIMENT_LABELS]] * 4)
+    sets = {"yours (held out)": items, "our tweets (held out)": items}
+    served = scores_as_served(sets, {name: probs for name in sets}, offsets)
+    assert served["yours (held out)"]["accuracy"] == 1.0  # as the reviews agent serves them
+    assert served["our tweets (held out)"]["accuracy"] == 0.0  # tweets are served without offsets
+    raw = scores_as_served(sets, {name: probs for name in sets}, None)
+    assert raw["yours (held out)"]["accuracy"] == 0.0
