@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from aiokafka.errors import ProducerFenced
 from faust import topics as faust_topics
 
-from streams.runtime.transactions import TransactionLedger, ledger_for
+from streams.runtime.transactions import TransactionLedger, ledger_for, send_error
 from streams.runtime.transactions import transactional_id as tid_of
 
 __all__ = ["abort_uncommitted", "commit_transactions", "drain_buffer", "fenced_for_good",
@@ -240,7 +240,7 @@ def report_lost_sends(app, on_lost: Callable[[str, BaseException], None]) -> Non
 
 def _make_on_published(faust_on_published):
     def _on_published(self, fut, message, producer, state) -> None:
-        error = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+        error = send_error(fut)
         if not fut.cancelled():
             faust_on_published(self, fut, message, producer, state)
         on_lost = _LOST.get(self.app)

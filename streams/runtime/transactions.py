@@ -39,7 +39,7 @@ from streams.core.rules import MAX_OUTPUT_BYTES
 from streams.errors import OutputRejected, OutputTooLarge, StreamSenseError
 
 __all__ = ["CommitGate", "SourceRevoked", "SourceTransactionTopic", "TransactionFenced", "TransactionLedger",
-           "ledger_for", "transactional_id"]
+           "ledger_for", "send_error", "transactional_id"]
 
 
 class TransactionLedger:
@@ -164,9 +164,13 @@ class SourceTransactionTopic:
     def _delivered(self, sent: asyncio.Future) -> None:
         # Runs before a commit's producer flush returns: aiokafka resolves a batch's records
         # before the flush that waits for the batch resumes.
-        error = asyncio.CancelledError() if sent.cancelled() else sent.exception()
-        if error is not None:
+        if (error := send_error(sent)) is not None:
             self.on_lost(self.name, error)
+
+
+def send_error(sent: asyncio.Future) -> BaseException | None:
+    """Why a finished send delivered nothing (cancelled, or its exception); None if it did."""
+    return asyncio.CancelledError() if sent.cancelled() else sent.exception()
 
 
 class CommitGate:
