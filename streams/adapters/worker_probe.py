@@ -15,6 +15,7 @@ apart for rates (``streamsense status``).
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -77,11 +78,16 @@ def shadow_comparison(settings: Settings, *, max_workers: int = 16) -> Counts:
 
 
 def _fetch(address: str) -> str | None:
+    """A worker's metrics at ``address``; None when nothing answers there, or something that
+    is not a worker does (the ports after the first worker's may belong to other services:
+    Kafka, Triton's gRPC, another exporter)."""
     try:
         with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as response:
-            return response.read().decode()
-    except OSError:
+            text = response.read().decode()
+        families = list(text_string_to_metric_families(text))
+    except (OSError, http.client.HTTPException, ValueError):  # ValueError: not UTF-8, not Prometheus
         return None
+    return text if any(f.name.startswith("streamsense_") for f in families) else None
 
 
 def _read(address: str) -> dict[str, float] | None:
