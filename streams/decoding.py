@@ -4,13 +4,14 @@ what goes to the dead-letter topic). Decoding never raises.
 Two ways to the same answer:
 
 * :func:`parse`, the reference: UTF-8, Python's ``json`` (``NaN`` and ``Infinity`` refused,
-  nesting bounded), then pydantic's validation; every reason a record can be refused for is
-  worded here;
+  nesting bounded, an escaped lone surrogate refused: no encoder downstream takes it), then
+  pydantic's validation; every reason a record can be refused for is worded here;
 * :func:`decode`, what the worker runs: pydantic's own JSON parser and validator in one pass
   (about half the time per record; decoding was a tenth of a click worker's event loop),
   taken only where :func:`parse` would give the same record: no extra fields (their nesting
   is bounded by the reference), no ``NaN``/``Infinity`` token (which pydantic's parser
-  accepts), and success. Anything else goes the reference way, which says why.
+  accepts), no surrogate escape, and success. Anything else goes the reference way, which
+  says why.
   ``tests/unit/test_decoder_properties.py`` holds the two to the same results.
 """
 
@@ -42,7 +43,7 @@ def decode(model: type[BaseModel], raw: bytes | None, *, max_bytes: int) -> Base
             record = model.model_validate_json(raw)
         except Exception:  # the reference way finds and words the reason
             record = None
-        if record is not None and not record.__pydantic_extra__:
+        if record is not None and not record.__pydantic_extra__ and not _surrogate_escapes(raw):
             return record
     return parse(model, raw, max_bytes=max_bytes)
 
@@ -66,6 +67,8 @@ def parse(model: type[BaseModel], raw: bytes | None, *, max_bytes: int) -> BaseM
         return DecodeError(f"invalid JSON: {exc}")
     if not isinstance(value, dict):
         return DecodeError(f"expected a JSON object, got {type(value).__name__}")
+    if _surrogate_escapes(raw) and (lone := _lone_surrogate(value)) is not None:
+        return DecodeError(f"not valid Unicode: an escape of a lone surrogate ({lone}) in a string")
     if _depth(value) > MAX_JSON_DEPTH:
         return DecodeError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
@@ -74,6 +77,22 @@ def parse(model: type[BaseModel], raw: bytes | None, *, max_bytes: int) -> BaseM
         return DecodeError(_explain(exc))
     except Exception as exc:  # a validator bug must not take the worker down: the record is bad
         return DecodeError(f"record could not be validated: {type(exc).__name__}: {exc}"[:500])
+
+
+def _surrogate_escapes(raw: bytes) -> bool:
+    # Only a \uD800-\uDFFF escape makes a surrogate (UTF-8 cannot hold one); a pair of them is
+    # one character (an emoji from an ASCII-only encoder), one alone is not Unicode and fails
+    # every encoder downstream: Triton's request, the outputs' JSON.
+    return b"\\ud" in raw or b"\\uD" in raw
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """The first lone surrogate in the strings of a decoded JSON value (escaped), or None."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return None
+    except UnicodeEncodeError as exc:
+        return f"\\u{ord(exc.object[exc.start]):04x}"
 
 
 def _reject_constant(name: str) -> None:

@@ -58,6 +58,14 @@ class Review(_Input):
     category: str | None = None
     ts: Timestamp | None = None
 
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _rating(cls, value: Any) -> Any:
+        # pydantic reads true as 1: a one-star review the sentiment adapter would learn from.
+        if isinstance(value, bool):
+            raise ValueError("must be a number of stars, not a boolean")
+        return value
+
     @field_validator("category", mode="before")
     @classmethod
     def _category(cls, value: Any) -> str | None:

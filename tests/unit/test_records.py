@@ -15,6 +15,7 @@ from streams.records import (
     decode_input,
     encode,
     json_schemas,
+    parse_input,
 )
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -120,3 +121,24 @@ def test_a_reviews_category_is_optional_and_never_makes_it_bad_input(raw, catego
     review = decode_input("reviews", f'{{"review_id": "r", "product_id": "p", "text": "t", "category": {raw}}}'
                           .encode())
     assert not isinstance(review, DecodeError) and review.category == category
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (rb'{"review_id":"r","product_id":"p","text":"bad \ud800 kettle"}', r"lone surrogate (\ud800)"),
+    (rb'{"review_id":"r","product_id":"p","text":"x","user_id":"\uDC01"}', r"lone surrogate (\udc01)"),
+    (rb'{"review_id":"r","product_id":"p","text":"x","rating":true}', "rating: must be a number of stars"),
+])
+def test_inputs_no_encoder_downstream_could_take_are_refused_with_a_reason(raw, reason):
+    # A lone surrogate escape decoded into a str that Triton's request and the outputs' JSON
+    # could not encode: its batch failed before the record was isolated. A boolean rating was
+    # read as one star, a negative label the sentiment adapter learned from.
+    for decoded in (decode_input("reviews", raw), parse_input("reviews", raw)):
+        assert isinstance(decoded, DecodeError) and reason in decoded.reason
+
+
+def test_escaped_surrogate_pairs_and_escaped_backslashes_are_ordinary_text():
+    # What an ASCII-only JSON encoder writes for an emoji, and the six characters \ud800.
+    raw = json.dumps({"review_id": "r", "product_id": "p", "text": "angry \U0001F620 and \\ud800"}).encode()
+    assert b"\\ud83d\\ude20" in raw
+    for decoded in (decode_input("reviews", raw), parse_input("reviews", raw)):
+        assert decoded.text == "angry \U0001F620 and \\ud800"
