@@ -38,12 +38,13 @@ class DecodeError:
 
 def decode(model: type[BaseModel], raw: bytes | None, *, max_bytes: int) -> BaseModel | DecodeError:
     """``raw`` as a ``model``, or the reason it is not one (the same answer as :func:`parse`)."""
-    if raw is not None and len(raw) <= max_bytes and b"NaN" not in raw and b"Infinity" not in raw:
+    if raw is not None and len(raw) <= max_bytes and b"NaN" not in raw and b"Infinity" not in raw \
+            and not _surrogate_escapes(raw):
         try:
             record = model.model_validate_json(raw)
         except Exception:  # the reference way finds and words the reason
             record = None
-        if record is not None and not record.__pydantic_extra__ and not _surrogate_escapes(raw):
+        if record is not None and not record.__pydantic_extra__:
             return record
     return parse(model, raw, max_bytes=max_bytes)
 
