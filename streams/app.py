@@ -177,7 +177,9 @@ def _keep_state(app: faust.App, runtime, detectors: Detectors, clicks: ClickProc
     runtime.before_commit(clicks.flush)
 
     @app.timer(5.0)
-    async def report_item_signals() -> None:  # not per batch: counting a RocksDB table's keys reads them all
+    async def report_table_sizes() -> None:  # not per batch: counting a RocksDB table's keys reads them all
+        for keyed in monitors.values():
+            keyed.report()
         detectors.metrics.item_signals.set(len(detectors.item_signals))
 
     @app.on_partitions_revoked.connect

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,7 +88,6 @@ class KeyedMonitors:
         self._cache: dict[str, tuple[str, SubjectMonitor]] = {}
         # Changed since the last flush: key -> (monitor, its last event time), with its event.
         self._unwritten = WriteBehind(table, write=self._write_behind)
-        self._reported = -float("inf")
 
     def load(self, key: str) -> SubjectMonitor | None:
         return self._read(key)[0]
@@ -170,13 +168,10 @@ class KeyedMonitors:
             return _where(self.table.get(key))
         return pending[1].message.partition, pending[0][1]
 
-    def report(self, *, every_s: float = 10.0) -> None:
-        """The subjects gauge, at most every ``every_s``: counting a RocksDB table's keys reads
-        them all."""
-        now = time.monotonic()
-        if now - self._reported >= every_s:
-            self._reported = now
-            self.metrics.monitored_subjects.labels(type=self.subject_type).set(len(self.table))
+    def report(self) -> None:
+        """The subjects gauge (from a timer, not per batch: counting a RocksDB table's keys
+        reads them all)."""
+        self.metrics.monitored_subjects.labels(type=self.subject_type).set(len(self.table))
 
     def batch(self) -> MonitorBatch:
         return MonitorBatch(self)
@@ -240,7 +235,6 @@ class MonitorBatch:
             partitions[event.message.partition] = event
             self.owner.changed(key, monitor, event=event, last_ts=self.last_ts.get(key))
         self.owner.expire(partitions)
-        self.owner.report()
 
 
 @dataclass
