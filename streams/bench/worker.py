@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import sys
+import time
 
 import numpy as np
 
@@ -62,10 +63,11 @@ class FakeTriton:
 def worker_cpu(stack: Stack, n: int) -> str:
     rows = ["| text batches in flight per agent | reviews/s | worker CPU-ms per review | worker cores busy |",
             "|---|---|---|---|"]
+    reviews = [json.dumps(r).encode() for r in review_texts(n, seed=4)]
     for depth in (1, 2):
-        rate, ms, cores = _run(stack, n, depth)
+        rate, ms, cores = _run(stack, reviews, depth)
         rows.append(f"| {depth} | {rate:,.0f} | {ms:.2f} | {cores:.2f} |")
-    alone = in_process_us([json.dumps(r).encode() for r in review_texts(n, seed=4)])
+    alone = in_process_us(reviews)
     return (f"{n:,} reviews pre-produced, one worker with Triton replaced by an in-process fake (2 ms per "
             "request; every detector on), 4 partitions. CPU of the worker process between 10% and 90% of "
             "the input.\n\n" + "\n".join(rows) + "\n\nThe same reviews through the same text path in one "
@@ -73,35 +75,18 @@ def worker_cpu(stack: Stack, n: int) -> str:
             "CPU-ms per review**, what our own code costs of the worker's.")
 
 
-def _run(stack: Stack, n: int, depth: int) -> tuple[float, float, float]:
+def _run(stack: Stack, reviews: list[bytes], depth: int) -> tuple[float, float, float]:
     settings, env, names = stack.prefixed(f"bench-w{depth}.")
     env = {**env, "STREAMSENSE_TEXT_PIPELINE_DEPTH": str(depth)}
     asyncio.run(ensure_topics(settings, names.all()))
-    reviews = [json.dumps(r).encode() for r in review_texts(n, seed=4)]
     with Workers(env, 1, stack.home, module="streams.bench.worker") as running:
         asyncio.run(wait_for_stable_group(settings, 1))
         asyncio.run(produce_lines(settings, names.reviews, "reviews", reviews))
         pid = running.procs[0].pid
-        rate = running.rate('streamsense_events_out_total{topic="reviews.enriched"}', n,
+        rate = running.rate('streamsense_events_out_total{topic="reviews.enriched"}', len(reviews),
                             cpu=lambda: cpu_seconds({"worker": pid}), timeout_s=600)
         used, done, seconds = running.cpu["worker"]
     return rate, 1000 * used / max(done, 1), used / seconds
-
-
-def main() -> None:
-    """``streamsense`` with :class:`FakeTriton` in place of Triton (its ``worker`` command)."""
-    import streams.app
-    from streams import cli
-
-    create_app = streams.app.create_app
-    streams.app.create_app = lambda settings, **kwargs: create_app(settings, **{**kwargs,
-                                                                              "inferencer": FakeTriton()})
-    sys.argv = ["streamsense", *sys.argv[1:]]
-    cli.main()
-
-
-if __name__ == "__main__":
-    main()
 
 
 def in_process_us(reviews: list[bytes], *, batch: int = 64, commit_every: int = 32,
@@ -117,8 +102,6 @@ def in_process_us(reviews: list[bytes], *, batch: int = 64, commit_every: int = 
 
 
 def _in_process_once(reviews: list[bytes], batch: int, commit_every: int) -> float:
-    import time
-
     from streams.testing import FakeEvent
 
     path = _TextPath()
@@ -187,3 +170,20 @@ class _TextPath:
     def commit(self) -> None:
         for written in (*self.keyed.values(), self.signals):
             written.flush()
+
+
+def main() -> None:
+    """``streamsense`` with :class:`FakeTriton` in place of Triton (its ``worker`` command)."""
+    import streams.app
+    from streams import cli
+
+    create_app = streams.app.create_app
+    streams.app.create_app = lambda settings, **kwargs: create_app(settings, **{**kwargs,
+                                                                              "inferencer": FakeTriton()})
+    sys.argv = ["streamsense", *sys.argv[1:]]
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()
+
