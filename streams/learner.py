@@ -196,8 +196,8 @@ def learn_round(settings: LocalStackSettings, options: LearnerOptions, *, log=pr
               "rated": len(rows), "gathered": _gathered(settings),
               "train": len(train), "heldout": len(heldout), "paired": report["paired"],
               "interval": [round(low, 4), round(high, 4)], "accepted": accept,
-              "before": report["before"]["yours (held out)"]["polar_accuracy"],
-              "after": report["after"]["yours (held out)"]["polar_accuracy"]}
+              "before": report["before"][finetune.USER_SET]["polar_accuracy"],
+              "after": report["after"][finetune.USER_SET]["polar_accuracy"]}
     _drop_candidate(settings)  # a newer round replaces a candidate that never won
     if accept:
         _serve(settings, options, control, out, result)

@@ -30,11 +30,13 @@ from models.bert.evaluate import product_reviews, sentiment_scores
 from models.bert.pipeline import SENTIMENT_LABELS, TAGS, encode, shift_probs
 from models.online.sentiment import rating_label
 
-__all__ = ["REVIEW_SETS", "FinetuneConfig", "finetune", "paired", "predict", "read_labels",
-           "scores_as_served"]
+__all__ = ["FIXTURE_SET", "REVIEW_SETS", "USER_SET", "FinetuneConfig", "finetune", "paired", "predict",
+           "read_labels", "scores_as_served"]
 
-# The evaluation sets of reviews: served through the reviews agent, with a version's offsets.
-REVIEW_SETS = ("yours (held out)", "product reviews (fixture)")
+# The report's evaluation sets of reviews (served through the reviews agent, with a version's
+# offsets): the user's held-out texts, and the hand-written product reviews.
+USER_SET, FIXTURE_SET = "yours (held out)", "product reviews (fixture)"
+REVIEW_SETS = (USER_SET, FIXTURE_SET)
 
 
 @dataclass(frozen=True)
@@ -159,12 +161,12 @@ def _replay(config: train.TrainConfig, n: int, seed: int) -> list[data.LabelledT
 
 def _evaluation_sets(config: train.TrainConfig, user_heldout: list, ft: FinetuneConfig) -> dict[str, list]:
     rng = random.Random(ft.seed + 11)
-    sets = {"yours (held out)": user_heldout}
+    sets = {USER_SET: user_heldout}
     splits = train.corpus_splits(config)
     for name, heldout in (("our tweets (held out)", splits.heldout_tweets),
                           ("customer tweets (held out)", splits.heldout_customers)):
         sets[name] = rng.sample(heldout, min(ft.eval_tweets, len(heldout)))
-    sets["product reviews (fixture)"] = product_reviews()
+    sets[FIXTURE_SET] = product_reviews()
     return sets
 
 
